@@ -1,0 +1,58 @@
+"""FastAPI dependencies: services from ``app.state`` and the one auth check."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth.policy import Action, Identity, Policy
+from app.services.files import FileService
+from app.services.index import IndexService
+from app.services.upload import UploadService
+
+
+def basic_credentials(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    return (user, password) if sep else None
+
+
+def require(action: Action) -> Callable[[Request], Awaitable[Identity | None]]:
+    async def dependency(request: Request) -> Identity | None:
+        policy: Policy = request.app.state.policy
+        return await policy.authorize(action, basic_credentials(request))
+
+    return dependency
+
+
+def _index(request: Request) -> IndexService:
+    return request.app.state.index  # type: ignore[no-any-return]
+
+
+def _files(request: Request) -> FileService:
+    return request.app.state.files  # type: ignore[no-any-return]
+
+
+def _uploads(request: Request) -> UploadService:
+    return request.app.state.uploads  # type: ignore[no-any-return]
+
+
+IndexDep = Annotated[IndexService, Depends(_index)]
+FileDep = Annotated[FileService, Depends(_files)]
+UploadDep = Annotated[UploadService, Depends(_uploads)]
+ListIdentity = Annotated[Identity | None, Depends(require(Action.LIST))]
+DownloadIdentity = Annotated[Identity | None, Depends(require(Action.DOWNLOAD))]
+UploadIdentity = Annotated[Identity | None, Depends(require(Action.UPDATE))]

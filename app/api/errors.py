@@ -1,0 +1,90 @@
+"""The single error -> HTTP table. Errors are RFC 9457 problem details (application/problem+json)
+with a human ``title`` and ``detail``; uv prints them, twine shows the body with --verbose."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
+
+from app.errors import (
+    AuthenticationRequiredError,
+    DigestMismatchError,
+    DistFileNotFoundError,
+    FileExistsInIndexError,
+    GoneError,
+    InvalidDistributionError,
+    InvalidRequestError,
+    NotAcceptableError,
+    NotFoundError,
+    PackageIndexError,
+    PermissionDeniedError,
+    ProjectNotFoundError,
+    UnsupportedMediaTypeError,
+    UploadTooLargeError,
+)
+
+STATUS: dict[type[PackageIndexError], int] = {
+    ProjectNotFoundError: 404,
+    DistFileNotFoundError: 404,
+    NotFoundError: 404,
+    NotAcceptableError: 406,
+    AuthenticationRequiredError: 401,  # + WWW-Authenticate (pip retries with credentials only on 401)
+    PermissionDeniedError: 403,
+    FileExistsInIndexError: 409,  # detail starts "File already exists" (twine --skip-existing)
+    GoneError: 410,
+    UploadTooLargeError: 413,
+    UnsupportedMediaTypeError: 415,
+    InvalidRequestError: 400,
+    DigestMismatchError: 400,
+    InvalidDistributionError: 400,
+}
+PROBLEM = "application/problem+json"
+
+
+def status_for(exc: PackageIndexError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]  # type: ignore[index]
+    return 400
+
+
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    return Response(body + "\n", status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install_error_handlers(app: FastAPI, realm: str) -> None:
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, PackageIndexError)
+        status = status_for(exc)
+        headers = {"WWW-Authenticate": f'Basic realm="{realm}"'} if status == 401 else None
+        return problem(status, exc.title, exc.detail, headers)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+
+        return problem(exc.status_code, HTTPStatus(exc.status_code).phrase, detail, exc.headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{where}: {err.get('msg')}")
+        return problem(422, "Invalid request", "; ".join(parts) or "invalid request")
+
+    async def on_disconnect(request: Request, exc: Exception) -> Response:
+        # The client went away mid-upload; the staged file is already discarded. Nobody reads this.
+        return problem(400, "Client disconnected", "The request body was not received completely.")
+
+    app.add_exception_handler(PackageIndexError, on_domain_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_disconnect)

@@ -1,0 +1,46 @@
+"""Distribution files and their PEP 658 metadata, at stable query-free URLs."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from app.api.deps import DownloadIdentity, FileDep
+from app.services.files import FileDownload
+from app.storage.base import LocalPath
+
+router = APIRouter(tags=["files"])
+
+# Files never change once published (a filename is never reused with other bytes).
+FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+_FILE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"description": "The file.", "content": {"application/octet-stream": {}}},
+    206: {"description": "Partial content (Range request)."},
+    304: {"description": "Not modified."},
+    404: {"description": "No such file."},
+}
+
+
+def deliver(request: Request, found: FileDownload) -> Response:
+    etag = f'"{found.sha256}"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": FILE_CACHE_CONTROL,
+        "Last-Modified": format_datetime(found.modified, usegmt=True),
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    if isinstance(found.delivery, LocalPath):
+        # FileResponse answers HEAD and Range (206) itself; never a Content-Encoding.
+        return FileResponse(
+            found.delivery.path, media_type="application/octet-stream", headers=headers, filename=None
+        )
+    return RedirectResponse(found.delivery.url, status_code=302, headers={"Cache-Control": "no-store"})
+
+
+@router.api_route("/files/{project}/{filename}", methods=["GET", "HEAD"], responses=_FILE_RESPONSES)
+async def download(request: Request, project: str, filename: str, files: FileDep, _who: DownloadIdentity) -> Response:
+    """A distribution file, or with ``.metadata`` appended its core metadata (PEP 658)."""
+    return deliver(request, await files.find(project, filename))

@@ -1,0 +1,110 @@
+"""PEP 503 / PEP 691 simple pages, under /simple/ and (pypiserver-style) at the root."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from app import dists
+from app.api.deps import IndexDep, ListIdentity
+from app.services.index import Page
+from app.simple.negotiate import MediaType, negotiate
+
+router = APIRouter(tags=["simple"])
+
+PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"  # cheap to revalidate: 304 from the serial
+FormatQuery = Query(None, alias="format", description="Override content negotiation with a media type.")
+
+_SIMPLE_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {
+        "description": "PEP 503 HTML or PEP 691 JSON, chosen by the Accept header or ?format=.",
+        "content": {m.value: {} for m in MediaType},
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
+    406: {"description": "None of the requested media types is available."},
+}
+
+
+def _fmt(request: Request, format_: str | None) -> MediaType:
+    return negotiate(request.headers.get("accept"), format_)
+
+
+def _not_modified(request: Request, etag: str | None) -> bool:
+    inm = request.headers.get("if-none-match")
+    return bool(etag and inm and etag in [t.strip() for t in inm.split(",")])
+
+
+def _headers(etag: str) -> dict[str, str]:
+    return {"ETag": etag, "Vary": "Accept, Accept-Encoding", "Cache-Control": PAGE_CACHE_CONTROL}
+
+
+def render(request: Request, page: Page) -> Response:
+    headers = _headers(page.etag)
+    body = page.body
+    if page.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+        body = page.gzipped
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=page.media_type.value, headers=headers)
+
+
+def _not_modified_response(etag: str) -> Response:
+    return Response(status_code=304, headers=_headers(etag))
+
+
+@router.get("/simple/", responses=_SIMPLE_RESPONSES, summary="Project list (PEP 503 / PEP 691)")
+async def simple_index(
+    request: Request, index: IndexDep, _who: ListIdentity, format: str | None = FormatQuery
+) -> Response:
+    fmt = _fmt(request, format)
+    if request.headers.get("if-none-match") and _not_modified(request, etag := await index.index_etag(fmt)):
+        return _not_modified_response(etag)
+    return render(request, await index.index_page(fmt))
+
+
+async def _project(request: Request, index: IndexDep, project: str, format: str | None, base: str) -> Response:
+    if (name := dists.normalize(project)) != project:
+        # PEP 503: redirect to the normalised URL (relative, so it survives reverse proxies).
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"../{name}/{query}", status_code=301)
+    fmt = _fmt(request, format)
+    if request.headers.get("if-none-match"):
+        etag = await index.project_etag(name, fmt, base)
+        if _not_modified(request, etag):
+            assert etag is not None
+            return _not_modified_response(etag)
+    return render(request, await index.project_page(name, fmt, base))
+
+
+@router.get("/simple/{project}/", responses=_SIMPLE_RESPONSES, summary="Project page (PEP 503 / PEP 691)")
+async def simple_project(
+    request: Request, project: str, index: IndexDep, _who: ListIdentity, format: str | None = FormatQuery
+) -> Response:
+    return await _project(request, index, project, format, "../../files/")
+
+
+@router.get("/simple", include_in_schema=False)
+async def simple_no_slash() -> Response:
+    return RedirectResponse("simple/", status_code=301)
+
+
+@router.get("/simple/{project}", include_in_schema=False)
+async def simple_project_no_slash(project: str) -> Response:
+    return RedirectResponse(f"{dists.normalize(project)}/", status_code=301)
+
+
+root_router = APIRouter(tags=["simple"])
+
+
+@root_router.get(
+    "/{project}/", responses=_SIMPLE_RESPONSES, summary="Project page at the root (pypiserver compatibility)"
+)
+async def root_project(
+    request: Request, project: str, index: IndexDep, _who: ListIdentity, format: str | None = FormatQuery
+) -> Response:
+    """``pip install --index-url http://host:port`` (no /simple/) asks for ``/<project>/``."""
+    return await _project(request, index, project, format, "../files/")
+
+
+@root_router.get("/{project}", include_in_schema=False)
+async def root_project_no_slash(project: str) -> Response:
+    return RedirectResponse(f"{dists.normalize(project)}/", status_code=301)

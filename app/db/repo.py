@@ -1,0 +1,83 @@
+"""Query functions over the models. They never commit: the service owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.models import Event, File, Project
+
+
+async def get_project(session: AsyncSession, normalized_name: str) -> Project | None:
+    result = await session.execute(select(Project).where(Project.normalized_name == normalized_name))
+    return result.scalar_one_or_none()
+
+
+async def ensure_project(session: AsyncSession, name: str, normalized_name: str) -> Project:
+    """Get or create; a concurrent creator wins the unique constraint and we use its row."""
+    dialect = session.bind.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Project).values(name=name, normalized_name=normalized_name, serial=0)
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=["normalized_name"]))
+    project = await get_project(session, normalized_name)
+    assert project is not None
+    return project
+
+
+async def list_projects(session: AsyncSession) -> Sequence[tuple[str, str]]:
+    """(display name, normalised name) of every project with at least one file, by normalised name."""
+    has_files = exists().where(File.project_id == Project.id)
+    result = await session.execute(
+        select(Project.name, Project.normalized_name).where(has_files).order_by(Project.normalized_name)
+    )
+    return [tuple(row) for row in result.all()]  # type: ignore[misc]
+
+
+async def project_files(session: AsyncSession, project_id: int) -> Sequence[File]:
+    result = await session.execute(select(File).where(File.project_id == project_id).order_by(File.id))
+    return result.scalars().all()
+
+
+async def file_by_filename(session: AsyncSession, filename: str) -> File | None:
+    result = await session.execute(select(File).where(File.filename == filename))
+    return result.scalar_one_or_none()
+
+
+async def file_in_project(session: AsyncSession, project_id: int, filename: str) -> File | None:
+    result = await session.execute(
+        select(File).where(File.project_id == project_id, File.filename == filename)
+    )
+    return result.scalar_one_or_none()
+
+
+async def add_file(session: AsyncSession, **fields: Any) -> File:
+    file = File(**fields)
+    session.add(file)
+    await session.flush()
+    return file
+
+
+async def record_event(session: AsyncSession, project_id: int | None, **fields: Any) -> int:
+    """Append to the audit journal and make its id the project's serial (cache key)."""
+    event = Event(**fields)
+    session.add(event)
+    await session.flush()
+    if project_id is not None:
+        await session.execute(update(Project).where(Project.id == project_id).values(serial=event.id))
+    return event.id
+
+
+async def last_serial(session: AsyncSession) -> int:
+    """Global change counter: the newest journal entry."""
+    return (await session.execute(select(func.coalesce(func.max(Event.id), 0)))).scalar_one()
+
+
+async def project_serial(session: AsyncSession, normalized_name: str) -> int | None:
+    result = await session.execute(
+        select(Project.serial).where(Project.normalized_name == normalized_name)
+    )
+    return result.scalar_one_or_none()

@@ -1,0 +1,258 @@
+"""Names, versions and filenames: the one wrapper over ``packaging``; metadata extraction.
+
+Nothing else in Packhouse normalises a name or parses a filename by hand.
+"""
+
+from __future__ import annotations
+
+import enum
+import posixpath
+import tarfile
+import unicodedata
+import zipfile
+from dataclasses import dataclass
+from email.message import Message
+from email.parser import BytesParser
+from pathlib import Path
+
+from packaging.metadata import parse_email
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    NormalizedName,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from app.errors import InvalidDistributionError
+
+#: Largest METADATA / PKG-INFO we read (PyPI's descriptions are far smaller).
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+#: How far into a tarball we look for PKG-INFO before giving up (bounds time on hostile input).
+MAX_TAR_SCAN_BYTES = 512 * 1024 * 1024
+MAX_TAR_MEMBERS = 20_000
+#: An archive member claiming more than this ratio of its compressed size is a zip bomb.
+MAX_COMPRESSION_RATIO = 1000
+MAX_MEMBER_BYTES = 8 * 1024**3
+
+
+class DistKind(enum.StrEnum):
+    WHEEL = "bdist_wheel"
+    SDIST = "sdist"
+
+
+@dataclass(frozen=True, slots=True)
+class DistFilename:
+    name: NormalizedName
+    version: Version
+    kind: DistKind
+
+
+@dataclass(frozen=True, slots=True)
+class CoreMetadata:
+    """The parts of a distribution's core metadata the index keeps."""
+
+    name: str
+    version: str
+    summary: str | None
+    requires_python: str | None
+    requires_dist: tuple[str, ...]
+    description: str | None
+    description_content_type: str | None
+    metadata_version: str | None
+    raw: bytes  # the METADATA / PKG-INFO file, served as-is for PEP 658
+
+
+def normalize(name: str) -> NormalizedName:
+    """PEP 503 normalisation."""
+    return canonicalize_name(name)
+
+
+def parse_version(text: str) -> Version:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        raise InvalidDistributionError(
+            f"Invalid version {text!r}: versions must follow PEP 440 (e.g. 1.0, 2.1.3rc1, 1.0.post1)."
+        ) from None
+
+
+def check_project_name(name: str) -> NormalizedName:
+    try:
+        return canonicalize_name(name, validate=True)
+    except ValueError:
+        raise InvalidDistributionError(
+            f"Invalid project name {name!r}: names are ASCII letters, digits, '.', '-' and '_', "
+            "starting and ending with a letter or digit."
+        ) from None
+
+
+def check_safe_filename(filename: str) -> None:
+    """Refuse anything that could name a path or hide a character: only printable ASCII, no
+    separators, no leading dot. (Every valid wheel or sdist name passes.)"""
+    problem = None
+    if not filename:
+        problem = "it is empty"
+    elif any(c in filename for c in "/\\"):
+        problem = "it contains a path separator"
+    elif filename.startswith(".") or ".." in filename:
+        problem = "it contains '..' or starts with a dot"
+    elif any(unicodedata.category(c) == "Cc" for c in filename):
+        problem = "it contains a control character"
+    elif not filename.isascii():
+        problem = "it contains non-ASCII characters"
+    elif not filename.isprintable() or " " in filename:
+        problem = "it contains a space or an unprintable character"
+    elif len(filename) > 255:
+        problem = "it is longer than 255 characters"
+    if problem:
+        raise InvalidDistributionError(
+            f"Invalid filename {filename!r}: {problem}. Upload the file exactly as your build tool "
+            "named it (a wheel or an sdist)."
+        )
+
+
+def parse_dist_filename(filename: str) -> DistFilename:
+    """Parse a wheel (PEP 427/491) or sdist (PEP 625: .tar.gz; legacy .zip) filename."""
+    check_safe_filename(filename)
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            return DistFilename(name, version, DistKind.WHEEL)
+        if filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            return DistFilename(name, version, DistKind.SDIST)
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion) as exc:
+        raise InvalidDistributionError(f"Invalid distribution filename {filename!r}: {exc}") from None
+    raise InvalidDistributionError(
+        f"Invalid distribution filename {filename!r}: only wheels (.whl) and source distributions "
+        "(.tar.gz, or legacy .zip) can be uploaded."
+    )
+
+
+def read_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata:
+    """Read METADATA from a wheel or PKG-INFO from an sdist, with bounded memory and time.
+
+    Blocking: run it in a thread. Raises InvalidDistributionError for anything unreadable."""
+    try:
+        if dist.kind is DistKind.WHEEL:
+            raw = _wheel_metadata(path, filename)
+        elif filename.endswith(".zip"):
+            raw = _zip_sdist_pkg_info(path)
+        else:
+            raw = _tar_sdist_pkg_info(path)
+    except InvalidDistributionError:
+        raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, KeyError) as exc:
+        kind = "a zip archive" if filename.endswith((".whl", ".zip")) else "a gzip-compressed tar archive"
+        raise InvalidDistributionError(
+            f"{filename} is not a valid distribution: it could not be read as {kind} ({exc}). "
+            "Rebuild it (python -m build) and upload again."
+        ) from None
+    return parse_core_metadata(raw, filename)
+
+
+def _member_size_ok(info: zipfile.ZipInfo) -> None:
+    if info.file_size > MAX_MEMBER_BYTES or (
+        info.file_size > 64 * 1024**2 and info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1)
+    ):
+        raise InvalidDistributionError(
+            f"Archive member {info.filename!r} claims {info.file_size} bytes uncompressed from "
+            f"{info.compress_size} compressed: refusing a likely zip bomb."
+        )
+
+
+def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.file_size > MAX_METADATA_BYTES:
+        raise InvalidDistributionError(
+            f"{info.filename} is {info.file_size} bytes; metadata larger than "
+            f"{MAX_METADATA_BYTES} bytes is refused."
+        )
+    with zf.open(info) as fh:
+        data = fh.read(MAX_METADATA_BYTES + 1)
+    if len(data) > MAX_METADATA_BYTES:
+        raise InvalidDistributionError(f"{info.filename} is larger than its header says: refused.")
+    return data
+
+
+def _wheel_metadata(path: Path, filename: str) -> bytes:
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            _member_size_ok(info)
+        found = [
+            i
+            for i in infos
+            if posixpath.basename(i.filename) == "METADATA"
+            and i.filename.count("/") == 1
+            and i.filename.split("/", 1)[0].endswith(".dist-info")
+        ]
+        if len(found) != 1:
+            raise InvalidDistributionError(
+                f"{filename} is not a valid wheel: it must contain exactly one "
+                f"'<name>-<version>.dist-info/METADATA' (found {len(found)})."
+            )
+        return _read_zip_member(zf, found[0])
+
+
+def _zip_sdist_pkg_info(path: Path) -> bytes:
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        for info in infos:
+            _member_size_ok(info)
+        for info in infos:
+            parts = info.filename.split("/")
+            if len(parts) == 2 and parts[1] == "PKG-INFO":
+                return _read_zip_member(zf, info)
+    raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
+
+
+def _tar_sdist_pkg_info(path: Path) -> bytes:
+    with tarfile.open(path, mode="r:gz") as tf:
+        for count, member in enumerate(tf):
+            if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
+                break
+            parts = member.name.strip("/").split("/")
+            if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
+                if member.size > MAX_METADATA_BYTES:
+                    raise InvalidDistributionError(f"{member.name} is {member.size} bytes: refused.")
+                fh = tf.extractfile(member)
+                assert fh is not None
+                return fh.read(MAX_METADATA_BYTES)
+    raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
+
+
+def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
+    """Parse METADATA / PKG-INFO (RFC 822 style) leniently, requiring a valid Name and Version."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidDistributionError(f"The metadata in {filename} is not valid UTF-8.") from None
+    parsed, _unparsed = parse_email(text)
+    name, version = parsed.get("name"), parsed.get("version")
+    if not name or not version:
+        raise InvalidDistributionError(
+            f"The metadata in {filename} does not parse: it needs 'Name:' and 'Version:' headers."
+        )
+    check_project_name(name)
+    parse_version(version)
+    description = parsed.get("description")
+    if description is None:  # body of the message (Metadata 2.1+)
+        msg: Message = BytesParser().parsebytes(raw)
+        payload = msg.get_payload()
+        description = payload if isinstance(payload, str) and payload.strip() else None
+    return CoreMetadata(
+        name=name,
+        version=version,
+        summary=parsed.get("summary"),
+        requires_python=parsed.get("requires_python"),
+        requires_dist=tuple(parsed.get("requires_dist") or ()),
+        description=description,
+        description_content_type=parsed.get("description_content_type"),
+        metadata_version=parsed.get("metadata_version"),
+        raw=raw,
+    )
+
+

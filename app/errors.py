@@ -1,0 +1,72 @@
+"""The domain exception tree. No web imports: ``app.api.errors`` maps each class to a status."""
+
+from __future__ import annotations
+
+
+class PackageIndexError(Exception):
+    """Root of every error a client may see. ``title`` is the short, human name of the problem."""
+
+    title = "Package index error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class NotFoundError(PackageIndexError):
+    title = "Not found"
+
+
+class ProjectNotFoundError(NotFoundError):
+    title = "Project not found"
+
+
+class DistFileNotFoundError(NotFoundError):
+    title = "File not found"
+
+
+class NotAcceptableError(PackageIndexError):
+    title = "Not acceptable"
+
+
+class AuthenticationRequiredError(PackageIndexError):
+    title = "Authentication required"
+
+
+class PermissionDeniedError(PackageIndexError):
+    title = "Forbidden"
+
+
+class InvalidRequestError(PackageIndexError):
+    """The request itself is malformed (form, action, content type)."""
+
+    title = "Bad request"
+
+
+class UnsupportedMediaTypeError(InvalidRequestError):
+    title = "Unsupported media type"
+
+
+class GoneError(PackageIndexError):
+    title = "Gone"
+
+
+class InvalidDistributionError(PackageIndexError):
+    """The uploaded file, its name or its metadata is not acceptable."""
+
+    title = "Invalid distribution"
+
+
+class DigestMismatchError(InvalidDistributionError):
+    title = "Digest mismatch"
+
+
+class FileExistsInIndexError(PackageIndexError):
+    """A file of that name exists with other bytes. twine --skip-existing keys on the text
+    "File already exists" (and on the 409), so the detail must start with it."""
+
+    title = "File already exists"
+
+
+class UploadTooLargeError(PackageIndexError):
+    title = "Upload too large"

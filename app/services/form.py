@@ -1,0 +1,260 @@
+"""Streaming ``multipart/form-data`` reader for the legacy upload API.
+
+The file part (``content``) is never held in memory: its bytes go to a staged temporary file in
+the store while md5, sha256 and blake2b-256 are computed and the size is counted (one pass, as
+PyPI's forklift does). Every other part is a small text field. Limits are enforced as bytes
+arrive, so an oversized upload is refused before it is all received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from email.message import Message
+
+import anyio
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from app.errors import InvalidRequestError, UnsupportedMediaTypeError, UploadTooLargeError
+from app.storage.base import Staged, Storage
+
+FLUSH_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FormLimits:
+    max_file_bytes: int
+    max_parts: int = 1000
+    max_field_bytes: int = 8 * 1024 * 1024  # one text field (a long README fits)
+    max_fields_total: int = 32 * 1024 * 1024
+    max_header_bytes: int = 8 * 1024
+
+
+@dataclass(slots=True)
+class FileDigests:
+    size: int
+    md5: str
+    sha256: str
+    blake2_256: str
+
+
+@dataclass(slots=True)
+class UploadForm:
+    fields: dict[str, list[str]] = field(default_factory=dict)
+    filename: str | None = None
+    staged: Staged | None = None
+    digests: FileDigests | None = None
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[0] if values else None
+
+
+class _HashingSink:
+    """Writes to the staged file and hashes, in a worker thread, in ~1 MiB batches."""
+
+    def __init__(self, staged: Staged, limit: int) -> None:
+        self.staged = staged
+        self.limit = limit
+        self.size = 0
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+        self.blake2 = hashlib.blake2b(digest_size=32)
+        self.pending: list[bytes] = []
+        self.pending_bytes = 0
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise UploadTooLargeError(
+                f"The file is larger than this server's limit of {self.limit} bytes "
+                "(--max-upload-size). Ask the administrator to raise it, or upload a smaller file."
+            )
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+
+    def _write(self, chunks: list[bytes]) -> None:
+        for chunk in chunks:
+            self.md5.update(chunk)
+            self.sha256.update(chunk)
+            self.blake2.update(chunk)
+            self.staged.write(chunk)
+
+    async def flush(self, force: bool = False) -> None:
+        if self.pending and (force or self.pending_bytes >= FLUSH_BYTES):
+            chunks, self.pending, self.pending_bytes = self.pending, [], 0
+            await anyio.to_thread.run_sync(self._write, chunks)
+
+    def digests(self) -> FileDigests:
+        return FileDigests(self.size, self.md5.hexdigest(), self.sha256.hexdigest(), self.blake2.hexdigest())
+
+
+def _boundary(content_type: str | None) -> bytes:
+    ctype, params = parse_options_header(content_type or "")
+    if ctype != b"multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            f"Uploads must be sent as multipart/form-data, not {ctype.decode('latin-1') or 'no content type'!r}"
+            " (use twine, flit, uv publish, hatch or poetry)."
+        )
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise InvalidRequestError("The multipart/form-data Content-Type has no boundary parameter.")
+    return boundary
+
+
+def _disposition(value: str) -> tuple[str | None, str | None]:
+    """(name, filename) from a Content-Disposition header, without any path 'fix-ups'."""
+    msg = Message()
+    msg["content-disposition"] = value
+    name = msg.get_param("name", header="content-disposition")
+    filename = msg.get_param("filename", header="content-disposition")
+    as_text = [v if isinstance(v, str) or v is None else None for v in (name, filename)]
+    return as_text[0], as_text[1]
+
+
+class _FormReader:
+    def __init__(self, storage: Storage, limits: FormLimits) -> None:
+        self.storage = storage
+        self.limits = limits
+        self.form = UploadForm()
+        self.sink: _HashingSink | None = None
+        self.parts = 0
+        self.fields_bytes = 0
+        self.done = False
+        self._reset_part()
+
+    def _reset_part(self) -> None:
+        self.header_name = bytearray()
+        self.header_value = bytearray()
+        self.headers: dict[str, str] = {}
+        self.part_name: str | None = None
+        self.part_kind = "field"  # field | file | ignore
+        self.buffer = bytearray()
+
+    # python-multipart callbacks (synchronous) -------------------------------------------------
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.limits.max_parts:
+            raise InvalidRequestError(f"Too many form fields (more than {self.limits.max_parts}).")
+        self._reset_part()
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+        if len(self.header_value) > self.limits.max_header_bytes:
+            raise InvalidRequestError("A multipart part header is too long.")
+
+    def on_header_end(self) -> None:
+        name = bytes(self.header_name).decode("latin-1").strip().lower()
+        self.headers[name] = bytes(self.header_value).decode("latin-1").strip()
+        self.header_name, self.header_value = bytearray(), bytearray()
+
+    def on_headers_finished(self) -> None:
+        disposition = self.headers.get("content-disposition")
+        if not disposition:
+            raise InvalidRequestError("A multipart part has no Content-Disposition header.")
+        name, filename = _disposition(disposition)
+        if not name:
+            raise InvalidRequestError("A multipart part has no field name.")
+        self.part_name = name
+        if filename is None:
+            self.part_kind = "field"
+        elif name == "content":
+            if self.sink is not None:
+                raise InvalidRequestError("The form has more than one 'content' file; upload one file per request.")
+            # The filename arrives as raw header bytes; clients send UTF-8.
+            self.form.filename = filename.encode("latin-1", "replace").decode("utf-8", "replace")
+            self.form.staged = self.storage.stage()
+            self.sink = _HashingSink(self.form.staged, self.limits.max_file_bytes)
+            self.part_kind = "file"
+        else:
+            self.part_kind = "ignore"  # e.g. gpg_signature: accepted and not kept
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.part_kind == "file":
+            assert self.sink is not None
+            self.sink.add(data[start:end])
+        elif self.part_kind == "field":
+            self.buffer += data[start:end]
+            self.fields_bytes += end - start
+            if len(self.buffer) > self.limits.max_field_bytes:
+                raise UploadTooLargeError(
+                    f"The form field {self.part_name!r} is larger than {self.limits.max_field_bytes} bytes."
+                )
+            if self.fields_bytes > self.limits.max_fields_total:
+                raise UploadTooLargeError("The form's text fields are too large in total.")
+
+    def on_part_end(self) -> None:
+        if self.part_kind == "field" and self.part_name is not None:
+            try:
+                value = self.buffer.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequestError(f"The form field {self.part_name!r} is not valid UTF-8.") from None
+            self.form.fields.setdefault(self.part_name, []).append(value)
+        self._reset_part()
+
+    def on_end(self) -> None:
+        self.done = True
+
+    # -------------------------------------------------------------------------------------------
+    def callbacks(self) -> dict[str, object]:
+        return {
+            name: getattr(self, name)
+            for name in (
+                "on_part_begin",
+                "on_header_field",
+                "on_header_value",
+                "on_header_end",
+                "on_headers_finished",
+                "on_part_data",
+                "on_part_end",
+                "on_end",
+            )
+        }
+
+
+async def read_upload_form(
+    content_type: str | None, chunks: AsyncIterator[bytes], storage: Storage, limits: FormLimits
+) -> UploadForm:
+    """Read the whole form, staging the file. On any error the staged file is discarded.
+
+    Raises:
+        UnsupportedMediaTypeError: not multipart/form-data.
+        InvalidRequestError: malformed or truncated body, too many parts.
+        UploadTooLargeError: the file or the fields exceed the limits.
+    """
+    boundary = _boundary(content_type)
+    reader = _FormReader(storage, limits)
+    try:
+        parser = MultipartParser(boundary, reader.callbacks(), max_header_size=limits.max_header_bytes)  # type: ignore[arg-type]
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            try:
+                parser.write(chunk)
+            except MultipartParseError as exc:
+                raise InvalidRequestError(f"The multipart/form-data body is malformed: {exc}") from None
+            if reader.sink is not None:
+                await reader.sink.flush()
+            if reader.done:
+                break
+        if not reader.done:
+            raise InvalidRequestError(
+                "The multipart/form-data body is truncated (the final boundary never arrived); "
+                "the upload was interrupted, try again."
+            )
+        if reader.sink is not None:
+            await reader.sink.flush(force=True)
+            await anyio.to_thread.run_sync(reader.sink.staged.finish)
+            reader.form.digests = reader.sink.digests()
+        return reader.form
+    except BaseException:
+        if reader.form.staged is not None:
+            with anyio.CancelScope(shield=True):
+                await storage.discard(reader.form.staged)
+            reader.form.staged = None
+        raise

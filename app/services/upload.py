@@ -1,0 +1,221 @@
+"""The legacy upload API, as PyPI's forklift implements it.
+
+Order (DESIGN rule 7): stream to a staged file while hashing and counting; validate the form, the
+filename, the digests and the metadata inside the archive; store; insert the row in one
+transaction. A file is visible only once its row commits; the filename's unique constraint decides
+races; stored bytes are content-addressed and never overwritten.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from hashlib import sha256
+
+import anyio
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import dists
+from app.db import repo
+from app.db.models import File
+from app.errors import (
+    DigestMismatchError,
+    FileExistsInIndexError,
+    GoneError,
+    InvalidDistributionError,
+    InvalidRequestError,
+    UploadTooLargeError,
+)
+from app.services.form import FileDigests, FormLimits, UploadForm, read_upload_form
+from app.storage.base import Storage
+
+log = logging.getLogger("packhouse.upload")
+
+
+@dataclass(frozen=True, slots=True)
+class UploadResult:
+    filename: str
+    created: bool  # False: the identical file was already there (a re-run of twine upload)
+
+    @property
+    def message(self) -> str:
+        return f"{'Stored' if self.created else 'Already stored, identical'}: {self.filename}\n"
+
+
+def storage_key(sha256_hex: str, filename: str) -> str:
+    """Content-addressed, as PyPI: sha256[:2]/sha256[2:4]/sha256[4:]/filename."""
+    return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex[4:]}/{filename}"
+
+
+class UploadService:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        *,
+        max_upload_size: int,
+        overwrite: bool = False,
+    ) -> None:
+        self.sessions = sessions
+        self.storage = storage
+        self.limits = FormLimits(max_file_bytes=max_upload_size)
+        self.overwrite = overwrite
+
+    def check_content_length(self, content_length: str | None) -> None:
+        """Refuse an announced oversized body before reading any of it (-> 413)."""
+        if content_length and content_length.isdigit():
+            # The form's other fields add a little; allow them on top of the file limit.
+            if int(content_length) > self.limits.max_file_bytes + self.limits.max_fields_total:
+                raise UploadTooLargeError(
+                    f"The upload is {content_length} bytes, over this server's limit of "
+                    f"{self.limits.max_file_bytes} bytes (--max-upload-size)."
+                )
+
+    async def handle(
+        self, content_type: str | None, chunks: AsyncIterator[bytes], uploader: str | None
+    ) -> UploadResult:
+        """Read the form and dispatch on ``:action``.
+
+        Raises:
+            InvalidRequestError, InvalidDistributionError, DigestMismatchError (-> 400),
+            GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413).
+        """
+        form = await read_upload_form(content_type, chunks, self.storage, self.limits)
+        try:
+            action = form.get(":action")
+            if action == "file_upload":
+                return await self._file_upload(form, uploader)
+            if action in ("submit", "doc_upload", "submit_pkg_info"):
+                raise GoneError(
+                    f"The {action!r} action is not supported (PyPI removed it too): upload "
+                    "distribution files with :action=file_upload."
+                )
+            if action is None:
+                raise InvalidRequestError("The form has no ':action' field; use :action=file_upload.")
+            raise InvalidRequestError(f"Unknown :action {action!r}; use :action=file_upload.")
+        finally:
+            if form.staged is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.storage.discard(form.staged)
+
+    async def _file_upload(self, form: UploadForm, uploader: str | None) -> UploadResult:
+        if form.staged is None or form.filename is None or form.digests is None:
+            raise InvalidRequestError("The form has no file: send the distribution in the 'content' field.")
+        filename, digests = form.filename, form.digests
+        dist = dists.parse_dist_filename(filename)
+        _check_form_identity(form, dist)
+        if digests.size == 0:
+            raise InvalidDistributionError(f"{filename} is empty (0 bytes); rebuild it and upload again.")
+        _check_digests(form, digests)
+
+        meta = await anyio.to_thread.run_sync(dists.read_metadata, form.staged.path, dist, filename)
+        if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
+            raise InvalidDistributionError(
+                f"The metadata inside {filename} says {meta.name} {meta.version}, which does not "
+                "match the filename; rebuild the distribution."
+            )
+
+        async with self.sessions() as session:
+            existing = await repo.file_by_filename(session, filename)
+        if existing is not None:
+            return self._duplicate(existing, digests)
+
+        key = storage_key(digests.sha256, filename)
+        await self.storage.commit(form.staged, key)
+        form.staged = None
+        metadata_sha256 = None
+        if dist.kind is dists.DistKind.WHEEL:
+            # PEP 658: the wheel's METADATA, byte for byte, beside the file.
+            await self.storage.put_bytes(key + ".metadata", meta.raw)
+            metadata_sha256 = sha256(meta.raw).hexdigest()
+
+        display_name = form.get("name") or meta.name
+        try:
+            async with self.sessions() as session, session.begin():
+                project = await repo.ensure_project(session, display_name, dist.name)
+                await repo.add_file(
+                    session,
+                    project_id=project.id,
+                    version=str(dist.version),
+                    filename=filename,
+                    filetype=dist.kind.value,
+                    pyversion=form.get("pyversion") or ("source" if dist.kind is dists.DistKind.SDIST else None),
+                    size=digests.size,
+                    sha256=digests.sha256,
+                    md5=digests.md5,
+                    blake2_256=digests.blake2_256,
+                    storage_key=key,
+                    metadata_version=meta.metadata_version,
+                    summary=meta.summary,
+                    requires_python=meta.requires_python,
+                    requires_dist=json.dumps(list(meta.requires_dist)),
+                    description=meta.description,
+                    description_content_type=meta.description_content_type,
+                    metadata_sha256=metadata_sha256,
+                    uploader=uploader,
+                )
+                await repo.record_event(
+                    session,
+                    project.id,
+                    action="upload",
+                    project=dist.name,
+                    version=str(dist.version),
+                    filename=filename,
+                    sha256=digests.sha256,
+                    actor=uploader,
+                )
+        except IntegrityError:
+            # Another upload of the same filename committed first: same bytes is fine, else 409.
+            async with self.sessions() as session:
+                existing = await repo.file_by_filename(session, filename)
+            if existing is None:
+                raise
+            return self._duplicate(existing, digests)
+        log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
+        return UploadResult(filename, created=True)
+
+    def _duplicate(self, existing: File, digests: FileDigests) -> UploadResult:
+        if hmac.compare_digest(existing.sha256, digests.sha256):
+            return UploadResult(existing.filename, created=False)
+        raise FileExistsInIndexError(
+            f"File already exists: {existing.filename} was uploaded before with other contents "
+            f"(sha256 {existing.sha256}). A published file never changes: bump the version (or add a "
+            "build tag to the wheel) and upload again; use 'twine upload --skip-existing' to skip files "
+            "that are already there."
+        )
+
+
+def _check_form_identity(form: UploadForm, dist: dists.DistFilename) -> None:
+    name, version = form.get("name"), form.get("version")
+    if not name or not version:
+        raise InvalidRequestError("The form needs 'name' and 'version' fields (as twine and flit send).")
+    if dists.check_project_name(name) != dist.name:
+        raise InvalidDistributionError(
+            f"The filename {form.filename} is for project {dist.name!r}, but the form says {name!r}."
+        )
+    if dists.parse_version(version) != dist.version:
+        raise InvalidDistributionError(
+            f"The filename {form.filename} is for version {dist.version}, but the form says {version!r}."
+        )
+
+
+def _check_digests(form: UploadForm, digests: FileDigests) -> None:
+    given = {
+        "md5_digest": (form.get("md5_digest"), digests.md5),
+        "sha256_digest": (form.get("sha256_digest"), digests.sha256),
+        "blake2_256_digest": (form.get("blake2_256_digest"), digests.blake2_256),
+    }
+    if not any(value for value, _ in given.values()):
+        raise DigestMismatchError(
+            "The form has no digest: send at least one of md5_digest, sha256_digest or blake2_256_digest."
+        )
+    for field_name, (value, actual) in given.items():
+        if value and not hmac.compare_digest(value.strip().lower(), actual):
+            raise DigestMismatchError(
+                f"The {field_name} sent ({value}) does not match the received file ({actual}): the "
+                "file was damaged in transit or changed after hashing; upload it again."
+            )

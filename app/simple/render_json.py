@@ -1,0 +1,47 @@
+"""PEP 691 JSON (api-version 1.1: PEP 700 fields). Pure functions: model -> bytes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from app.simple.model import API_VERSION, DistFile, ProjectDetail, ProjectList
+
+_META = {"api-version": API_VERSION}
+
+
+def _dump(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def index(page: ProjectList) -> bytes:
+    return _dump({"meta": _META, "projects": [{"name": p.name} for p in page.projects]})
+
+
+def _file(f: DistFile) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "filename": f.filename,
+        "url": f.url,
+        "hashes": {"sha256": f.sha256},
+    }
+    if f.requires_python:
+        out["requires-python"] = f.requires_python
+    # PEP 714: "core-metadata" is the key; "dist-info-metadata" is kept for older clients.
+    metadata: dict[str, str] | bool = {"sha256": f.core_metadata_sha256} if f.core_metadata_sha256 else False
+    out["core-metadata"] = metadata
+    out["dist-info-metadata"] = metadata
+    out["yanked"] = f.yanked
+    out["size"] = f.size
+    out["upload-time"] = f.upload_time
+    return out
+
+
+def detail(page: ProjectDetail) -> bytes:
+    return _dump(
+        {
+            "meta": _META,
+            "name": page.name,
+            "versions": list(page.versions),
+            "files": [_file(f) for f in page.files],
+        }
+    )

@@ -1,0 +1,73 @@
+"""The Storage port: a byte store that knows nothing of HTTP, the database or requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPath:
+    """Deliver these bytes from a local file (the files route serves it with Range support)."""
+
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectURL:
+    """Deliver by redirecting the client (e.g. a presigned object-store URL)."""
+
+    url: str
+
+
+Delivery = LocalPath | RedirectURL
+
+
+class Staged(Protocol):
+    """An upload being received: bytes go to a local temporary file until committed or discarded."""
+
+    path: Path
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None:
+        """Flush and close (blocking): the file is complete and durable on disk."""
+        ...
+
+
+class Storage(Protocol):
+    def stage(self) -> Staged:
+        """Open a temporary file beside the store (same filesystem for the local backend)."""
+        ...
+
+    async def commit(self, staged: Staged, key: str) -> None:
+        """Move a staged file to ``key`` atomically (never a partial file under ``key``)."""
+        ...
+
+    async def discard(self, staged: Staged) -> None: ...
+
+    async def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    async def get_bytes(self, key: str) -> bytes:
+        """Raises FileNotFoundError."""
+        ...
+
+    def open(self, key: str) -> AsyncIterator[bytes]: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delivery(self, key: str) -> Delivery:
+        """Raises FileNotFoundError."""
+        ...
+
+    async def check(self) -> None:
+        """Raise if the store is not reachable or writable."""
+        ...
+
+    def sweep_temporary(self) -> int:
+        """Remove temporary files left by a crash; return how many."""
+        ...
