@@ -38,7 +38,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         "(default: update when --passwords is given; env PACKHOUSE_AUTHENTICATE)",
     )
     p.add_argument(
-        "--max-upload-size", help="largest accepted upload, e.g. 1G (default 1G; env PACKHOUSE_MAX_UPLOAD_SIZE)"
+        "--max-upload-size",
+        help="largest accepted upload, e.g. 1G (default 1G; env PACKHOUSE_MAX_UPLOAD_SIZE)",
     )
     p.add_argument(
         "--overwrite",
@@ -56,7 +57,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"packhouse {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _serve_parser(sub)
+    for module in _command_modules():
+        module.register(sub)
     return parser
+
+
+def _command_modules() -> list:  # type: ignore[type-arg]
+    """Subcommand modules under app.commands (each has ``register(subparsers)``)."""
+    import importlib
+    import pkgutil
+
+    import app.commands
+
+    return [
+        importlib.import_module(f"app.commands.{info.name}")
+        for info in sorted(pkgutil.iter_modules(app.commands.__path__), key=lambda i: i.name)
+    ]
 
 
 def _settings(args: argparse.Namespace, names: Sequence[str]) -> object:
@@ -115,5 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if (func := getattr(args, "func", None)) is not None:
+        return int(func(args))
     parser.print_help()
     return 2

@@ -254,5 +254,3 @@ def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
         metadata_version=parsed.get("metadata_version"),
         raw=raw,
     )
-
-

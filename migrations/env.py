@@ -7,8 +7,8 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from app.db.base import Base
 from app.db import models  # noqa: F401  (registers the tables)
+from app.db.base import Base
 
 config = context.config
 target_metadata = Base.metadata

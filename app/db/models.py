@@ -74,5 +74,3 @@ class Event(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text)
-
-

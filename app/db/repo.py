@@ -77,7 +77,5 @@ async def last_serial(session: AsyncSession) -> int:
 
 
 async def project_serial(session: AsyncSession, normalized_name: str) -> int | None:
-    result = await session.execute(
-        select(Project.serial).where(Project.normalized_name == normalized_name)
-    )
+    result = await session.execute(select(Project.serial).where(Project.normalized_name == normalized_name))
     return result.scalar_one_or_none()

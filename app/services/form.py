@@ -94,9 +94,10 @@ class _HashingSink:
 def _boundary(content_type: str | None) -> bytes:
     ctype, params = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data":
+        got = ctype.decode("latin-1") or "no content type"
         raise UnsupportedMediaTypeError(
-            f"Uploads must be sent as multipart/form-data, not {ctype.decode('latin-1') or 'no content type'!r}"
-            " (use twine, flit, uv publish, hatch or poetry)."
+            f"Uploads must be sent as multipart/form-data, not {got!r} "
+            "(use twine, flit, uv publish, hatch or poetry)."
         )
     boundary = params.get(b"boundary")
     if not boundary:
@@ -165,7 +166,9 @@ class _FormReader:
             self.part_kind = "field"
         elif name == "content":
             if self.sink is not None:
-                raise InvalidRequestError("The form has more than one 'content' file; upload one file per request.")
+                raise InvalidRequestError(
+                    "The form has more than one 'content' file; upload one file per request."
+                )
             # The filename arrives as raw header bytes; clients send UTF-8.
             self.form.filename = filename.encode("latin-1", "replace").decode("utf-8", "replace")
             self.form.staged = self.storage.stage()

@@ -143,7 +143,8 @@ class UploadService:
                     version=str(dist.version),
                     filename=filename,
                     filetype=dist.kind.value,
-                    pyversion=form.get("pyversion") or ("source" if dist.kind is dists.DistKind.SDIST else None),
+                    pyversion=form.get("pyversion")
+                    or ("source" if dist.kind is dists.DistKind.SDIST else None),
                     size=digests.size,
                     sha256=digests.sha256,
                     md5=digests.md5,
@@ -175,7 +176,9 @@ class UploadService:
             if existing is None:
                 raise
             return self._duplicate(existing, digests)
-        log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
+        log.info(
+            "upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-"
+        )
         return UploadResult(filename, created=True)
 
     def _duplicate(self, existing: File, digests: FileDigests) -> UploadResult:

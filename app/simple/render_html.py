@@ -22,7 +22,7 @@ def _page(title: str, links: list[str]) -> bytes:
         f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
         f"    <title>{_e(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{_e(title)}</h1>\n{body}{chr(10) if body else ''}  </body>\n</html>\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def index(page: ProjectList) -> bytes:

@@ -58,9 +58,9 @@ def make_wheel(
     files: dict[str, bytes] = {
         f"{module}/__init__.py": (module_code or f"__version__ = {version!r}\n").encode(),
         f"{dist}.dist-info/METADATA": (metadata or metadata_text(name, version, **meta)).encode(),  # type: ignore[arg-type]
-        f"{dist}.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: packhouse-tests\nRoot-Is-Purelib: true\nTag: "
-        + tag.encode()
-        + b"\n",
+        f"{dist}.dist-info/WHEEL": (
+            f"Wheel-Version: 1.0\nGenerator: packhouse-tests\nRoot-Is-Purelib: true\nTag: {tag}\n"
+        ).encode(),
     }
     files.update(extra_files or {})
     record = [_record_line(p, d) for p, d in files.items()] + [f"{dist}.dist-info/RECORD,,"]
@@ -75,7 +75,13 @@ def make_wheel(
 
 
 def make_sdist(
-    out_dir: Path, name: str, version: str, *, metadata: str | None = None, filename: str | None = None, **meta: object
+    out_dir: Path,
+    name: str,
+    version: str,
+    *,
+    metadata: str | None = None,
+    filename: str | None = None,
+    **meta: object,
 ) -> Path:
     base = f"{_escape(name)}-{version}"
     pkg_info = (metadata or metadata_text(name, version, **meta)).encode()  # type: ignore[arg-type]

@@ -41,6 +41,8 @@ def deliver(request: Request, found: FileDownload) -> Response:
 
 
 @router.api_route("/files/{project}/{filename}", methods=["GET", "HEAD"], responses=_FILE_RESPONSES)
-async def download(request: Request, project: str, filename: str, files: FileDep, _who: DownloadIdentity) -> Response:
+async def download(
+    request: Request, project: str, filename: str, files: FileDep, _who: DownloadIdentity
+) -> Response:
     """A distribution file, or with ``.metadata`` appended its core metadata (PEP 658)."""
     return deliver(request, await files.find(project, filename))

@@ -61,7 +61,9 @@ async def simple_index(
     return render(request, await index.index_page(fmt))
 
 
-async def _project(request: Request, index: IndexDep, project: str, format: str | None, base: str) -> Response:
+async def _project(
+    request: Request, index: IndexDep, project: str, format: str | None, base: str
+) -> Response:
     if (name := dists.normalize(project)) != project:
         # PEP 503: redirect to the normalised URL (relative, so it survives reverse proxies).
         query = f"?{request.url.query}" if request.url.query else ""

@@ -1,0 +1,198 @@
+"""Shared fixtures: per-test settings on tmp_path, an in-process app, and a real uvicorn server.
+
+Client isolation: pip and uv are pointed only at the server under test. The machine's own pip
+configuration (extra indexes, find-links, constraints) is switched off with PIP_CONFIG_FILE and
+UV_NO_CONFIG, so no test can install from anywhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    """Path of a client installed in the test virtualenv (pip, uv, twine, flit, hatch)."""
+    path = VENV_BIN / name
+    assert path.exists(), f"{name} is not installed in the test virtualenv ({VENV_BIN})"
+    return str(path)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path):
+    def factory(**overrides: object) -> Settings:
+        values: dict[str, object] = {"data_dir": tmp_path / "data"}
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return factory
+
+
+@pytest.fixture
+def make_client(make_settings):
+    """An in-process app (lifespan entered) over a real SQLite file and local storage."""
+    clients: list[TestClient] = []
+
+    def factory(**overrides: object) -> TestClient:
+        client = TestClient(create_app(make_settings(**overrides)), base_url="http://127.0.0.1")
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield factory
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    return make_client()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for client subprocesses: no PIP_/UV_/proxy settings from outside."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "UV_", "PACKHOUSE_", "TWINE_", "FLIT_", "HATCH_"))
+        and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
+    }
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        HOME=str(home),
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        PIP_CONFIG_FILE=os.devnull,
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_CACHE_DIR="1",
+        PIP_NO_INPUT="1",
+        UV_NO_CONFIG="1",
+        UV_CACHE_DIR=str(home / "uv-cache"),
+        UV_PYTHON_DOWNLOADS="never",
+        XDG_CONFIG_HOME=str(home / ".config"),
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class LiveServer:
+    """A real ``packhouse serve`` process on 127.0.0.1 and an ephemeral port."""
+
+    data_dir: Path
+    args: list[str]
+    env: dict[str, str]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+    _log: object = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> LiveServer:
+        self.port = free_port()
+        self.log_path = self.data_dir.parent / f"server-{self.port}.log"
+        self._log = self.log_path.open("ab")
+        cmd = [
+            sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), *self.args,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        if self._log:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
+
+
+@pytest.fixture
+def live_server(tmp_path: Path) -> Iterator[object]:
+    """Factory: ``live_server("--passwords", p, ...)`` starts a server; all are stopped at teardown."""
+    servers: list[LiveServer] = []
+
+    def factory(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None) -> LiveServer:
+        server_env = clean_env(tmp_path / "server-home", env)
+        server = LiveServer(data_dir or tmp_path / "data", list(args), server_env)
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def client_env(tmp_path: Path) -> dict[str, str]:
+    return clean_env(tmp_path / "home")
+
+
+def run(
+    cmd: list[str], env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: float = 180
+):
+    """Run a client command; on failure show its output in the assertion message."""
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return proc
