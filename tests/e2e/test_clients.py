@@ -1,0 +1,207 @@
+"""End to end: a real `packhouse serve` driven by the real twine, flit, uv, hatch and pip."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, run, tool
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.htpasswd import write_htpasswd
+
+pytestmark = pytest.mark.e2e
+
+
+def readme_block(marker: str) -> str:
+    """The fenced ini block of README.md that contains ``marker``: tests use exactly what users copy."""
+    blocks = re.findall(r"```ini\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    matching = [b for b in blocks if marker in b]
+    assert matching, f"README.md has no ini block with {marker!r}"
+    return matching[0]
+
+
+def pypirc_from_readme(url: str, user: str, password: str) -> str:
+    block = readme_block("[distutils]")
+    return (
+        block.replace("http://localhost:8080", url).replace("alice", user).replace("secret", password)
+    )
+
+
+def pipconf_from_readme(url: str) -> str:
+    block = readme_block("[global]")
+    return block.replace("http://localhost:8080", url).replace("localhost", "127.0.0.1")
+
+
+def new_venv(path: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
+    return path / "bin" / "python"
+
+
+def pip_install(python: Path, env: dict[str, str], *args: str, check: bool = True):
+    return run([tool("pip"), "--python", str(python), "install", *args], env, check=check)
+
+
+def imports(python: Path, *modules: str) -> str:
+    code = "; ".join(f"import {m}; print({m}.__version__)" for m in modules)
+    return subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> dict[str, Path]:
+    out = tmp_path / "dist"
+    out.mkdir()
+    return {
+        "app_whl": make_wheel(out, "Team-App", "1.2.0", requires_dist=("team-util>=0.3",), requires_python=">=3.8"),
+        "app_sdist": make_sdist(out, "Team-App", "1.2.0", requires_dist=("team-util>=0.3",)),
+        "util_whl": make_wheel(out, "team_util", "0.3.1"),
+    }
+
+
+def twine_upload(url: str, env: dict[str, str], files: list[Path], user: str = "anyone", password: str = "x"):
+    return run(
+        [tool("twine"), "upload", "--disable-progress-bar", "--non-interactive",
+         "--repository-url", url, "-u", user, "-p", password, *map(str, files)],
+        env,
+    )  # fmt: skip
+
+
+def test_twine_upload_and_rerun_then_pip_and_uv_install(live_server, client_env, dists, tmp_path):
+    server = live_server()
+    files = list(dists.values())
+    twine_upload(server.url + "/legacy/", client_env, files)
+    # A re-run of the same upload succeeds: identical files answer 200.
+    again = twine_upload(server.url + "/", client_env, files)
+    assert "Uploading team_app-1.2.0.tar.gz" in again.stdout
+
+    # pip with the /simple/ URL, pulling the dependency from the server too.
+    py = new_venv(tmp_path / "v-simple")
+    pip_install(py, client_env, "--index-url", server.url + "/simple/", "team-app")
+    assert imports(py, "team_app", "team_util") == "1.2.0\n0.3.1\n"
+
+    # pip at the server root, as in the classic pypiserver guide (no /simple/).
+    py = new_venv(tmp_path / "v-root")
+    pip_install(py, client_env, "--index-url", server.url, "--trusted-host", "127.0.0.1", "Team_App==1.2.0")
+    assert imports(py, "team_app") == "1.2.0\n"
+
+    # uv pip install, which reads PEP 691 JSON and PEP 658 metadata.
+    vpath = tmp_path / "v-uv"
+    run([tool("uv"), "venv", "-q", str(vpath)], client_env)
+    run([tool("uv"), "pip", "install", "--python", str(vpath / "bin" / "python"),
+         "--index-url", server.url + "/simple/", "team-app"], client_env)  # fmt: skip
+    assert imports(vpath / "bin" / "python", "team_app", "team_util") == "1.2.0\n0.3.1\n"
+    log = server.log()
+    assert "/files/team-util/team_util-0.3.1-py3-none-any.whl.metadata" in log  # uv used PEP 658
+
+
+def test_pip_extra_index_url_and_readme_pip_conf(live_server, client_env, dists, tmp_path):
+    """The private index as an *extra* index (PIP_EXTRA_INDEX_URL, and pip.conf as README shows it).
+    The main index is a second, empty Packhouse, standing in for PyPI without leaving loopback."""
+    private = live_server(data_dir=tmp_path / "private")
+    main_index = live_server(data_dir=tmp_path / "main")
+    twine_upload(private.url, client_env, [dists["app_whl"], dists["util_whl"]])
+
+    env = dict(client_env, PIP_INDEX_URL=main_index.url + "/simple/", PIP_EXTRA_INDEX_URL=private.url + "/simple/")
+    py = new_venv(tmp_path / "v-extra")
+    pip_install(py, env, "team-app")
+    assert imports(py, "team_app") == "1.2.0\n"
+
+    conf = tmp_path / "pip.conf"
+    conf.write_text(pipconf_from_readme(private.url) + f"index-url = {main_index.url}/simple/\n")
+    env = dict(client_env, PIP_CONFIG_FILE=str(conf))
+    py = new_venv(tmp_path / "v-conf")
+    pip_install(py, env, "team-app")
+    assert imports(py, "team_app", "team_util") == "1.2.0\n0.3.1\n"
+
+
+def make_flit_project(root: Path, name: str, version: str) -> Path:
+    root.mkdir(parents=True)
+    module = name.replace("-", "_")
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
+        [build-system]
+        requires = ["flit_core>=3.2,<5"]
+        build-backend = "flit_core.buildapi"
+
+        [project]
+        name = "{name}"
+        version = "{version}"
+        description = "Published with flit"
+        requires-python = ">=3.8"
+        """)
+    )
+    (root / module).mkdir()
+    (root / module / "__init__.py").write_text(f'"""{name}."""\n__version__ = "{version}"\n')
+    return root
+
+
+@pytest.mark.parametrize("auth", [False, True], ids=["open", "update-needs-password"])
+def test_flit_publish_with_readme_pypirc(live_server, client_env, tmp_path, auth):
+    args: list[str] = []
+    user, password = "guide-user", "guide-pass"
+    if auth:
+        users = write_htpasswd(tmp_path / "htpasswd.txt", ("sha1",))  # `htpasswd -s`, as the guide does
+        user, password = users["sha1"]
+        args = ["-P", str(tmp_path / "htpasswd.txt"), "-a", "update"]
+    server = live_server(*args)
+    home = Path(client_env["HOME"])
+    (home / ".pypirc").write_text(pypirc_from_readme(server.url, user, password))
+    project = make_flit_project(tmp_path / "proj", "podsearch", "0.4.0")
+    run([tool("flit"), "publish", "--repository", "private"], client_env, cwd=project)
+
+    page = httpx.get(server.url + "/simple/podsearch/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert sorted(f["filename"] for f in page.json()["files"]) == [
+        "podsearch-0.4.0-py3-none-any.whl",
+        "podsearch-0.4.0.tar.gz",
+    ]
+    py = new_venv(tmp_path / "v")
+    pip_install(py, client_env, "--index-url", server.url, "--trusted-host", "127.0.0.1", "podsearch")
+    assert imports(py, "podsearch") == "0.4.0\n"
+
+
+def test_uv_publish_and_hatch_publish(live_server, client_env, dists, tmp_path):
+    pw = tmp_path / "htpasswd"
+    (user, password) = write_htpasswd(pw, ("bcrypt",))["bcrypt"]
+    server = live_server("--passwords", str(pw))
+    run([tool("uv"), "publish", "--publish-url", server.url + "/legacy/", "--username", user,
+         "--password", password, str(dists["util_whl"])], client_env)  # fmt: skip
+    run([tool("hatch"), "publish", "--no-prompt", "--repo", server.url + "/legacy/", "--user", user,
+         "--auth", password, str(dists["app_whl"]), str(dists["app_sdist"])], client_env, cwd=tmp_path)  # fmt: skip
+    listing = httpx.get(server.url + "/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert [p["name"] for p in listing.json()["projects"]] == ["Team-App", "team_util"]
+    # Wrong password: uv publish fails with the server's 401.
+    bad = run([tool("uv"), "publish", "--publish-url", server.url + "/legacy/", "--username", user,
+               "--password", "wrong", str(dists["app_whl"])], client_env, check=False)  # fmt: skip
+    assert bad.returncode != 0
+    assert "401" in bad.stderr or "Invalid username or password" in bad.stderr
+
+
+@pytest.mark.parametrize("fmt", ["bcrypt", "sha1", "apr1"])
+def test_private_index_with_every_hash_format(live_server, client_env, dists, tmp_path, fmt):
+    """-a update,download,list: nothing is visible without a login; pip and uv log in from the URL."""
+    pw = tmp_path / "htpasswd"
+    users = write_htpasswd(pw)
+    user, password = users[fmt]
+    server = live_server("-P", str(pw), "-a", "update,download,list")
+    twine_upload(server.url, client_env, [dists["app_whl"], dists["util_whl"]], user, password)
+
+    anon = httpx.get(server.url + "/simple/team-app/")
+    assert anon.status_code == 401
+    assert anon.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    py = new_venv(tmp_path / "v-anon")
+    refused = pip_install(py, client_env, "--index-url", server.url + "/simple/", "team-app", check=False)
+    assert refused.returncode != 0
+
+    authed = server.url.replace("http://", f"http://{user}:{password.replace(':', '%3A').replace(' ', '%20')}@")
+    pip_install(py, client_env, "--index-url", authed + "/simple/", "team-app")
+    assert imports(py, "team_app") == "1.2.0\n"
+    vpath = tmp_path / "v-uv"
+    run([tool("uv"), "venv", "-q", str(vpath)], client_env)
+    run([tool("uv"), "pip", "install", "--python", str(vpath / "bin" / "python"),
+         "--index-url", authed + "/simple/", "team-app"], client_env)  # fmt: skip
+    assert imports(vpath / "bin" / "python", "team_util") == "0.3.1\n"
