@@ -27,8 +27,8 @@ FLUSH_BYTES = 1024 * 1024
 class FormLimits:
     max_file_bytes: int
     max_parts: int = 1000
-    max_field_bytes: int = 8 * 1024 * 1024  # one text field (a long README fits)
-    max_fields_total: int = 32 * 1024 * 1024
+    max_field_bytes: int = 4 * 1024 * 1024  # one text field (a long README fits)
+    max_fields_total: int = 8 * 1024 * 1024
     max_header_bytes: int = 8 * 1024
 
 

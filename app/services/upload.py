@@ -133,7 +133,7 @@ class UploadService:
             await self.storage.put_bytes(key + ".metadata", meta.raw)
             metadata_sha256 = sha256(meta.raw).hexdigest()
 
-        display_name = form.get("name") or meta.name
+        display_name = meta.name  # as the author wrote it in the metadata (twine sends the same)
         try:
             async with self.sessions() as session, session.begin():
                 project = await repo.ensure_project(session, display_name, dist.name)

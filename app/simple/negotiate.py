@@ -62,7 +62,8 @@ def negotiate(accept: str | None, format_param: str | None = None) -> MediaType:
         NotAcceptableError: nothing the client accepts is served (-> 406).
     """
     if format_param:
-        chosen = _ALIASES.get(format_param.strip().lower())
+        # An unencoded "+" in a query string arrives as a space.
+        chosen = _ALIASES.get(format_param.strip().lower().replace(" ", "+"))
         if chosen is None:
             raise NotAcceptableError(f"Unknown format {format_param!r}; use one of: {_supported()}.")
         return chosen

@@ -26,7 +26,9 @@ def write_htpasswd(path: Path, formats: tuple[str, ...] = tuple(FORMATS)) -> dic
     for i, fmt in enumerate(formats):
         flag, user, password, prefix = FORMATS[fmt]
         create = ["-c"] if i == 0 else []
-        subprocess.run([htpasswd_bin(), *create, "-b", flag, str(path), user, password], check=True, capture_output=True)
+        subprocess.run(
+            [htpasswd_bin(), *create, "-b", flag, str(path), user, password], check=True, capture_output=True
+        )
         assert prefix in path.read_text()
         users[fmt] = (user, password)
     return users

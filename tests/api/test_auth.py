@@ -1,0 +1,102 @@
+"""pypiserver's three auth modes, each htpasswd hash format, and the safe default."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import basic
+from tests.support.builders import make_wheel
+from tests.support.forms import upload_form
+from tests.support.htpasswd import FORMATS, write_htpasswd
+
+
+@pytest.fixture
+def users(tmp_path):
+    return write_htpasswd(tmp_path / "htpasswd")
+
+
+@pytest.fixture
+def whl(tmp_path):
+    return make_wheel(tmp_path, "secret-pkg", "1.0")
+
+
+def upload(client, whl, headers=None):
+    data, files = upload_form(whl)
+    return client.post("/legacy/", data=data, files=files, headers=headers or {})
+
+
+def assert_401(r):
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_open_server_accepts_and_ignores_credentials(make_client, whl):
+    client = make_client(passwords=".", authenticate=".")
+    assert upload(client, whl, basic("whoever", "wrong")).status_code == 200  # flit always sends some
+    assert client.get("/simple/secret-pkg/", headers=basic("x", "y")).status_code == 200
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_update_needs_password(make_client, tmp_path, users, whl, fmt):
+    client = make_client(passwords=str(tmp_path / "htpasswd"))  # -a defaults to update
+    assert_401(upload(client, whl))
+    wrong = upload(client, whl, basic(users[fmt][0], "nope"))
+    assert_401(wrong)
+    assert "Invalid username or password" in wrong.json()["detail"]
+    assert_401(upload(client, whl, basic("ghost", "nope")))
+    assert upload(client, whl, basic(*users[fmt])).status_code == 200
+    # reads stay anonymous
+    assert client.get("/simple/secret-pkg/").status_code == 200
+    assert client.get("/files/secret-pkg/secret_pkg-1.0-py3-none-any.whl").status_code == 200
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_everything_needs_password(make_client, tmp_path, users, whl, fmt):
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="update,download,list")
+    creds = basic(*users[fmt])
+    assert upload(client, whl, creds).status_code == 200
+    for url in (
+        "/simple/",
+        "/simple/secret-pkg/",
+        "/secret-pkg/",
+        "/files/secret-pkg/secret_pkg-1.0-py3-none-any.whl",
+    ):
+        assert_401(client.get(url))
+        assert client.get(url, headers=creds).status_code == 200
+
+
+def test_download_only(make_client, tmp_path, users, whl):
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="download")
+    assert upload(client, whl).status_code == 200  # update not in the list: open (loopback server)
+    assert client.get("/simple/secret-pkg/").status_code == 200
+    assert_401(client.get("/files/secret-pkg/secret_pkg-1.0-py3-none-any.whl"))
+
+
+def test_safe_default_refuses_anonymous_uploads_beyond_loopback(make_client, whl):
+    client = make_client(host="0.0.0.0")
+    r = upload(client, whl)
+    assert r.status_code == 403
+    assert "--passwords FILE" in r.json()["detail"] and "--authenticate ." in r.json()["detail"]
+    assert client.get("/simple/").status_code == 200
+    explicit = make_client(host="0.0.0.0", authenticate=".", data_dir=whl.parent / "d2")
+    assert upload(explicit, whl).status_code == 200
+
+
+def test_loopback_server_without_passwords_accepts_uploads(client, whl):
+    assert upload(client, whl).status_code == 200
+
+
+def test_bad_authenticate_values_fail_at_startup(make_settings):
+    with pytest.raises(ValueError, match="unknown action 'upload'"):
+        make_settings(passwords="x", authenticate="upload")
+    with pytest.raises(ValueError, match="needs a passwords file"):
+        make_settings(authenticate="update")
+
+
+def test_cli_reports_config_errors_without_traceback(capsys):
+    from app.cli import main
+
+    assert main(["serve", "--authenticate", "update,delete"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown action 'delete'" in err and "Traceback" not in err

@@ -1,0 +1,180 @@
+"""The legacy upload API: what twine, flit, uv and hatch send, and what must be refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+
+import pytest
+
+from tests.support.builders import make_sdist, make_wheel, metadata_text
+from tests.support.forms import upload_form
+
+
+def stored_files(settings_dir) -> dict[str, str]:
+    root = settings_dir / "files"
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file() and ".tmp" not in p.parts
+    }
+
+
+def rows(data_dir) -> list[tuple]:
+    with sqlite3.connect(data_dir / "packhouse.db") as db:
+        return db.execute("SELECT filename, sha256, size, version FROM files ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return tmp_path / "data"
+
+
+def post(client, path, url="/legacy/", **overrides):
+    data, files = upload_form(path, **overrides)
+    return client.post(url, data=data, files=files)
+
+
+def test_upload_records_metadata(client, tmp_path, data_dir):
+    whl = make_wheel(
+        tmp_path, "Rich-Pkg", "1.0.0", summary="Sum", requires_dist=("a>=1", 'b; python_version<"3.12"'),
+        requires_python=">=3.9", description="# Title\n\nBody\n",
+    )  # fmt: skip
+    r = post(client, whl, url="/")
+    assert r.status_code == 200, r.text
+    assert r.text == "Stored: rich_pkg-1.0.0-py3-none-any.whl\n"
+    with sqlite3.connect(data_dir / "packhouse.db") as db:
+        db.row_factory = sqlite3.Row
+        project = db.execute("SELECT * FROM projects").fetchone()
+        row = db.execute("SELECT * FROM files").fetchone()
+    assert (project["name"], project["normalized_name"]) == ("Rich-Pkg", "rich-pkg")
+    raw = whl.read_bytes()
+    assert row["sha256"] == hashlib.sha256(raw).hexdigest()
+    assert row["md5"] == hashlib.md5(raw).hexdigest()
+    assert row["blake2_256"] == hashlib.blake2b(raw, digest_size=32).hexdigest()
+    assert row["size"] == len(raw)
+    assert (row["summary"], row["requires_python"]) == ("Sum", ">=9" if False else ">=3.9")
+    assert json.loads(row["requires_dist"]) == ["a>=1", 'b; python_version<"3.12"']
+    assert row["description"] == "# Title\n\nBody\n"
+    assert row["description_content_type"] == "text/markdown"
+    assert row["filetype"] == "bdist_wheel" and row["upload_time"]
+    # PEP 658: METADATA stored beside the file, byte for byte.
+    meta = data_dir / "files" / (row["storage_key"] + ".metadata")
+    assert hashlib.sha256(meta.read_bytes()).hexdigest() == row["metadata_sha256"]
+
+
+def test_identical_reupload_is_200_and_other_bytes_409(client, tmp_path, data_dir):
+    whl = make_wheel(tmp_path, "dup", "1.0")
+    assert post(client, whl).status_code == 200
+    before = stored_files(data_dir), rows(data_dir)
+    again = post(client, whl)
+    assert again.status_code == 200
+    assert again.text.startswith("Already stored, identical")
+    other = make_wheel(tmp_path / ".." / tmp_path.name, "dup", "1.0", module_code="changed = True\n")
+    r = post(client, other)
+    assert r.status_code == 409
+    assert r.headers["content-type"] == "application/problem+json"
+    body = r.json()
+    assert body["title"] == "File already exists"
+    assert body["detail"].startswith("File already exists")
+    assert "bump the version" in body["detail"] and "--skip-existing" in body["detail"]
+    assert (stored_files(data_dir), rows(data_dir)) == before
+
+
+@pytest.mark.parametrize("keep", ["md5_digest", "sha256_digest", "blake2_256_digest"])
+def test_any_single_digest_is_enough(client, tmp_path, keep):
+    whl = make_wheel(tmp_path, "digests", "1.0")
+    drop = {k: None for k in ("md5_digest", "sha256_digest", "blake2_256_digest") if k != keep}
+    assert post(client, whl, **drop).status_code == 200
+
+
+def test_flit_style_sdist_without_pyversion(client, tmp_path):
+    sdist = make_sdist(tmp_path, "flitty", "0.1")
+    r = post(client, sdist, pyversion=None, metadata_version="2.3", filetype="sdist")
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"name": "someone-else"}, "is for project 'flat', but the form says 'someone-else'"),
+        ({"version": "2.0"}, "is for version 1.0, but the form says '2.0'"),
+        ({"sha256_digest": "0" * 64}, "sha256_digest sent"),
+        ({"md5_digest": "0" * 32}, "md5_digest sent"),
+        ({"md5_digest": None, "sha256_digest": None, "blake2_256_digest": None}, "no digest"),
+        ({":action": None}, "no ':action' field"),
+        ({":action": "frobnicate"}, "Unknown :action"),
+        ({"name": None}, "needs 'name' and 'version'"),
+    ],
+)
+def test_form_rejections(client, tmp_path, data_dir, overrides, message):
+    whl = make_wheel(tmp_path, "flat", "1.0")
+    r = post(client, whl, **overrides)
+    assert r.status_code == 400
+    assert message in r.json()["detail"]
+    assert stored_files(data_dir) == {} and rows(data_dir) == []
+    assert list((data_dir / "files" / ".tmp").iterdir()) == []  # the staged file is gone too
+
+
+def test_metadata_inside_must_match_filename(client, tmp_path, data_dir):
+    whl = make_wheel(tmp_path, "outer", "1.0", metadata=metadata_text("inner", "1.0"))
+    r = post(client, whl)
+    assert r.status_code == 400
+    assert "says inner 1.0, which does not match the filename" in r.json()["detail"]
+    assert rows(data_dir) == []
+
+
+def test_submit_is_gone(client):
+    r = client.post(
+        "/legacy/", data={":action": "submit", "name": "x", "version": "1"}, files={"x": ("", b"")}
+    )
+    assert r.status_code == 410
+    assert "file_upload" in r.json()["detail"]
+
+
+def test_not_multipart_is_415(client):
+    r = client.post(
+        "/legacy/", content=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 415
+    assert "multipart/form-data" in r.json()["detail"]
+
+
+def test_oversized_upload_is_413_before_reading(make_client, tmp_path, data_dir):
+    client = make_client(max_upload_size="4K")
+    whl = make_wheel(tmp_path, "big", "1.0", extra_files={"big/blob.bin": os.urandom(20_000)})
+    data, files = upload_form(whl)
+    r = client.post("/legacy/", data=data, files=files)
+    assert r.status_code == 413
+    assert "limit of 4096 bytes" in r.json()["detail"]
+    # Streamed without Content-Length (chunked): refused while streaming.
+    body = client.build_request("POST", "/legacy/", data=data, files=files)
+    raw = body.read()
+
+    def chunks():
+        for i in range(0, len(raw), 512):
+            yield raw[i : i + 512]
+
+    r = client.post("/legacy/", content=chunks(), headers={"Content-Type": body.headers["content-type"]})
+    assert r.status_code == 413
+    assert "--max-upload-size" in r.json()["detail"]
+    assert rows(data_dir) == [] and list((data_dir / "files" / ".tmp").iterdir()) == []
+
+
+def test_upload_url_never_redirects(client, tmp_path):
+    whl = make_wheel(tmp_path, "noredirect", "1.0")
+    data, files = upload_form(whl)
+    r = client.post("/legacy", data=data, files=files, follow_redirects=False)
+    assert r.status_code == 200
+
+
+def test_announced_oversized_body_is_refused_before_reading(make_client):
+    from app.errors import UploadTooLargeError
+    from app.services.upload import UploadService
+
+    service = UploadService(None, None, max_upload_size=1024)  # type: ignore[arg-type]
+    service.check_content_length("1000")
+    with pytest.raises(UploadTooLargeError, match="over this server's limit of 1024 bytes"):
+        service.check_content_length(str(10**12))

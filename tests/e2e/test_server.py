@@ -1,0 +1,82 @@
+"""The `packhouse serve` command itself: environment variables, schema on start, streaming uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, clean_env, free_port
+from tests.support.builders import make_wheel
+from tests.support.forms import upload_form
+
+pytestmark = pytest.mark.e2e
+
+
+def rss_peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_every_option_is_an_environment_variable(tmp_path):
+    port = free_port()
+    data = tmp_path / "envdata"
+    env = clean_env(
+        tmp_path / "home",
+        {"PACKHOUSE_HOST": "127.0.0.1", "PACKHOUSE_PORT": str(port), "PACKHOUSE_DATA_DIR": str(data),
+         "PACKHOUSE_PASSWORDS": ".", "PACKHOUSE_AUTHENTICATE": "."},
+    )  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("server did not start")
+        # The schema was created by the server itself, at the latest Alembic revision.
+        with sqlite3.connect(data / "packhouse.db") as db:
+            assert db.execute("SELECT version_num FROM alembic_version").fetchone()
+        assert (data / "files").is_dir()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_upload_streams_without_growing_memory(live_server, tmp_path):
+    """A 96 MB upload: the server's peak RSS grows far less than the file (it is never held whole)."""
+    server = live_server()
+    whl = make_wheel(tmp_path, "huge", "1.0", extra_files={"huge/blob.bin": os.urandom(96 * 1024 * 1024)})
+    data, files = upload_form(whl)
+    # warm up (imports, first request) before measuring
+    httpx.get(server.url + "/simple/")
+    before = rss_peak_kb(server.proc.pid)
+    request = httpx.Request("POST", server.url + "/legacy/", data=data, files=files)
+    body = request.read()
+
+    def chunks():
+        for i in range(0, len(body), 1 << 20):
+            yield body[i : i + (1 << 20)]
+
+    r = httpx.post(
+        server.url + "/legacy/",
+        content=chunks(),
+        headers={"Content-Type": request.headers["content-type"]},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    grown_mb = (rss_peak_kb(server.proc.pid) - before) / 1024
+    assert grown_mb < 40, f"server peak RSS grew by {grown_mb:.0f} MB for a 96 MB upload"
+    got = httpx.get(server.url + "/files/huge/" + whl.name, timeout=60)
+    assert hashlib.sha256(got.content).hexdigest() == hashlib.sha256(whl.read_bytes()).hexdigest()
