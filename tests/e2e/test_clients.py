@@ -120,6 +120,15 @@ def test_pip_extra_index_url_and_readme_pip_conf(live_server, client_env, dists,
     pip_install(py, env, "team-app")
     assert imports(py, "team_app", "team_util") == "1.2.0\n0.3.1\n"
 
+    # The classic pypiserver guide's ~/.pip/pip.conf points at the server root, not /simple/.
+    guide = tmp_path / "guide-pip.conf"
+    guide.write_text(
+        f"[global]\nindex-url = {main_index.url}/simple/\nextra-index-url = {private.url}\ntrusted-host = 127.0.0.1\n"
+    )
+    py = new_venv(tmp_path / "v-guide")
+    pip_install(py, dict(client_env, PIP_CONFIG_FILE=str(guide)), "team-app")
+    assert imports(py, "team_app") == "1.2.0\n"
+
 
 def make_flit_project(root: Path, name: str, version: str) -> Path:
     root.mkdir(parents=True)
