@@ -25,6 +25,7 @@ from app.errors import (
     PackageIndexError,
     PermissionDeniedError,
     ProjectNotFoundError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
 )
@@ -40,6 +41,7 @@ STATUS: dict[type[PackageIndexError], int] = {
     GoneError: 410,
     UploadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
+    RequestTimeoutError: 408,
     InvalidRequestError: 400,
     DigestMismatchError: 400,
     InvalidDistributionError: 400,
