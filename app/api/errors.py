@@ -49,6 +49,24 @@ STATUS: dict[type[PackageIndexError], int] = {
 PROBLEM = "application/problem+json"
 
 
+PROBLEM_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def problem_response(description: str) -> dict[str, object]:
+    """OpenAPI ``responses`` entry for an error answered as application/problem+json."""
+    return {"description": description, "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
+
+
 def status_for(exc: PackageIndexError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.deps import ListIdentity, UploadIdentity
+from app.api.errors import problem_response
 from app.services.manage import Change, EventState, FileState, ManageService, ProjectState
 
 router = APIRouter(prefix="/api", tags=["manage"])
@@ -26,15 +27,6 @@ ManageDep = Annotated[ManageService, Depends(_manage)]
 ProjectName = Annotated[str, Path(description="Project name (any spelling; it is normalised).")]
 Version = Annotated[str, Path(description="Release version (PEP 440).")]
 Filename = Annotated[str, Path(description="Distribution filename, as listed on the simple page.")]
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = "about:blank"
-    title: str
-    status: int
-    detail: str
 
 
 class FileOut(BaseModel):
@@ -92,11 +84,7 @@ class YankIn(BaseModel):
     reason: str | None = Field(None, max_length=1000, description="PEP 592 yank reason, shown to installers.")
 
 
-def _problem(description: str) -> dict[str, object]:
-    return {"description": description, "content": {"application/problem+json": {"schema": _PROBLEM}}}
-
-
-_PROBLEM = Problem.model_json_schema()
+_problem = problem_response
 _READ: dict[int | str, dict[str, object]] = {
     401: _problem("Credentials required or wrong."),
     403: _problem("Not allowed."),
