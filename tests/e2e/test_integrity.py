@@ -236,3 +236,54 @@ def test_uv_skips_a_yanked_release_unless_pinned(yanked_index, client_env, tmp_p
     pinned = feed(uv, client_env, tmp_path, "demo==2.0\n")
     assert pinned.returncode == 0, pinned.stderr
     assert "demo==2.0" in pinned.stdout
+
+
+def _raw(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)))
+
+
+def test_oversized_request_head_is_431_and_the_server_lives_on(live_server):
+    server = live_server("--max-upload-size", "1G", env={"PACKHOUSE_MAX_HEADER_SIZE": "16K"})
+    assert httpx.get(server.url + "/health", headers={"X-Ok": "a" * 8000}).status_code == 200
+    sock = _raw(server.url)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    sent = 0
+    try:
+        for _ in range(4096):  # up to 256 MiB of header: refused long before
+            if select.select([sock], [], [], 0)[0]:
+                break
+            sock.sendall(b"X-Pad: " + b"a" * 65000 + b"\r\n")
+            sent += 65009
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer = read_response(sock)
+    sock.close()
+    assert answer.startswith("HTTP/1.1 431"), answer
+    assert "--max-header-size" in answer
+    assert sent < 4 * 1024 * 1024
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_slow_request_head_times_out_with_408(live_server):
+    server = live_server("--header-timeout", "1")
+    sock = _raw(server.url)
+    started = time.monotonic()
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    try:
+        for _ in range(30):  # slowloris: a byte now and then, never the end of the head
+            sock.sendall(b"X")
+            if select.select([sock], [], [], 0.2)[0]:
+                break
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    answer = read_response(sock)
+    sock.close()
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert "--header-timeout" in answer
+    assert time.monotonic() - started < 4
+    idle = _raw(server.url)  # connected and silent: hung up without a word
+    idle.settimeout(5)
+    assert idle.recv(10) == b""
+    idle.close()
+    assert httpx.get(server.url + "/health").status_code == 200
