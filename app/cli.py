@@ -48,6 +48,20 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         const=True,
         help="allow replacing a file with other bytes (env PACKHOUSE_OVERWRITE)",
     )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        help="seconds an upload may stall (default 60; env PACKHOUSE_BODY_TIMEOUT)",
+    )
+    p.add_argument(
+        "--max-header-size",
+        help="largest request head, e.g. 64K (default 64K; env PACKHOUSE_MAX_HEADER_SIZE)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds to send a request head (default 10; env PACKHOUSE_HEADER_TIMEOUT)",
+    )
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1; env PACKHOUSE_WORKERS)")
     p.add_argument("--log-level", help="uvicorn log level (default info; env PACKHOUSE_LOG_LEVEL)")
 
@@ -85,12 +99,14 @@ def _settings(args: argparse.Namespace, names: Sequence[str]) -> object:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app import http_limits
     from app.settings import Settings
 
     names = [
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
     ]  # fmt: skip
+    names += ["body_timeout", "max_header_size", "header_timeout"]  # request limits (issue 3)
     try:
         settings = _settings(args, names)
     except ValidationError as exc:
@@ -122,6 +138,9 @@ def serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         log_level=settings.log_level,
         proxy_headers=True,
+        http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
+        h11_max_incomplete_event_size=settings.max_header_size,
+        timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
     )
     return 0
 

@@ -70,3 +70,9 @@ class FileExistsInIndexError(PackageIndexError):
 
 class UploadTooLargeError(PackageIndexError):
     title = "Upload too large"
+
+
+class RequestTimeoutError(InvalidRequestError):
+    """The client stopped sending the request body (slow or stalled upload)."""
+
+    title = "Request timeout"

@@ -15,13 +15,14 @@ from sqlalchemy import text
 
 from app import __version__
 from app.api.errors import install_error_handlers
-from app.api.routes import files, health, landing, simple, upload
+from app.api.routes import files, health, landing, manage, simple, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
 from app.db.engine import build_engine, build_sessionmaker
 from app.db.migrate import upgrade_to_head
 from app.services.files import FileService
 from app.services.index import IndexService
+from app.services.manage import ManageService
 from app.services.upload import UploadService
 from app.settings import Settings
 from app.storage.local import LocalStorage
@@ -58,8 +59,10 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.index = IndexService(readers)
     state.files = FileService(readers, storage)
     state.uploads = UploadService(
-        writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite
-    )
+        writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,
+        form_limits={"chunk_timeout": settings.body_timeout},
+    )  # fmt: skip
+    state.manage = ManageService(writers, storage)
     state.readiness = readiness
     try:
         yield
@@ -80,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
-    for module in (health, files, upload, simple, landing):
+    for module in (health, files, upload, manage, simple, landing):
         app.include_router(module.router)
     app.include_router(simple.root_router)  # last: /{project}/ would shadow everything else
     return app

@@ -63,6 +63,17 @@ class Settings(BaseSettings):
     )
     max_upload_size: ByteSize = Field(1024**3, gt=0, description="Largest accepted upload, e.g. 1G.")
     overwrite: bool = Field(False, description="Allow replacing a file with other bytes (pypiserver: -o).")
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds an upload may stall without sending data before it is dropped."
+    )
+    max_header_size: ByteSize = Field(
+        64 * 1024, gt=0, description="Largest request head (request line + headers); larger gets 431."
+    )
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a client has to send a complete request head (and keep-alive idle time).",
+    )
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     realm: str = Field("packhouse", description="HTTP Basic realm.")
     log_level: str = Field("info", description="uvicorn log level.")

@@ -25,6 +25,7 @@ from app.errors import (
     PackageIndexError,
     PermissionDeniedError,
     ProjectNotFoundError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
 )
@@ -40,11 +41,30 @@ STATUS: dict[type[PackageIndexError], int] = {
     GoneError: 410,
     UploadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
+    RequestTimeoutError: 408,
     InvalidRequestError: 400,
     DigestMismatchError: 400,
     InvalidDistributionError: 400,
 }
 PROBLEM = "application/problem+json"
+
+
+PROBLEM_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "required": ["title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def problem_response(description: str) -> dict[str, object]:
+    """OpenAPI ``responses`` entry for an error answered as application/problem+json."""
+    return {"description": description, "content": {PROBLEM: {"schema": PROBLEM_SCHEMA}}}
 
 
 def status_for(exc: PackageIndexError) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,3 +79,47 @@ async def last_serial(session: AsyncSession) -> int:
 async def project_serial(session: AsyncSession, normalized_name: str) -> int | None:
     result = await session.execute(select(Project.serial).where(Project.normalized_name == normalized_name))
     return result.scalar_one_or_none()
+
+
+# Management (yank, delete, overwrite, check) ----------------------------------------------------
+
+
+async def release_files(session: AsyncSession, project_id: int, version: str) -> Sequence[File]:
+    result = await session.execute(
+        select(File).where(File.project_id == project_id, File.version == version).order_by(File.id)
+    )
+    return result.scalars().all()
+
+
+async def delete_file(session: AsyncSession, file_id: int) -> None:
+    # A core DELETE, so it runs before any INSERT of the same filename in this transaction
+    # (the ORM's unit of work would flush inserts first).
+    await session.execute(delete(File).where(File.id == file_id))
+
+
+async def last_deletion(session: AsyncSession, filename: str) -> Event | None:
+    """The newest 'delete' journal entry for a filename (it keeps the deleted file's sha256)."""
+    result = await session.execute(
+        select(Event)
+        .where(Event.filename == filename, Event.action == "delete")
+        .order_by(Event.id.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def storage_key_in_use(session: AsyncSession, storage_key: str) -> bool:
+    result = await session.execute(select(exists().where(File.storage_key == storage_key)))
+    return bool(result.scalar_one())
+
+
+async def all_files(session: AsyncSession) -> Sequence[File]:
+    result = await session.execute(select(File).order_by(File.id))
+    return result.scalars().all()
+
+
+async def project_events(session: AsyncSession, normalized_name: str, limit: int) -> Sequence[Event]:
+    result = await session.execute(
+        select(Event).where(Event.project == normalized_name).order_by(Event.id.desc()).limit(limit)
+    )
+    return result.scalars().all()

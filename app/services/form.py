@@ -12,12 +12,18 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from email.message import Message
+from urllib.parse import parse_qsl
 
 import anyio
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from app.errors import InvalidRequestError, UnsupportedMediaTypeError, UploadTooLargeError
+from app.errors import (
+    InvalidRequestError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    UploadTooLargeError,
+)
 from app.storage.base import Staged, Storage
 
 FLUSH_BYTES = 1024 * 1024
@@ -30,6 +36,9 @@ class FormLimits:
     max_field_bytes: int = 4 * 1024 * 1024  # one text field (a long README fits)
     max_fields_total: int = 8 * 1024 * 1024
     max_header_bytes: int = 8 * 1024
+    # A client that sends nothing for this long is dropped (slow-body / slowloris uploads hold a
+    # worker and a staged file otherwise). Generous: it is per chunk, not for the whole upload.
+    chunk_timeout: float = 60.0
 
 
 @dataclass(slots=True)
@@ -220,6 +229,43 @@ class _FormReader:
         }
 
 
+async def _next_chunk(iterator: AsyncIterator[bytes], seconds: float) -> bytes | None:
+    """The next chunk of the body, None at its end. Raises RequestTimeoutError if the client stalls."""
+    try:
+        with anyio.fail_after(seconds):
+            return await anext(iterator)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"The client sent no data for {seconds:g} seconds; the upload was abandoned. "
+            "Check the network and upload again."
+        ) from None
+
+
+def _is_urlencoded(content_type: str | None) -> bool:
+    return parse_options_header(content_type or "")[0] == b"application/x-www-form-urlencoded"
+
+
+async def _read_urlencoded(chunks: AsyncIterator[bytes], limits: FormLimits) -> UploadForm:
+    """A form without a file (pypiserver scripts send ``remove_pkg`` as ``curl -d``)."""
+    body = bytearray()
+    iterator = aiter(chunks)
+    while (chunk := await _next_chunk(iterator, limits.chunk_timeout)) is not None:
+        body += chunk
+        if len(body) > limits.max_fields_total:
+            raise UploadTooLargeError("The form's fields are too large in total.")
+    try:
+        pairs = parse_qsl(body.decode("ascii"), keep_blank_values=True, strict_parsing=False,
+                          max_num_fields=limits.max_parts, errors="strict")  # fmt: skip
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequestError(f"The application/x-www-form-urlencoded body is malformed: {exc}") from None
+    form = UploadForm()
+    for name, value in pairs:
+        form.fields.setdefault(name, []).append(value)
+    return form
+
+
 async def read_upload_form(
     content_type: str | None, chunks: AsyncIterator[bytes], storage: Storage, limits: FormLimits
 ) -> UploadForm:
@@ -228,13 +274,17 @@ async def read_upload_form(
     Raises:
         UnsupportedMediaTypeError: not multipart/form-data.
         InvalidRequestError: malformed or truncated body, too many parts.
+        RequestTimeoutError: the client stalled for longer than ``limits.chunk_timeout``.
         UploadTooLargeError: the file or the fields exceed the limits.
     """
+    if _is_urlencoded(content_type):
+        return await _read_urlencoded(chunks, limits)
     boundary = _boundary(content_type)
     reader = _FormReader(storage, limits)
     try:
         parser = MultipartParser(boundary, reader.callbacks(), max_header_size=limits.max_header_bytes)  # type: ignore[arg-type]
-        async for chunk in chunks:
+        iterator = aiter(chunks)
+        while (chunk := await _next_chunk(iterator, limits.chunk_timeout)) is not None:
             if not chunk:
                 continue
             try:

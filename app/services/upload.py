@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import repo
-from app.db.models import File
+from app.db.models import File, Project
 from app.errors import (
     DigestMismatchError,
     FileExistsInIndexError,
@@ -31,6 +31,7 @@ from app.errors import (
     UploadTooLargeError,
 )
 from app.services.form import FileDigests, FormLimits, UploadForm, read_upload_form
+from app.services.manage import ManageService
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.upload")
@@ -46,6 +47,17 @@ class UploadResult:
         return f"{'Stored' if self.created else 'Already stored, identical'}: {self.filename}\n"
 
 
+@dataclass(frozen=True, slots=True)
+class RemovalResult:
+    """pypiserver's ``:action=remove_pkg``: every file of one release was deleted."""
+
+    filenames: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        return "".join(f"Deleted: {name}\n" for name in self.filenames)
+
+
 def storage_key(sha256_hex: str, filename: str) -> str:
     """Content-addressed, as PyPI: sha256[:2]/sha256[2:4]/sha256[4:]/filename."""
     return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex[4:]}/{filename}"
@@ -59,11 +71,13 @@ class UploadService:
         *,
         max_upload_size: int,
         overwrite: bool = False,
+        form_limits: dict[str, float] | None = None,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
-        self.limits = FormLimits(max_file_bytes=max_upload_size)
+        self.limits = FormLimits(max_file_bytes=max_upload_size, **(form_limits or {}))
         self.overwrite = overwrite
+        self.manage = ManageService(sessions, storage)
 
     def check_content_length(self, content_length: str | None) -> None:
         """Refuse an announced oversized body before reading any of it (-> 413)."""
@@ -77,18 +91,21 @@ class UploadService:
 
     async def handle(
         self, content_type: str | None, chunks: AsyncIterator[bytes], uploader: str | None
-    ) -> UploadResult:
-        """Read the form and dispatch on ``:action``.
+    ) -> UploadResult | RemovalResult:
+        """Read the form and dispatch on ``:action`` (file_upload; pypiserver's remove_pkg).
 
         Raises:
             InvalidRequestError, InvalidDistributionError, DigestMismatchError (-> 400),
-            GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413).
+            GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413),
+            NotFoundError (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408).
         """
         form = await read_upload_form(content_type, chunks, self.storage, self.limits)
         try:
             action = form.get(":action")
             if action == "file_upload":
                 return await self._file_upload(form, uploader)
+            if action == "remove_pkg":
+                return await self._remove_pkg(form, uploader)
             if action in ("submit", "doc_upload", "submit_pkg_info"):
                 raise GoneError(
                     f"The {action!r} action is not supported (PyPI removed it too): upload "
@@ -96,11 +113,21 @@ class UploadService:
                 )
             if action is None:
                 raise InvalidRequestError("The form has no ':action' field; use :action=file_upload.")
-            raise InvalidRequestError(f"Unknown :action {action!r}; use :action=file_upload.")
+            raise InvalidRequestError(
+                f"Unknown :action {action!r}; use :action=file_upload (or remove_pkg with name and version)."
+            )
         finally:
             if form.staged is not None:
                 with anyio.CancelScope(shield=True):
                     await self.storage.discard(form.staged)
+
+    async def _remove_pkg(self, form: UploadForm, uploader: str | None) -> RemovalResult:
+        """pypiserver compatibility: ``:action=remove_pkg`` with ``name`` and ``version``."""
+        name, version = form.get("name"), form.get("version")
+        if not name or not version:
+            raise InvalidRequestError("remove_pkg needs the 'name' and 'version' fields.")
+        change = await self.manage.delete(name, version=version, actor=uploader)
+        return RemovalResult(tuple(f.filename for f in change.files))
 
     async def _file_upload(self, form: UploadForm, uploader: str | None) -> UploadResult:
         if form.staged is None or form.filename is None or form.digests is None:
@@ -121,8 +148,15 @@ class UploadService:
 
         async with self.sessions() as session:
             existing = await repo.file_by_filename(session, filename)
-        if existing is not None:
+            deleted = None if existing else await repo.last_deletion(session, filename)
+        if existing is not None and (not self.overwrite or existing.sha256 == digests.sha256):
             return self._duplicate(existing, digests)
+        if deleted is not None and deleted.sha256 != digests.sha256 and not self.overwrite:
+            raise FileExistsInIndexError(
+                f"File already exists: {filename} was deleted on {deleted.time:%Y-%m-%d} (sha256 "
+                f"{deleted.sha256}) and a filename is never reused with other contents. Bump the "
+                "version (or add a build tag to the wheel) and upload again."
+            )
 
         key = storage_key(digests.sha256, filename)
         await self.storage.commit(form.staged, key)
@@ -137,6 +171,7 @@ class UploadService:
         try:
             async with self.sessions() as session, session.begin():
                 project = await repo.ensure_project(session, display_name, dist.name)
+                replaced = await self._replace(session, existing, project, uploader) if existing else None
                 await repo.add_file(
                     session,
                     project_id=project.id,
@@ -172,14 +207,39 @@ class UploadService:
         except IntegrityError:
             # Another upload of the same filename committed first: same bytes is fine, else 409.
             async with self.sessions() as session:
-                existing = await repo.file_by_filename(session, filename)
-            if existing is None:
+                winner = await repo.file_by_filename(session, filename)
+            if winner is None:
                 raise
-            return self._duplicate(existing, digests)
+            if winner.sha256 != digests.sha256:
+                await self.manage.forget_blobs([key])  # our bytes lost the race: keep no orphan
+            return self._duplicate(winner, digests)
+        if replaced is not None:
+            await self.manage.forget_blobs([replaced])
         log.info(
             "upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-"
         )
         return UploadResult(filename, created=True)
+
+    async def _replace(
+        self, session: AsyncSession, old: File, project: Project, uploader: str | None
+    ) -> str | None:
+        """--overwrite: drop the old row (its sha256 stays in the journal); return its storage key."""
+        current = await repo.file_by_filename(session, old.filename)
+        if current is None:
+            return None
+        await repo.delete_file(session, current.id)
+        await repo.record_event(
+            session,
+            project.id,
+            action="overwrite",
+            project=project.normalized_name,
+            version=current.version,
+            filename=current.filename,
+            sha256=current.sha256,
+            actor=uploader,
+            detail=f"replaced {current.filename} (sha256 {current.sha256}) under --overwrite",
+        )
+        return current.storage_key
 
     def _duplicate(self, existing: File, digests: FileDigests) -> UploadResult:
         if hmac.compare_digest(existing.sha256, digests.sha256):

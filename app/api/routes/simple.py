@@ -7,21 +7,35 @@ from fastapi.responses import RedirectResponse, Response
 
 from app import dists
 from app.api.deps import IndexDep, ListIdentity
+from app.api.errors import problem_response
 from app.services.index import Page
 from app.simple.negotiate import MediaType, negotiate
 
 router = APIRouter(tags=["simple"])
 
 PAGE_CACHE_CONTROL = "max-age=0, must-revalidate"  # cheap to revalidate: 304 from the serial
-FormatQuery = Query(None, alias="format", description="Override content negotiation with a media type.")
+FormatQuery = Query(
+    None,
+    alias="format",
+    description="Override content negotiation with a media type.",
+    json_schema_extra={
+        "enum": [m.value for m in MediaType]
+        + [f"application/vnd.pypi.simple.latest+{k}" for k in ("json", "html")]
+    },
+)  # documented values; anything else answers 406
 
 _SIMPLE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "PEP 503 HTML or PEP 691 JSON, chosen by the Accept header or ?format=.",
         "content": {m.value: {} for m in MediaType},
     },
+    301: {"description": "Redirect to the normalised project URL (PEP 503)."},
     304: {"description": "Not modified (If-None-Match matched the ETag)."},
-    406: {"description": "None of the requested media types is available."},
+    401: problem_response("Credentials required or wrong."),
+    403: problem_response("Not allowed."),
+    404: problem_response("No such project."),
+    406: problem_response("None of the requested media types is available."),
+    422: problem_response("Invalid query parameter."),
 }
 
 

@@ -1,0 +1,131 @@
+"""``packhouse check | yank | unyank | delete``: act on the data directory directly.
+
+They open the same database and storage as the server (``--data-dir`` / ``--database-url`` or the
+PACKHOUSE_* variables), so they work while the server runs, and every change is journaled with the
+acting user (``--actor``, default ``cli:<login>``) exactly as the management API does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from app.errors import PackageIndexError
+
+T = TypeVar("T")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="the server's data folder (default ./data; env PACKHOUSE_DATA_DIR)")
+    p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("project", help="project name (any spelling)")
+    p.add_argument("version", nargs="?", help="the release (every file of it)")
+    p.add_argument("--file", dest="filename", help="one distribution file instead of a whole release")
+    p.add_argument("--actor", help="who is acting, for the audit journal (default cli:<login>)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "check",
+        help="verify stored files against the database",
+        description="Check that every file row has its stored bytes with the recorded sha256 and "
+        "that no stored blob lacks a row. Exit status 1 if a problem remains.",
+    )
+    _common(p)
+    p.add_argument("--repair", action="store_true", help="remove orphan blobs and mark broken rows (yank)")
+    p.set_defaults(func=check)
+
+    p = sub.add_parser("yank", help="yank a release or a file (PEP 592)")
+    _target(p)
+    p.add_argument("--reason", help="shown to installers")
+    p.set_defaults(func=lambda a: _change(a, "yank"))
+    p = sub.add_parser("unyank", help="un-yank a release or a file")
+    _target(p)
+    p.set_defaults(func=lambda a: _change(a, "unyank"))
+    p = sub.add_parser("delete", help="delete a release or a file (its filename is never reused)")
+    _target(p)
+    p.set_defaults(func=lambda a: _change(a, "delete"))
+
+
+def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]]) -> T:
+    """Open the database (brought to the latest schema) and storage, run ``work(sessions, storage)``."""
+    from app.db.engine import build_engine, build_sessionmaker
+    from app.db.migrate import upgrade_to_head
+    from app.settings import Settings
+    from app.storage.local import LocalStorage
+
+    given = {k: getattr(args, k) for k in ("data_dir", "database_url") if getattr(args, k, None)}
+    settings = Settings(**given)
+
+    async def main() -> T:
+        engine = build_engine(settings.effective_database_url, immediate=True)
+        try:
+            await upgrade_to_head(engine)
+            return await work(build_sessionmaker(engine), LocalStorage(settings.effective_files_dir))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def check(args: argparse.Namespace) -> int:
+    from app.services.check import CheckService
+
+    async def work(sessions: object, storage: object) -> int:
+        report = await CheckService(sessions, storage).run(repair=args.repair, actor=_actor(args))  # type: ignore[arg-type]
+        for p in report.problems:
+            print(f"{'REPAIRED' if p.repaired else 'PROBLEM'} {p.kind}: {p.filename or p.key}: {p.detail}")
+        left = len(report.unrepaired)
+        print(
+            f"checked {report.files} file(s) and {report.blobs} stored blob(s): "
+            f"{len(report.problems)} problem(s), {left} unrepaired"
+        )
+        if left and not args.repair:
+            print("run 'packhouse check --repair' to remove orphans and yank broken files", file=sys.stderr)
+        return 1 if left else 0
+
+    return _guarded(lambda: _run(args, work))
+
+
+def _change(args: argparse.Namespace, action: str) -> int:
+    from app.services.manage import ManageService
+
+    async def work(sessions: object, storage: object) -> int:
+        manage = ManageService(sessions, storage)  # type: ignore[arg-type]
+        target = {"version": args.version, "filename": args.filename, "actor": _actor(args)}
+        if action == "yank":
+            change = await manage.yank(args.project, reason=args.reason, **target)
+        elif action == "unyank":
+            change = await manage.unyank(args.project, **target)
+        else:
+            change = await manage.delete(args.project, **target)
+        for f in change.files:
+            print(f"{action} {change.project} {f.filename}")
+        return 0
+
+    return _guarded(lambda: _run(args, work))
+
+
+def _actor(args: argparse.Namespace) -> str:
+    return getattr(args, "actor", None) or f"cli:{getpass.getuser()}"
+
+
+def _guarded(call: Callable[[], int]) -> int:
+    try:
+        return call()
+    except PackageIndexError as exc:
+        print(f"packhouse: {exc.detail}", file=sys.stderr)
+        return 1
+    except ValidationError as exc:
+        print(f"packhouse: error: {exc}", file=sys.stderr)
+        return 2

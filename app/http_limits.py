@@ -1,0 +1,109 @@
+"""Request-head limits that uvicorn's httptools protocol does not enforce by itself.
+
+uvicorn with httptools (the fast parser ``uvicorn[standard]`` installs) accepts request heads of
+any size and waits for them for ever: a client can grow the server's memory with an endless header
+or hold a connection open by sending one byte now and then (slowloris). This protocol adds:
+
+- a cap on the bytes of a request head (request line + headers), ``--max-header-size``: past it the
+  client gets 431 and the connection closes, before the head is buffered any further;
+- a deadline for the whole head, ``--header-timeout`` (uvicorn's keep-alive timeout, which it
+  already applies between requests): a client that has not sent a complete head by then gets 408.
+
+Both values come from uvicorn's own ``Config`` (``h11_max_incomplete_event_size`` and
+``timeout_keep_alive``), so they reach every worker process the same way uvicorn's options do.
+The body has its own per-chunk timeout in the upload form reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+DEFAULT_MAX_HEAD = 64 * 1024
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools missing: uvicorn's h11 enforces the size limit
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+
+def protocol() -> Any:
+    """The ``http=`` argument for ``uvicorn.run``."""
+    return LimitedHttpToolsProtocol if HttpToolsProtocol is not None else "h11"
+
+
+if HttpToolsProtocol is not None:
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+        def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
+            super().__init__(config, *args, **kwargs)
+            self.max_head = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD
+            self.head_timeout = float(config.timeout_keep_alive)
+            self.in_head = True  # waiting for (the rest of) a request head
+            self.head_bytes = 0
+            self.head_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            was_in_head = self.in_head
+            super().data_received(data)
+            if was_in_head and self.in_head and not self.transport.is_closing():
+                self.head_bytes += len(data)
+                if self.head_bytes > self.max_head:
+                    self._refuse(
+                        431,
+                        "Request Header Fields Too Large",
+                        f"The request line and headers exceed {self.max_head} bytes (--max-header-size).",
+                    )
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if not self.in_head:  # the next request on a kept-alive connection
+                self.in_head, self.head_bytes = True, 0
+                self._arm()
+
+        def on_headers_complete(self) -> None:
+            self.in_head = False
+            self._disarm()
+            super().on_headers_complete()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self.head_timer is not None:
+                self.head_timer.cancel()
+                self.head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self.head_timer = None
+            if self.in_head and not self.transport.is_closing():
+                if self.head_bytes == 0 and self.cycle is None:
+                    self.transport.close()  # connected and said nothing: just hang up
+                    return
+                self._refuse(
+                    408,
+                    "Request Timeout",
+                    f"The request head was not received within {self.head_timeout:g} seconds "
+                    "(--header-timeout).",
+                )
+
+        def _refuse(self, status: int, phrase: str, detail: str) -> None:
+            body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail})
+            head = (
+                f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            )
+            self.logger.warning("%s %s: %s", status, phrase, detail)
+            self.transport.write(head.encode() + body.encode())
+            self.transport.close()
+            self._disarm()

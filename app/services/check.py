@@ -1,0 +1,167 @@
+"""``packhouse check``: the database rows and the stored bytes agree.
+
+Every file row must have its bytes in storage with the recorded sha256 (and its PEP 658 metadata
+file, when one is advertised); every stored blob must belong to a row. ``repair`` removes orphan
+blobs, yanks rows whose bytes are missing or damaged (so installers skip them, with a reason that
+says why) and stops advertising metadata files that are gone. Each repair is journaled.
+
+Orphans are normal after a crash between "store" and "insert" (DESIGN rule 7), or a delete that
+died before removing the bytes. Run ``--repair`` while no upload is in flight: a blob whose row is
+about to commit looks like an orphan for a moment (each orphan is re-checked just before removal).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.db import repo
+from app.db.models import File, Project
+from app.storage.base import Storage
+
+METADATA_SUFFIX = ".metadata"
+BROKEN_PREFIX = "packhouse check:"
+
+
+class Inventory(Protocol):
+    def keys(self) -> Iterable[str]:
+        """Every stored key (blocking; run in a thread)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    kind: str  # missing | corrupt | missing-metadata | corrupt-metadata | orphan
+    key: str
+    filename: str | None
+    detail: str
+    repaired: bool = False
+
+
+@dataclass(slots=True)
+class CheckReport:
+    files: int = 0
+    blobs: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def unrepaired(self) -> list[Problem]:
+        return [p for p in self.problems if not p.repaired]
+
+
+class CheckService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+        self.sessions = sessions
+        self.storage = storage
+
+    async def run(self, *, repair: bool = False, actor: str | None = None) -> CheckReport:
+        report = CheckReport()
+        async with self.sessions() as session:
+            rows = await repo.all_files(session)
+        known: set[str] = set()
+        for row in rows:
+            report.files += 1
+            known.add(row.storage_key)
+            known.add(row.storage_key + METADATA_SUFFIX)
+            for problem in await self._check_row(row):
+                if _marked(row, problem):
+                    note = f"{problem.detail}; yanked by an earlier check (delete or re-upload it)"
+                    problem = Problem(problem.kind, problem.key, row.filename, note, repaired=True)
+                elif repair:
+                    problem = await self._repair_row(row, problem, actor)
+                report.problems.append(problem)
+        inventory: Inventory = self.storage  # type: ignore[assignment]
+        stored = await anyio.to_thread.run_sync(lambda: sorted(inventory.keys()))
+        report.blobs = len(stored)
+        for key in stored:
+            if key in known:
+                continue
+            problem = Problem("orphan", key, None, f"stored blob {key} belongs to no file row")
+            report.problems.append(await self._remove_orphan(problem) if repair else problem)
+        return report
+
+    async def _check_row(self, row: File) -> list[Problem]:
+        problems = []
+        actual = await self._sha256(row.storage_key)
+        if actual is None:
+            problems.append(Problem("missing", row.storage_key, row.filename, "stored bytes are missing"))
+        elif actual != row.sha256:
+            problems.append(
+                Problem(
+                    "corrupt",
+                    row.storage_key,
+                    row.filename,
+                    f"stored bytes have sha256 {actual}, the row records {row.sha256}",
+                )
+            )
+        if row.metadata_sha256:
+            key = row.storage_key + METADATA_SUFFIX
+            meta = await self._sha256(key)
+            if meta is None:
+                problems.append(Problem("missing-metadata", key, row.filename, "PEP 658 metadata is missing"))
+            elif meta != row.metadata_sha256:
+                problems.append(
+                    Problem("corrupt-metadata", key, row.filename, f"PEP 658 metadata has sha256 {meta}")
+                )
+        return problems
+
+    async def _sha256(self, key: str) -> str | None:
+        digest = hashlib.sha256()
+        try:
+            async for chunk in self.storage.open(key):
+                digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()
+
+    async def _repair_row(self, row: File, problem: Problem, actor: str | None) -> Problem:
+        async with self.sessions() as session, session.begin():
+            current = await repo.file_by_filename(session, row.filename)
+            if current is None or current.id != row.id:
+                return problem  # deleted or replaced meanwhile
+            if problem.kind.endswith("metadata"):
+                current.metadata_sha256 = None  # clients fall back to reading the wheel itself
+                what = "stopped advertising its PEP 658 metadata"
+            else:
+                current.yanked = True
+                current.yanked_reason = f"{BROKEN_PREFIX} {problem.detail}; re-upload or delete it"
+                what = "yanked it"
+            await repo.record_event(
+                session,
+                current.project_id,
+                action="check-broken",
+                project=await _project_name(session, current.project_id),
+                version=current.version,
+                filename=current.filename,
+                sha256=current.sha256,
+                actor=actor,
+                detail=f"{problem.detail}; {what}",
+            )
+        return Problem(problem.kind, problem.key, problem.filename, f"{problem.detail}; {what}", True)
+
+    async def _remove_orphan(self, problem: Problem) -> Problem:
+        data_key = problem.key.removesuffix(METADATA_SUFFIX)
+        async with self.sessions() as session:
+            if await repo.storage_key_in_use(session, data_key):
+                return problem  # its row committed meanwhile: not an orphan after all
+        await self.storage.delete(problem.key)
+        return Problem(problem.kind, problem.key, None, f"{problem.detail}; removed", True)
+
+
+async def _project_name(session: AsyncSession, project_id: int) -> str:
+    project = await session.get(Project, project_id)
+    return project.normalized_name if project else "?"
+
+
+def _marked(row: File, problem: Problem) -> bool:
+    """A broken row that an earlier ``--repair`` already yanked counts as handled."""
+    return problem.kind in ("missing", "corrupt") and (row.yanked_reason or "").startswith(BROKEN_PREFIX)

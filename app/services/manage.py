@@ -1,0 +1,226 @@
+"""Managing what is published: yank / un-yank (PEP 592) and delete, for one file or a whole release.
+
+Every change runs in one transaction and writes one journal event per file (who, when, what, and
+the file's sha256), which also bumps the project's serial: the cached simple pages are invalidated
+that way. Deleted bytes are removed from storage after the rows commit, and only when no other row
+still refers to them; if the process dies in between, ``packhouse check --repair`` sweeps the orphan.
+
+A deleted filename stays in the journal, so the upload service can refuse to reuse it with other
+bytes (PyPI never reuses a filename).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import dists
+from app.db import repo
+from app.db.models import Event, File, Project
+from app.errors import DistFileNotFoundError, InvalidRequestError, NotFoundError, ProjectNotFoundError
+from app.storage.base import Storage
+
+log = logging.getLogger("packhouse.manage")
+
+METADATA_SUFFIX = ".metadata"
+MAX_REASON = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    filename: str
+    version: str
+    sha256: str
+    size: int
+    upload_time: datetime
+    uploader: str | None
+    yanked: bool
+    yanked_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectState:
+    name: str
+    normalized_name: str
+    files: tuple[FileState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one management operation did."""
+
+    project: str
+    action: str  # yank | unyank | delete
+    files: tuple[FileState, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EventState:
+    id: int
+    time: datetime
+    action: str
+    project: str
+    version: str | None
+    filename: str | None
+    sha256: str | None
+    actor: str | None
+    detail: str | None
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
+
+
+def file_state(f: File) -> FileState:
+    return FileState(
+        f.filename, f.version, f.sha256, f.size, _utc(f.upload_time), f.uploader, f.yanked, f.yanked_reason
+    )
+
+
+def event_state(e: Event) -> EventState:
+    return EventState(
+        e.id, _utc(e.time), e.action, e.project, e.version, e.filename, e.sha256, e.actor, e.detail
+    )
+
+
+class ManageService:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+        self.sessions = sessions
+        self.storage = storage
+
+    async def project(self, name: str) -> ProjectState:
+        """Raises ProjectNotFoundError."""
+        async with self.sessions() as session:
+            project = await _project(session, name)
+            files = await repo.project_files(session, project.id)
+        return ProjectState(project.name, project.normalized_name, tuple(file_state(f) for f in files))
+
+    async def events(self, name: str, limit: int = 100) -> list[EventState]:
+        """The audit journal of a project, newest first (also for projects whose files are all gone)."""
+        async with self.sessions() as session:
+            rows = await repo.project_events(session, dists.normalize(name), limit)
+        return [event_state(e) for e in rows]
+
+    async def yank(
+        self,
+        project: str,
+        *,
+        version: str | None = None,
+        filename: str | None = None,
+        reason: str | None = None,
+        actor: str | None,
+    ) -> Change:
+        """PEP 592: mark a file (or every file of a release) yanked, with an optional reason.
+
+        Raises:
+            ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404), InvalidRequestError.
+        """
+        reason = (reason or "").strip() or None
+        if reason is not None and len(reason) > MAX_REASON:
+            raise InvalidRequestError(f"The yank reason is longer than {MAX_REASON} characters.")
+        return await self._set_yanked(project, version, filename, True, reason, actor)
+
+    async def unyank(
+        self, project: str, *, version: str | None = None, filename: str | None = None, actor: str | None
+    ) -> Change:
+        """Raises ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404)."""
+        return await self._set_yanked(project, version, filename, False, None, actor)
+
+    async def _set_yanked(
+        self,
+        project: str,
+        version: str | None,
+        filename: str | None,
+        yanked: bool,
+        reason: str | None,
+        actor: str | None,
+    ) -> Change:
+        action = "yank" if yanked else "unyank"
+        async with self.sessions() as session, session.begin():
+            proj, files = await _select(session, project, version, filename)
+            for f in files:
+                f.yanked, f.yanked_reason = yanked, reason
+                await repo.record_event(
+                    session,
+                    proj.id,
+                    action=action,
+                    project=proj.normalized_name,
+                    version=f.version,
+                    filename=f.filename,
+                    sha256=f.sha256,
+                    actor=actor,
+                    detail=reason,
+                )
+            states = tuple(file_state(f) for f in files)
+        log.info("%s %s by %s", action, ", ".join(s.filename for s in states), actor or "-")
+        return Change(proj.normalized_name, action, states)
+
+    async def delete(
+        self, project: str, *, version: str | None = None, filename: str | None = None, actor: str | None
+    ) -> Change:
+        """Delete a file or every file of a release. The journal keeps each deleted sha256.
+
+        Raises:
+            ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404).
+        """
+        async with self.sessions() as session, session.begin():
+            proj, files = await _select(session, project, version, filename)
+            for f in files:
+                await repo.delete_file(session, f.id)
+                await repo.record_event(
+                    session,
+                    proj.id,
+                    action="delete",
+                    project=proj.normalized_name,
+                    version=f.version,
+                    filename=f.filename,
+                    sha256=f.sha256,
+                    actor=actor,
+                    detail=f"deleted {f.filename} ({f.size} bytes, sha256 {f.sha256})",
+                )
+            states = tuple(file_state(f) for f in files)
+        await self.forget_blobs([f.storage_key for f in files])
+        log.info("delete %s by %s", ", ".join(s.filename for s in states), actor or "-")
+        return Change(proj.normalized_name, "delete", states)
+
+    async def forget_blobs(self, keys: Sequence[str]) -> None:
+        """Remove stored bytes that no row refers to any more (after the rows' change committed)."""
+        with anyio.CancelScope(shield=True):
+            for key in keys:
+                async with self.sessions() as session:
+                    if await repo.storage_key_in_use(session, key):
+                        continue  # an identical file was uploaded again meanwhile
+                await self.storage.delete(key)
+                await self.storage.delete(key + METADATA_SUFFIX)
+
+
+async def _project(session: AsyncSession, name: str) -> Project:
+    project = await repo.get_project(session, dists.normalize(name))
+    if project is None:
+        raise ProjectNotFoundError(f"No project named {name!r} on this index.")
+    return project
+
+
+async def _select(
+    session: AsyncSession, name: str, version: str | None, filename: str | None
+) -> tuple[Project, Sequence[File]]:
+    project = await _project(session, name)
+    if filename is not None:
+        row = await repo.file_in_project(session, project.id, filename)
+        if row is None:
+            raise DistFileNotFoundError(f"No file {filename!r} in project {project.normalized_name!r}.")
+        if version is not None and dists.parse_version(version) != dists.parse_version(row.version):
+            raise DistFileNotFoundError(f"{filename!r} is not a file of version {version!r}.")
+        return project, [row]
+    if version is None:
+        raise InvalidRequestError("Say which release (version) or which file (filename) to change.")
+    # Versions are stored canonical (str(Version)): '1.0.0' and '1.0' are different releases.
+    files = await repo.release_files(session, project.id, str(dists.parse_version(version)))
+    if not files:
+        raise NotFoundError(f"Project {project.normalized_name!r} has no release {version!r}.")
+    return project, files

@@ -1,0 +1,321 @@
+"""Managing what is published: yank / un-yank / delete (API, CLI, remove_pkg), --overwrite, the
+deleted-filename rule, the audit journal, and ``packhouse check``."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from tests.conftest import ROOT, basic
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.forms import upload_form
+from tests.support.integrity import db_rows, fingerprint
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+W1, W2, S2 = "demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl", "demo-2.0.tar.gz"
+
+
+def post(client, path: Path, **kw):
+    data, files = upload_form(path)
+    return client.post("/legacy/", data=data, files=files, **kw)
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> Path:
+    out = tmp_path / "dists"
+    out.mkdir()
+    make_wheel(out, "demo", "1.0")
+    make_wheel(out, "demo", "2.0")
+    make_sdist(out, "demo", "2.0")
+    return out
+
+
+@pytest.fixture
+def loaded(client, dists):
+    for name in (W1, W2, S2):
+        assert post(client, dists / name).status_code == 200
+    return client
+
+
+def page(client) -> dict:
+    return client.get("/simple/demo/", headers=JSON).json()
+
+
+def yanked(client) -> dict[str, object]:
+    return {f["filename"]: f.get("yanked", False) for f in page(client)["files"]}
+
+
+def test_yank_and_unyank_a_release_with_reason_shows_on_both_simple_pages(loaded):
+    r = loaded.post("/api/projects/Demo/releases/2.0/yank", json={"reason": "broken <b>build</b> & more"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action"] == "yank" and {f["filename"] for f in body["files"]} == {W2, S2}
+    assert yanked(loaded) == {W1: False, W2: "broken <b>build</b> & more", S2: "broken <b>build</b> & more"}
+    html = loaded.get("/simple/demo/").text
+    assert 'data-yanked="broken &lt;b&gt;build&lt;/b&gt; &amp; more"' in html
+    assert loaded.post("/api/projects/demo/releases/2.0/unyank").status_code == 200
+    assert yanked(loaded) == {W1: False, W2: False, S2: False}
+
+
+def test_yank_one_file_without_reason(loaded):
+    r = loaded.post(f"/api/projects/demo/files/{W2}/yank")
+    assert r.status_code == 200
+    assert yanked(loaded) == {W1: False, W2: True, S2: False}
+    assert 'data-yanked=""' in loaded.get("/simple/demo/").text
+    assert loaded.post(f"/api/projects/demo/files/{W2}/unyank").json()["files"][0]["yanked"] is False
+
+
+def test_yanked_file_is_still_downloadable(loaded):
+    loaded.post("/api/projects/demo/releases/1.0/yank")
+    assert loaded.get(f"/files/demo/{W1}").status_code == 200
+
+
+def test_delete_a_file_removes_row_bytes_and_listing(loaded, tmp_path):
+    r = loaded.delete(f"/api/projects/demo/files/{W2}")
+    assert r.status_code == 200 and r.json()["files"][0]["filename"] == W2
+    assert {f["filename"] for f in page(loaded)["files"]} == {W1, S2}
+    assert loaded.get(f"/files/demo/{W2}").status_code == 404
+    stored = [p.name for p in (tmp_path / "data" / "files").rglob("*") if p.is_file()]
+    assert W2 not in stored and W2 + ".metadata" not in stored
+
+
+def test_delete_a_release_then_the_project_disappears_from_the_index(loaded):
+    assert loaded.delete("/api/projects/demo/releases/2.0").status_code == 200
+    assert loaded.delete("/api/projects/demo/releases/1.0").status_code == 200
+    assert loaded.get("/simple/demo/").status_code == 404
+    assert "demo" not in loaded.get("/simple/", headers=JSON).text
+
+
+def test_deleted_filename_cannot_come_back_with_other_bytes(loaded, dists, tmp_path):
+    loaded.delete(f"/api/projects/demo/files/{W2}")
+    (dists / "new").mkdir()
+    other = make_wheel(dists / "new", "demo", "2.0", module_code="changed = True\n")
+    before = fingerprint(tmp_path)
+    r = post(loaded, other)
+    assert r.status_code == 409
+    detail = r.json()["detail"]
+    assert detail.startswith("File already exists") and "deleted" in detail
+    assert hashlib.sha256((dists / W2).read_bytes()).hexdigest() in detail  # the journal kept it
+    assert fingerprint(tmp_path) == before
+
+
+def test_deleted_filename_can_come_back_with_identical_bytes(loaded, dists):
+    """Documented choice: restoring exactly the deleted bytes cannot mislead anyone (same sha256)."""
+    loaded.delete(f"/api/projects/demo/files/{W2}")
+    r = post(loaded, dists / W2)
+    assert r.status_code == 200 and r.text.startswith("Stored")
+    assert loaded.get(f"/files/demo/{W2}").content == (dists / W2).read_bytes()
+
+
+def test_overwrite_replaces_bytes_and_journals_the_old_sha256(make_client, dists, tmp_path):
+    client = make_client(overwrite=True)
+    assert post(client, dists / W1).status_code == 200
+    old = (dists / W1).read_bytes()
+    (dists / "new").mkdir()
+    new = make_wheel(dists / "new", "demo", "1.0", module_code="changed = True\n")
+    r = post(client, new)
+    assert r.status_code == 200
+    assert client.get(f"/files/demo/{W1}").content == new.read_bytes()
+    assert page(client)["files"][0]["hashes"]["sha256"] == hashlib.sha256(new.read_bytes()).hexdigest()
+    events = client.get("/api/projects/demo/events").json()
+    assert [e["action"] for e in events] == ["upload", "overwrite", "upload"]
+    assert events[1]["sha256"] == hashlib.sha256(old).hexdigest()
+    stored = [p for p in (tmp_path / "data" / "files").rglob(W1)]
+    assert [p.read_bytes() for p in stored] == [new.read_bytes()]  # the old blob is gone
+
+
+def test_overwrite_also_allows_reusing_a_deleted_filename(make_client, dists):
+    client = make_client(overwrite=True)
+    assert post(client, dists / W1).status_code == 200
+    client.delete(f"/api/projects/demo/files/{W1}")
+    (dists / "new").mkdir()
+    assert post(client, make_wheel(dists / "new", "demo", "1.0", module_code="y = 1\n")).status_code == 200
+
+
+def test_without_overwrite_other_bytes_never_replace(loaded, dists):
+    (dists / "new").mkdir()
+    r = post(loaded, make_wheel(dists / "new", "demo", "1.0", module_code="y = 1\n"))
+    assert r.status_code == 409
+    assert loaded.get(f"/files/demo/{W1}").content == (dists / W1).read_bytes()
+
+
+def test_pypiserver_remove_pkg_multipart_and_urlencoded(loaded):
+    r = loaded.post(
+        "/", files={":action": (None, "remove_pkg"), "name": (None, "Demo"), "version": (None, "2.0")}
+    )
+    assert r.status_code == 200, r.text
+    assert set(r.text.split()) == {"Deleted:", W2, S2}
+    assert {f["filename"] for f in page(loaded)["files"]} == {W1}
+    r = loaded.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"})
+    assert r.status_code == 200 and W1 in r.text
+    r = loaded.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"})
+    assert r.status_code == 404 and "no release '1.0'" in r.json()["detail"]
+    r = loaded.post("/", data={":action": "remove_pkg", "name": "demo"})
+    assert r.status_code == 400 and "version" in r.json()["detail"]
+
+
+def test_audit_journal_records_who_and_when(make_client, dists, tmp_path):
+    pw = tmp_path / "htpasswd"
+    pw.write_text(f"alice:{bcrypt.hashpw(b'secret', bcrypt.gensalt(4)).decode()}\n")
+    client = make_client(passwords=str(pw))
+    alice = basic("alice", "secret")
+    assert post(client, dists / W1, headers=alice).status_code == 200
+    assert (
+        client.post("/api/projects/demo/releases/1.0/yank", json={"reason": "r"}, headers=alice).status_code
+        == 200
+    )
+    assert client.delete(f"/api/projects/demo/files/{W1}", headers=alice).status_code == 200
+    events = client.get("/api/projects/demo/events", headers=alice).json()
+    assert [(e["action"], e["actor"], e["filename"]) for e in events] == [
+        ("delete", "alice", W1),
+        ("yank", "alice", W1),
+        ("upload", "alice", W1),
+    ]
+    assert events[1]["detail"] == "r" and all(e["time"].endswith("Z") for e in events)
+
+
+def test_management_needs_the_update_permission(make_client, dists, tmp_path):
+    pw = tmp_path / "htpasswd"
+    pw.write_text(f"alice:{bcrypt.hashpw(b'secret', bcrypt.gensalt(4)).decode()}\n")
+    client = make_client(passwords=str(pw))
+    assert post(client, dists / W1, headers=basic("alice", "secret")).status_code == 200
+    before = fingerprint(tmp_path)
+    for method, url in (
+        ("POST", "/api/projects/demo/releases/1.0/yank"),
+        ("POST", f"/api/projects/demo/files/{W1}/unyank"),
+        ("DELETE", "/api/projects/demo/releases/1.0"),
+        ("DELETE", f"/api/projects/demo/files/{W1}"),
+        ("GET", "/api/projects/demo/events"),
+    ):
+        for headers in ({}, basic("alice", "wrong"), basic("mallory", "secret")):
+            r = client.request(method, url, headers=headers)
+            assert r.status_code == 401, (method, url, r.text)
+            assert r.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    r = client.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"})
+    assert r.status_code == 401
+    assert fingerprint(tmp_path) == before
+
+
+def test_management_anonymous_refused_beyond_loopback(make_client, dists, tmp_path):
+    client = make_client(host="0.0.0.0")
+    r = client.post("/api/projects/demo/releases/1.0/yank")
+    assert r.status_code == 403 and "--passwords" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "text"),
+    [
+        ("POST", "/api/projects/nope/releases/1.0/yank", 404, "No project named 'nope'"),
+        ("POST", "/api/projects/demo/releases/9.9/yank", 404, "no release '9.9'"),
+        ("POST", "/api/projects/demo/releases/not-a-version!/yank", 400, "PEP 440"),
+        ("POST", "/api/projects/demo/files/nope.whl/yank", 404, "No file 'nope.whl'"),
+        ("DELETE", "/api/projects/demo/files/nope.whl", 404, "No file"),
+        ("DELETE", "/api/projects/demo/releases/3", 404, "no release"),
+        ("GET", "/api/projects/nope", 404, "No project"),
+    ],
+)
+def test_management_errors_are_problems_and_change_nothing(loaded, tmp_path, method, url, status, text):
+    before = fingerprint(tmp_path)
+    r = loaded.request(method, url)
+    assert r.status_code == status
+    assert r.headers["content-type"] == "application/problem+json"
+    assert text in r.json()["detail"]
+    assert fingerprint(tmp_path) == before
+
+
+def test_yank_reason_too_long_is_rejected(loaded, tmp_path):
+    before = fingerprint(tmp_path)
+    r = loaded.post("/api/projects/demo/releases/1.0/yank", json={"reason": "x" * 1001})
+    assert r.status_code == 422
+    assert fingerprint(tmp_path) == before
+
+
+def test_changes_bump_the_serial_so_cached_pages_are_fresh(loaded):
+    first = loaded.get("/simple/demo/", headers=JSON)
+    etag = first.headers["etag"]
+    loaded.post("/api/projects/demo/releases/1.0/yank")
+    second = loaded.get("/simple/demo/", headers={**JSON, "If-None-Match": etag})
+    assert second.status_code == 200 and second.headers["etag"] != etag
+
+
+def test_project_view_lists_yanked_files(loaded):
+    loaded.post("/api/projects/demo/releases/1.0/yank", json={"reason": "old"})
+    files = {f["filename"]: f for f in loaded.get("/api/projects/DEMO").json()["files"]}
+    assert files[W1]["yanked"] and files[W1]["yanked_reason"] == "old" and not files[W2]["yanked"]
+
+
+def test_management_api_is_documented(client):
+    spec = client.get("/openapi.json").json()
+    for path in (
+        "/api/projects/{project}",
+        "/api/projects/{project}/events",
+        "/api/projects/{project}/releases/{version}/yank",
+        "/api/projects/{project}/files/{filename}",
+    ):
+        assert path in spec["paths"]
+    assert "YankIn" in spec["components"]["schemas"]
+    assert client.get("/docs").status_code == 200
+
+
+# The CLI acts on the data directory directly -------------------------------------------------
+
+
+def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args, "--data-dir", str(data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_yank_unyank_delete(loaded, tmp_path):
+    data = tmp_path / "data"
+    r = cli("yank", "Demo", "2.0", "--reason", "use 1.0", "--actor", "ops", data_dir=data)
+    assert r.returncode == 0, r.stderr
+    assert yanked(loaded) == {W1: False, W2: "use 1.0", S2: "use 1.0"}  # the server sees it at once
+    assert cli("unyank", "demo", "--file", S2, data_dir=data).returncode == 0
+    assert yanked(loaded)[S2] is False
+    assert cli("delete", "demo", "--file", W2, data_dir=data).returncode == 0
+    assert W2 not in yanked(loaded)
+    r = cli("delete", "demo", "7.0", data_dir=data)
+    assert r.returncode == 1 and "no release '7.0'" in r.stderr
+    actors = [e["actor"] for e in loaded.get("/api/projects/demo/events").json()[:3]]
+    assert actors[2] == "ops" and actors[0].startswith("cli:")
+
+
+def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
+    data = tmp_path / "data"
+    r = cli("check", data_dir=data)
+    assert r.returncode == 0 and "0 problem(s)" in r.stdout
+    files = data / "files"
+    (w1,) = [p for p in files.rglob(W1)]
+    w1.write_bytes(w1.read_bytes() + b"tampered")
+    (s2,) = [p for p in files.rglob(S2)]
+    s2.unlink()
+    (w2_meta,) = [p for p in files.rglob(W2 + ".metadata")]
+    w2_meta.unlink()
+    orphan = files / "ab" / "cd" / "orphan.whl"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"left by a crash")
+    r = cli("check", data_dir=data)
+    assert r.returncode == 1
+    for text in (f"corrupt: {W1}", f"missing: {S2}", f"missing-metadata: {W2}", "orphan: ab/cd/orphan.whl"):
+        assert text in r.stdout
+    assert "--repair" in r.stderr
+    r = cli("check", "--repair", data_dir=data)
+    assert r.returncode == 0, r.stdout
+    assert not orphan.exists()
+    state = yanked(loaded)
+    assert str(state[W1]).startswith("packhouse check:") and str(state[S2]).startswith("packhouse check:")
+    w2 = next(f for f in page(loaded)["files"] if f["filename"] == W2)
+    assert not w2.get("core-metadata") and not state[W2]  # metadata no longer advertised; file fine
+    r = cli("check", data_dir=data)
+    assert r.returncode == 0 and "0 unrepaired" in r.stdout
+    assert [e[2] for e in db_rows(data / "packhouse.db", "events") if e[2] == "check-broken"]
