@@ -135,9 +135,7 @@ def test_submit_is_gone(client):
 
 
 def test_not_multipart_is_415(client):
-    r = client.post(
-        "/legacy/", content=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
-    )
+    r = client.post("/legacy/", content=b'{"name": "x"}', headers={"Content-Type": "application/json"})
     assert r.status_code == 415
     assert "multipart/form-data" in r.json()["detail"]
 
