@@ -36,7 +36,7 @@ _README_TAGS = nh3.ALLOWED_TAGS | {"input"}  # GFM task lists
 _README_ATTRIBUTES = {
     **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
     "code": {"class"},
-    "pre": {"class", "lang"},
+    "pre": {"class"},
     "span": {"class"},
     "div": {"class"},
     "input": {"type", "checked", "disabled"},
@@ -176,9 +176,20 @@ def render_readme(text: str, content_type: str | None) -> str:
         html,
         tags=_README_TAGS,
         attributes=_README_ATTRIBUTES,
+        attribute_filter=_readme_attribute,
         url_schemes=set(SAFE_SCHEMES),
         link_rel="nofollow noopener noreferrer",
     )
+
+
+def _readme_attribute(tag: str, attribute: str, value: str) -> str | None:
+    # GitHub-style heading anchors are empty links (no accessible name), and ``lang="python"`` on
+    # code blocks is not a language tag: both fail accessibility checks, neither is needed.
+    if tag == "a" and attribute == "href" and value.startswith("#user-content-"):
+        return None
+    if attribute == "lang":
+        return None
+    return value
 
 
 def safe_url(url: str) -> str | None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from pathlib import Path
 
@@ -18,12 +16,6 @@ def seeded(make_client, tmp_path: Path):
     client = make_client()
     data.seed(client, tmp_path / "dists", tmp_path / "data" / "packhouse.db")
     return client
-
-
-def sha1_htpasswd(path: Path, user: str, password: str) -> Path:
-    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
-    path.write_text(f"{user}:{{SHA}}{digest}\n")
-    return path
 
 
 def test_home_has_counts_recent_releases_and_setup_for_this_server(seeded):
@@ -174,7 +166,7 @@ def test_project_list_paginates_many_projects(make_client, tmp_path: Path):
 
 
 def test_list_permission_guards_every_page(make_client, tmp_path: Path):
-    passwords = sha1_htpasswd(tmp_path / "htpasswd", "alice", "s3cret")
+    passwords = data.sha1_htpasswd(tmp_path / "htpasswd", "alice", "s3cret")
     client = make_client(passwords=str(passwords), authenticate="list,update")
     for url in (
         "/",
@@ -193,7 +185,7 @@ def test_list_permission_guards_every_page(make_client, tmp_path: Path):
 
 
 def test_download_permission_stays_on_the_files(make_client, tmp_path: Path):
-    passwords = sha1_htpasswd(tmp_path / "htpasswd", "alice", "s3cret")
+    passwords = data.sha1_htpasswd(tmp_path / "htpasswd", "alice", "s3cret")
     client = make_client(passwords=str(passwords), authenticate="download,update")
     wheel = data.wheel(tmp_path / "d", "demo-pkg", "1.0")
     form, files = data.upload_form(wheel)

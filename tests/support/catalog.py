@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import sqlite3
 from datetime import UTC, datetime, timedelta
@@ -119,6 +120,13 @@ def seed(base: str | httpx.Client, tmp: Path, db: Path) -> None:
         post(base, path)
     sqlite_yank(db, "demo_pkg-0.9-py3-none-any.whl", "Broken <b>build</b>, use 1.0.0")
     sqlite_add_file(db, "evil-pkg", "6.6.6", EVIL_FILENAME, summary=XSS)
+
+
+def sha1_htpasswd(path: Path, user: str, password: str) -> Path:
+    """An htpasswd file with one ``htpasswd -s`` (SHA1) entry: fast to verify, unlike bcrypt."""
+    digest = base64.b64encode(hashlib.sha1(password.encode()).digest()).decode()
+    path.write_text(f"{user}:{{SHA}}{digest}\n")
+    return path
 
 
 def sqlite_yank(db: Path, filename: str, reason: str | None) -> None:
