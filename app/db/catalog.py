@@ -1,8 +1,9 @@
 """Read-side queries for the browsing UI. They never commit and never load a README they don't show.
 
 A project's "listing row" is its newest upload (highest file id): its summary, version and time stand
-for the project in lists and search. That is one indexed ``max(id) group by project_id``, cheap
-enough for 10,000+ projects, and it keeps search results stable while a release is being uploaded.
+for the project in lists and search. It is found per project through the (project_id, version)
+index, so a page of the A-to-Z list walks the unique name index and stops after one page, however
+many projects there are (10,000+).
 """
 
 from __future__ import annotations
@@ -49,11 +50,9 @@ async def counts(session: AsyncSession) -> Counts:
 
 
 def _listing() -> Select[tuple[str, str, str, str | None, datetime]]:
-    newest = select(File.project_id, func.max(File.id).label("file_id")).group_by(File.project_id).subquery()
-    return (
-        select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
-        .join(newest, newest.c.project_id == Project.id)
-        .join(File, File.id == newest.c.file_id)
+    newest = select(func.max(File.id)).where(File.project_id == Project.id).correlate(Project)
+    return select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time).join(
+        File, File.id == newest.scalar_subquery()
     )
 
 
@@ -79,16 +78,26 @@ async def search(
     return total, [ListingRow(*row) for row in rows]
 
 
-async def recent_releases(session: AsyncSession, limit: int) -> list[ListingRow]:
-    """The newest releases (project + version), newest first, by their latest upload."""
-    latest = func.max(File.id).label("file_id")
-    newest = (
-        select(latest).group_by(File.project_id, File.version).order_by(latest.desc()).limit(limit).subquery()
-    )
+async def recent_releases(session: AsyncSession, limit: int, window: int = 500) -> list[ListingRow]:
+    """The newest releases (project + version), newest first, by their latest upload.
+
+    Reads only the newest ``window`` files (releases rarely have hundreds of files); falls back to
+    grouping every file when that window does not hold ``limit`` releases.
+    """
+    rows = select(File.id, File.project_id, File.version).order_by(File.id.desc()).limit(window)
+    newest = (await session.execute(rows)).all()
+    ids: dict[tuple[int, str], int] = {}
+    for file_id, project_id, version in newest:
+        ids.setdefault((project_id, version), file_id)
+    chosen = list(ids.values())[:limit]
+    if len(chosen) < limit and len(newest) == window:
+        latest = func.max(File.id)
+        grouped = select(latest).group_by(File.project_id, File.version).order_by(latest.desc()).limit(limit)
+        chosen = list((await session.execute(grouped)).scalars())
     stmt = (
         select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
         .join(File, File.project_id == Project.id)
-        .join(newest, newest.c.file_id == File.id)
+        .where(File.id.in_(chosen))
         .order_by(File.id.desc())
     )
     return [ListingRow(*row) for row in (await session.execute(stmt)).all()]
