@@ -56,7 +56,7 @@ def test_project_page_shows_latest_release_readme_metadata_and_files(seeded):
     assert "pip install --index-url http://127.0.0.1/simple/ demo-pkg</pre>" in body
     assert "uv pip install --index-url http://127.0.0.1/simple/ demo-pkg</pre>" in body
     assert '<a href="/files/demo-pkg/demo_pkg-1.0.0-py3-none-any.whl">' in body
-    assert re.search(r"<code id=\"h1\">[0-9a-f]{64}</code>", body)
+    assert re.search(r"<td><code>[0-9a-f]{64}</code>", body)
     # Release history: newest first, with dates; the yanked 0.9 carries its (escaped) reason.
     history = body[body.index('class="history"') :]
     assert history.index("1.0.0") < history.index("0.9")
@@ -235,3 +235,22 @@ def test_readme_renderer_and_sanitiser_units():
     assert pick_latest(["1.0", "2.0rc1", "1.5"], set()) == "1.5"
     assert pick_latest(["1.0", "1.5"], {"1.5"}) == "1.0"
     assert pick_latest(["2.0b1"], set()) == "2.0b1"
+
+
+def test_recent_releases_fall_back_when_one_release_fills_the_window(make_client, tmp_path: Path):
+    from app.db import catalog as queries
+
+    client = make_client()
+    client.get("/health")
+    db = tmp_path / "data" / "packhouse.db"
+    data.sqlite_add_project(db, "small", 1)
+    data.sqlite_add_project(db, "big", 30, versions=1)  # the newest 30 files are one release
+    sessions = client.app.state.catalog.sessions
+
+    async def recent(window: int) -> list[tuple[str, str]]:
+        async with sessions() as session:
+            rows = await queries.recent_releases(session, 5, window=window)
+        return [(r.normalized_name, r.version) for r in rows]
+
+    assert client.portal.call(recent, 10) == [("big", "1.0"), ("small", "1.0")]
+    assert client.portal.call(recent, 500) == [("big", "1.0"), ("small", "1.0")]

@@ -21,9 +21,22 @@ function copyText(text) {
   return ok ? Promise.resolve() : Promise.reject(new Error("copy failed"));
 }
 
+function addHashButtons() {
+  // One per file row, made here rather than sent 200 times in the HTML (page weight).
+  for (const code of document.querySelectorAll("table.files td > code")) {
+    const button = el("button", "copy", "Copy");
+    button.type = "button";
+    const file = code.closest("tr").querySelector("a");
+    button.dataset.label = "SHA256 of " + (file ? file.textContent : "this file");
+    button.hidden = true;
+    code.after(" ", button);
+  }
+}
+
 function setUpCopyButtons() {
-  for (const button of document.querySelectorAll("button.copy[data-copy]")) {
-    const source = document.getElementById(button.dataset.copy);
+  addHashButtons();
+  for (const button of document.querySelectorAll("button.copy")) {
+    const source = button.dataset.copy ? document.getElementById(button.dataset.copy) : button.previousElementSibling;
     if (!source) continue;
     button.hidden = false;
     button.setAttribute("aria-label", "Copy " + (button.dataset.label || source.textContent.trim().slice(0, 60)));
