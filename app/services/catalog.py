@@ -16,6 +16,7 @@ from email.message import Message
 from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
+import anyio
 import nh3
 import readme_renderer.markdown
 import readme_renderer.rst
@@ -336,7 +337,9 @@ class CatalogService:
         if (key := (f.id, f.sha256)) in self._readmes:
             return self._readmes[key]
         text = await catalog.description(session, f.id)
-        html = render_readme(text, f.description_content_type) if text and text.strip() else None
+        html = None
+        if text and text.strip():  # docutils on a long README takes a while: keep the loop free
+            html = await anyio.to_thread.run_sync(render_readme, text, f.description_content_type)
         return self._readmes.remember(key, html)
 
     async def _project_urls(self, f: File) -> tuple[tuple[str, str], ...]:

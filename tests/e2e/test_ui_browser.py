@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from tests.conftest import ROOT, LiveServer, clean_env
 from tests.support import catalog as data
@@ -31,17 +31,15 @@ WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "he
 BAD_IMPACT = {"serious", "critical"}
 
 
-@pytest.fixture(scope="module")
-def chromium():
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's ``browser`` fixture, launched on the system Chromium (never downloaded)."""
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +58,9 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def tab(chromium, server):
+def tab(browser, server):
     """A fresh browser context at desktop width that may use the clipboard; page errors fail the test."""
-    context = chromium.new_context(
+    context = browser.new_context(
         base_url=server.url, permissions=["clipboard-read", "clipboard-write"], viewport=WIDTHS["desktop"]
     )
     page = context.new_page()
@@ -185,7 +183,7 @@ def _axe_source() -> str:
     return (files("axe_playwright_python") / "axe.min.js").read_text()
 
 
-def test_screenshots_accessibility_and_layout_at_two_widths(chromium, server):
+def test_screenshots_accessibility_and_layout_at_two_widths(browser, server):
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True)
     axe = _axe_source()
@@ -193,7 +191,7 @@ def test_screenshots_accessibility_and_layout_at_two_widths(chromium, server):
     report: dict[str, object] = {}
     runs = [(w, "light") for w in WIDTHS] + [("desktop", "dark"), ("phone", "dark")]
     for width, scheme in runs:
-        context = chromium.new_context(base_url=server.url, viewport=WIDTHS[width], color_scheme=scheme)
+        context = browser.new_context(base_url=server.url, viewport=WIDTHS[width], color_scheme=scheme)
         tab = context.new_page()
         for name, url in PAGES.items():
             if scheme == "dark" and name not in ("home", "project"):
@@ -222,7 +220,7 @@ def test_screenshots_accessibility_and_layout_at_two_widths(chromium, server):
     assert len(list(ARTIFACTS.glob("*.png"))) == 2 * len(PAGES) + 4
 
 
-def test_list_permission_prompts_the_browser(chromium, tmp_path):
+def test_list_permission_prompts_the_browser(browser, tmp_path):
     htpasswd = data.sha1_htpasswd(tmp_path / "htpasswd", "alice", "pw")
     live = LiveServer(tmp_path / "data", ["--passwords", str(htpasswd), "--authenticate", "list,update"],
                       clean_env(tmp_path / "home")).start()  # fmt: skip
@@ -230,7 +228,7 @@ def test_list_permission_prompts_the_browser(chromium, tmp_path):
         anonymous = httpx.get(live.url + "/")
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"].startswith("Basic")
-        context = chromium.new_context(
+        context = browser.new_context(
             base_url=live.url, http_credentials={"username": "alice", "password": "pw"}
         )
         tab = context.new_page()
