@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
+    ui.install_error_pages(app)  # HTML 404s for browsers under /ui/
     for module in (health, files, upload, simple, search, ui):
         app.include_router(module.router)
     app.include_router(simple.root_router)  # last: /{project}/ would shadow everything else

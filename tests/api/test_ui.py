@@ -81,7 +81,13 @@ def test_names_and_versions_redirect_to_canonical_urls(seeded):
     assert (r.status_code, r.headers["location"]) == (301, "../demo-pkg/")
     r = seeded.get("/ui/project/Demo.Pkg/1.0.0/", follow_redirects=False)
     assert (r.status_code, r.headers["location"]) == (301, "../../demo-pkg/1.0.0/")
-    assert seeded.get("/ui/project/nothing-here/").status_code == 404
+    missing = seeded.get("/ui/project/nothing-here/", headers={"Accept": "text/html,*/*;q=0.8"})
+    assert missing.status_code == 404 and missing.headers["content-type"].startswith("text/html")
+    assert "<h1>Project not found</h1>" in missing.text and "&#39;nothing-here&#39;" in missing.text
+    assert seeded.get("/ui/project/nothing-here/").headers["content-type"] == "application/problem+json"
+    assert seeded.get("/files/x/y.whl", headers={"Accept": "text/html"}).headers["content-type"] == (
+        "application/problem+json"
+    )
     assert seeded.get("/ui/projects?q=x", follow_redirects=False).headers["location"] == "projects/?q=x"
 
 

@@ -176,6 +176,7 @@ PAGES = {
     "project": "/ui/project/demo-pkg/",
     "release": "/ui/project/demo-pkg/0.9/",
     "rst-project": "/ui/project/alpha-tools/",
+    "not-found": "/ui/project/no-such-project/",
 }
 
 

@@ -17,12 +17,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app import dists
 from app.api.deps import CatalogDep, ListIdentity
+from app.api.errors import problem, status_for
 from app.errors import InvalidDistributionError, NotFoundError
 from app.services.catalog import ProjectView
 
@@ -86,10 +87,25 @@ def _context(request: Request, **values: Any) -> dict[str, Any]:
     }
 
 
-def page(request: Request, template: str, **values: Any) -> HTMLResponse:
-    response = templates.TemplateResponse(request, template, _context(request, **values))
+def page(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+    context = _context(request, **values)
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
     response.headers.update(SECURITY_HEADERS)
     return response
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """A browser that follows a stale link under /ui/ gets a page, not problem+json. Everything else
+    (and any client that does not ask for HTML) keeps the one error table's answer."""
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NotFoundError)
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        if path.startswith("/ui/") and "text/html" in request.headers.get("accept", ""):
+            return page(request, "error.html", status_code=404, title=exc.title, detail=exc.detail)
+        return problem(status_for(exc), exc.title, exc.detail)
+
+    app.add_exception_handler(NotFoundError, not_found)
 
 
 @router.get("/", response_class=HTMLResponse)
