@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from app.services.catalog import pick_latest, project_urls, render_readme
 from tests.support import catalog as data
 
 
@@ -223,24 +222,6 @@ def test_project_page_with_200_files_ships_under_100_kb(make_client, tmp_path: P
     assets = [client.get(f"/ui/static/{name}").content for name in ("ui.css", "ui.js")]
     total = len(html.content) + sum(len(a) for a in assets)
     assert total < 100_000, total
-
-
-def test_readme_renderer_and_sanitiser_units():
-    assert "<h1" in render_readme("# T", "text/markdown")
-    assert "<em>x</em>" in render_readme("*x*", None)  # no content type: reStructuredText, as PyPI
-    assert render_readme("a <b>", "text/plain").startswith("a &lt;b&gt;")
-    broken_rst = "Title\n===\n\n.. bogus-directive::\n"
-    assert "bogus-directive" in render_readme(broken_rst, "text/x-rst")  # falls back to plain text
-    assert "javascript" not in render_readme("[x](javascript:alert(1))", "text/markdown")
-    assert "onerror" not in render_readme('<img src="x" onerror="alert(1)">', "text/markdown")
-    raw = (
-        b"Metadata-Version: 2.1\nName: a\nVersion: 1\n"
-        b"Project-URL: A, https://a.example\nProject-URL: B, data:text/html,x\n"
-    )
-    assert project_urls(raw) == (("A", "https://a.example"),)
-    assert pick_latest(["1.0", "2.0rc1", "1.5"], set()) == "1.5"
-    assert pick_latest(["1.0", "1.5"], {"1.5"}) == "1.0"
-    assert pick_latest(["2.0b1"], set()) == "2.0b1"
 
 
 def test_recent_releases_fall_back_when_one_release_fills_the_window(make_client, tmp_path: Path):
