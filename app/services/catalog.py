@@ -178,7 +178,8 @@ def render_readme(text: str, content_type: str | None) -> str:
         tags=_README_TAGS,
         attributes=_README_ATTRIBUTES,
         attribute_filter=_readme_attribute,
-        set_tag_attribute_values={"input": {"disabled": ""}},  # GFM task-list boxes: never a live field
+        # GFM task-list boxes: never a live field, and labelled for screen readers.
+        set_tag_attribute_values={"input": {"disabled": "", "aria-label": "task"}},
         url_schemes=set(SAFE_SCHEMES),
         link_rel="nofollow noopener noreferrer",
     )

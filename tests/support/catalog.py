@@ -29,6 +29,9 @@ Some **bold** text and a list:
 import demo_pkg
 print(demo_pkg.__version__)
 ```
+
+- [x] shipped
+- [ ] documented
 """
 
 ALPHA_README = """Alpha tools
