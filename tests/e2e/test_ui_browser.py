@@ -75,6 +75,13 @@ def tab(browser, server):
     assert errors == [], errors
 
 
+def copy(tab, button) -> str:
+    """Click a copy button, wait for its confirmation, and return what the clipboard holds."""
+    button.click()
+    expect(button).to_have_text("Copied")
+    return tab.evaluate("navigator.clipboard.readText()")
+
+
 def test_home_search_project_copy_install_command(tab, server):
     tab.goto("/")
     assert tab.title().startswith("Packhouse")
@@ -94,16 +101,14 @@ def test_home_search_project_copy_install_command(tab, server):
     # Copy the pip install command; the clipboard holds exactly the command shown.
     command = tab.inner_text("#cmd-pip")
     assert command == f"pip install --index-url {server.url}/simple/ demo-pkg"
-    button = tab.locator("button[data-copy=cmd-pip]")
-    button.click()
-    expect(button).to_have_text("Copied")
-    assert tab.evaluate("navigator.clipboard.readText()") == command
-    tab.locator("button[data-copy=cmd-uv]").click()
-    assert (
-        tab.evaluate("navigator.clipboard.readText()")
-        == f"uv pip install --index-url {server.url}/simple/ demo-pkg"
-    )
-    # Release history leads to the yanked release tab, pinned and flagged.
+    assert copy(tab, tab.locator("button[data-copy=cmd-pip]")) == command
+    uv_command = f"uv pip install --index-url {server.url}/simple/ demo-pkg"
+    assert copy(tab, tab.locator("button[data-copy=cmd-uv]")) == uv_command
+    # Each file's sha256 has its own copy button (added by ui.js), named after the file.
+    sha = tab.locator("table.files td > code").first.inner_text()
+    assert len(sha) == 64
+    assert copy(tab, tab.get_by_role("button", name="Copy SHA256 of demo_pkg-1.0.0-py3-none-any.whl")) == sha
+    # Release history leads to the yanked release page, pinned and flagged.
     tab.click(".history >> text=0.9")
     tab.wait_for_url("**/ui/project/demo-pkg/0.9/")
     assert tab.inner_text("#cmd-pip").endswith("demo-pkg==0.9")
@@ -141,6 +146,7 @@ def test_keyboard_only(tab):
     else:
         pytest.fail("the copy button is not reachable with Tab")
     tab.keyboard.press("Enter")
+    expect(tab.locator("button[data-copy=cmd-pip]")).to_have_text("Copied")
     assert tab.evaluate("navigator.clipboard.readText()").startswith("pip install")
     outline = tab.evaluate("getComputedStyle(document.activeElement).outlineStyle")
     assert outline not in ("", "none")  # the focus is visible
@@ -203,7 +209,7 @@ def test_screenshots_accessibility_and_layout_at_two_widths(browser, server):
             tab.screenshot(path=ARTIFACTS / f"{shot}.png", full_page=True)
             overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             if overflow > 1:
-                problems.append(f"{shot}: tab is {overflow}px wider than the viewport")
+                problems.append(f"{shot}: page is {overflow}px wider than the viewport")
             tab.evaluate(axe)
             result = tab.evaluate("axe.run(document, {resultTypes: ['violations']})")
             violations = [
