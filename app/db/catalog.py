@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, distinct, func, or_, select
+from sqlalchemy import Select, case, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -70,10 +70,13 @@ def _matching(stmt: Select, query: str, normalized_query: str) -> Select:  # typ
 async def search(
     session: AsyncSession, query: str, normalized_query: str, *, offset: int, limit: int, by_recent: bool
 ) -> tuple[int, list[ListingRow]]:
-    """(total matches, one page of rows): name or newest summary contains the query."""
+    """(total matches, one page of rows): name or newest summary contains the query.
+
+    A to Z, except that the project named exactly as asked comes first."""
     stmt = _matching(_listing(), query, normalized_query)
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-    order = (File.id.desc(),) if by_recent else (Project.normalized_name,)
+    exact_first = case((Project.normalized_name == normalized_query, 0), else_=1)
+    order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
     rows = (await session.execute(stmt.order_by(*order).offset(offset).limit(limit))).all()
     return total, [ListingRow(*row) for row in rows]
 

@@ -120,7 +120,7 @@ def test_stored_xss_renders_inert(seeded):
     assert 'href="https://example.org/&#34;&gt;&lt;script&gt;' in page  # quoted, not broken out of
 
 
-def test_search_api_by_name_and_summary(seeded):
+def test_search_api_by_name_and_summary(seeded, tmp_path: Path):
     r = seeded.get("/api/search", params={"q": "demo"})
     assert r.status_code == 200
     found = r.json()
@@ -139,8 +139,11 @@ def test_search_api_by_name_and_summary(seeded):
         "evil-pkg",
         "plain-thing",
     ]
+    data.sqlite_add_project(tmp_path / "data" / "packhouse.db", "a-demo-pkg-helper", 1)
+    exact_first = seeded.get("/api/search", params={"q": "demo-pkg"}).json()
+    assert [h["name"] for h in exact_first["results"]] == ["demo-pkg", "a-demo-pkg-helper"]
     recent = seeded.get("/api/search", params={"sort": "updated"}).json()
-    assert recent["results"][0]["name"] == "evil-pkg"
+    assert recent["results"][0]["name"] == "a-demo-pkg-helper"
     assert seeded.get("/api/search", params={"sort": "bogus"}).status_code == 422
 
 
