@@ -127,6 +127,7 @@ def test_filter_as_you_type_uses_the_search_api(tab):
     assert tab.locator("#list a").get_attribute("href") == "/ui/project/alpha-tools/"
     assert tab.evaluate("window.__same_page") is True
     assert "q=alpha" in tab.url
+    assert tab.title() == "“alpha” — Projects — Packhouse"  # the same title the server would render
     tab.locator("#q").fill("")
     tab.locator("#q").press_sequentially("filler", delay=10)
     expect(tab.locator("#count")).to_have_text("60 projects matching “filler” · page 1 of 2")

@@ -109,6 +109,7 @@ function setUpLiveSearch() {
       container.append(nav);
     }
     window.history.replaceState(null, "", "?" + params);
+    document.title = (data.query ? "“" + data.query + "” — " : "") + "Projects — Packhouse";
   }
   input.addEventListener("input", () => { window.clearTimeout(timer); timer = window.setTimeout(refresh, 150); });
   sort.addEventListener("change", refresh);
