@@ -15,11 +15,12 @@ from sqlalchemy import text
 
 from app import __version__
 from app.api.errors import install_error_handlers
-from app.api.routes import files, health, landing, manage, simple, upload
+from app.api.routes import files, health, manage, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
 from app.db.engine import build_engine, build_sessionmaker
 from app.db.migrate import upgrade_to_head
+from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
 from app.services.manage import ManageService
@@ -58,6 +59,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.policy = Policy(settings.required_actions, settings.anonymous_upload, authenticator)
     state.index = IndexService(readers)
     state.files = FileService(readers, storage)
+    state.catalog = CatalogService(readers, storage)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,
         form_limits={"chunk_timeout": settings.body_timeout},
@@ -83,7 +85,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
-    for module in (health, files, upload, manage, simple, landing):
+    ui.install_error_pages(app)  # HTML 404s for browsers under /ui/
+    for module in (health, files, upload, manage, simple, search, ui):
         app.include_router(module.router)
     app.include_router(simple.root_router)  # last: /{project}/ would shadow everything else
     return app

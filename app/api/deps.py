@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.auth.policy import Action, Identity, Policy
+from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
 from app.services.upload import UploadService
@@ -56,3 +57,10 @@ UploadDep = Annotated[UploadService, Depends(_uploads)]
 ListIdentity = Annotated[Identity | None, Depends(require(Action.LIST))]
 DownloadIdentity = Annotated[Identity | None, Depends(require(Action.DOWNLOAD))]
 UploadIdentity = Annotated[Identity | None, Depends(require(Action.UPDATE))]
+
+
+def _catalog(request: Request) -> CatalogService:
+    return request.app.state.catalog  # type: ignore[no-any-return]
+
+
+CatalogDep = Annotated[CatalogService, Depends(_catalog)]

@@ -1,0 +1,165 @@
+"""The browsing UI: server-rendered pages under ``/ui/`` (and the home page at ``/``).
+
+URLs (none is a single path segment, so none shadows the pypiserver-style ``/<project>/`` simple page):
+  ``/``                                 home: search, counts, recent releases, client set-up
+  ``/ui/projects/?q=&page=&sort=``      project list and search
+  ``/ui/project/<name>/``               project page (latest release)
+  ``/ui/project/<name>/<version>/``     release page
+  ``/ui/static/<asset>``                CSS and JS, served by Packhouse itself (no CDN)
+Every page needs the ``list`` permission; downloads keep their own (``download``) check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from app import dists
+from app.api.deps import CatalogDep, ListIdentity
+from app.api.errors import problem, status_for
+from app.errors import InvalidDistributionError, NotFoundError
+from app.services.catalog import ProjectView
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+STATIC = WEB / "static"
+ASSETS = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
+
+router = APIRouter(tags=["web"], include_in_schema=False)
+templates = Jinja2Templates(directory=WEB / "templates")
+templates.env.trim_blocks = templates.env.lstrip_blocks = True  # lean HTML for 200-file pages
+
+# Defence in depth behind autoescaping and nh3: no inline script or style can run on a UI page.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' https: data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+    "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError  # pragma: no cover
+
+
+def _iso(value: datetime) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+templates.env.filters["size"] = _size
+templates.env.filters["iso"] = _iso
+templates.env.filters["day"] = lambda value: value.strftime("%Y-%m-%d")
+
+
+@cache
+def asset_version(name: str) -> str:
+    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+
+
+def _context(request: Request, **values: Any) -> dict[str, Any]:
+    base = str(request.base_url)
+    base = base if base.endswith("/") else base + "/"
+    host = request.url.hostname or "localhost"
+    insecure = request.url.scheme == "http" and host not in ("localhost", "127.0.0.1", "::1")
+    return {
+        "root": request.scope.get("root_path", "").rstrip("/"),
+        "version": request.app.version,
+        "base_url": base.rstrip("/"),
+        "simple_url": base + "simple/",
+        "upload_url": base + "legacy/",
+        # pip only talks plain http to hosts it is told to trust (localhost is trusted already).
+        "trusted_host": host if request.url.scheme == "http" else None,
+        "pip_trust": f" --trusted-host {host}" if insecure else "",
+        "assets": {name: asset_version(name) for name in ASSETS},
+        **values,
+    }
+
+
+def page(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+    context = _context(request, **values)
+    response = templates.TemplateResponse(request, template, context, status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """A browser that follows a stale link under /ui/ gets a page, not problem+json. Everything else
+    (and any client that does not ask for HTML) keeps the one error table's answer."""
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NotFoundError)
+        path = request.url.path.removeprefix(request.scope.get("root_path", ""))
+        if path.startswith("/ui/") and "text/html" in request.headers.get("accept", ""):
+            return page(request, "error.html", status_code=404, title=exc.title, detail=exc.detail)
+        return problem(status_for(exc), exc.title, exc.detail)
+
+    app.add_exception_handler(NotFoundError, not_found)
+
+
+@router.get("/", response_class=HTMLResponse)
+async def home(request: Request, catalog: CatalogDep, _who: ListIdentity) -> HTMLResponse:
+    return page(request, "home.html", home=await catalog.home())
+
+
+@router.get("/ui/projects/", response_class=HTMLResponse)
+async def projects(
+    request: Request,
+    catalog: CatalogDep,
+    _who: ListIdentity,
+    q: str = Query("", max_length=200),
+    page_: int = Query(1, alias="page", ge=1, le=100_000),
+    sort: str = Query("name", pattern="^(name|updated)$"),
+) -> HTMLResponse:
+    return page(request, "projects.html", result=await catalog.search(q, page_, sort=sort))
+
+
+@router.get("/ui/project/{project}/", response_class=HTMLResponse)
+async def project(request: Request, project: str, catalog: CatalogDep, _who: ListIdentity) -> Response:
+    if (name := dists.normalize(project)) != project:
+        return RedirectResponse(f"../{name}/", status_code=301)
+    return _project_page(request, await catalog.project(name), pinned=False)
+
+
+@router.get("/ui/project/{project}/{version}/", response_class=HTMLResponse)
+async def release(
+    request: Request, project: str, version: str, catalog: CatalogDep, _who: ListIdentity
+) -> Response:
+    try:
+        canonical = str(dists.parse_version(version))
+    except InvalidDistributionError:  # an unparsable version is simply not on this index
+        raise NotFoundError(f"{version!r} is not a version on this index.") from None
+    if (name := dists.normalize(project)) != project or canonical != version:
+        return RedirectResponse(f"../../{name}/{canonical}/", status_code=301)
+    return _project_page(request, await catalog.project(name, version), pinned=True)
+
+
+def _project_page(request: Request, view: ProjectView, pinned: bool) -> HTMLResponse:
+    pin = f"{view.name}=={view.version}" if pinned or not view.is_latest else view.name
+    return page(request, "project.html", p=view, pin=pin)
+
+
+@router.get("/ui/projects", include_in_schema=False)
+async def projects_no_slash(request: Request) -> Response:
+    query = f"?{request.url.query}" if request.url.query else ""
+    return RedirectResponse(f"projects/{query}", status_code=301)
+
+
+@router.get("/ui/static/{name}")
+async def static(name: str) -> Response:
+    if name not in ASSETS:
+        raise NotFoundError(f"No asset {name!r}.")
+    # Pages link assets with ?v=<content hash>, so a cached copy never goes stale.
+    headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
+    return FileResponse(STATIC / name, media_type=ASSETS[name], headers=headers)

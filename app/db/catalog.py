@@ -1,0 +1,126 @@
+"""Read-side queries for the browsing UI. They never commit and never load a README they don't show.
+
+A project's "listing row" is its newest upload (highest file id): its summary, version and time stand
+for the project in lists and search. It is found per project through the (project_id, version)
+index, so a page of the A-to-Z list walks the unique name index and stops after one page, however
+many projects there are (10,000+).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, case, distinct, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import defer
+
+from app.db.models import File, Project
+
+
+@dataclass(frozen=True, slots=True)
+class ListingRow:
+    name: str
+    normalized_name: str
+    version: str
+    summary: str | None
+    upload_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    projects: int
+    releases: int
+    files: int
+
+
+async def counts(session: AsyncSession) -> Counts:
+    releases = select(File.project_id, File.version).distinct().subquery()
+    row = (
+        await session.execute(
+            select(
+                select(func.count(distinct(File.project_id))).scalar_subquery(),
+                select(func.count()).select_from(releases).scalar_subquery(),
+                select(func.count(File.id)).scalar_subquery(),
+            )
+        )
+    ).one()
+    return Counts(projects=row[0] or 0, releases=row[1] or 0, files=row[2] or 0)
+
+
+def _listing() -> Select[tuple[str, str, str, str | None, datetime]]:
+    newest = select(func.max(File.id)).where(File.project_id == Project.id).correlate(Project)
+    return select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time).join(
+        File, File.id == newest.scalar_subquery()
+    )
+
+
+def _matching(stmt: Select, query: str, normalized_query: str) -> Select:  # type: ignore[type-arg]
+    if not query:
+        return stmt
+    return stmt.where(
+        or_(
+            Project.normalized_name.contains(normalized_query, autoescape=True),
+            File.summary.icontains(query, autoescape=True),
+        )
+    )
+
+
+async def search(
+    session: AsyncSession, query: str, normalized_query: str, *, offset: int, limit: int, by_recent: bool
+) -> tuple[int, list[ListingRow]]:
+    """(total matches, one page of rows): name or newest summary contains the query.
+
+    A to Z, except that the project named exactly as asked comes first."""
+    stmt = _matching(_listing(), query, normalized_query)
+    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    exact_first = case((Project.normalized_name == normalized_query, 0), else_=1)
+    order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
+    rows = (await session.execute(stmt.order_by(*order).offset(offset).limit(limit))).all()
+    return total, [ListingRow(*row) for row in rows]
+
+
+async def recent_releases(session: AsyncSession, limit: int, window: int = 500) -> list[ListingRow]:
+    """The newest releases (project + version), newest first, by their latest upload.
+
+    Reads only the newest ``window`` files (releases rarely have hundreds of files); falls back to
+    grouping every file when that window does not hold ``limit`` releases.
+    """
+    rows = select(File.id, File.project_id, File.version).order_by(File.id.desc()).limit(window)
+    newest = (await session.execute(rows)).all()
+    ids: dict[tuple[int, str], int] = {}
+    for file_id, project_id, version in newest:
+        ids.setdefault((project_id, version), file_id)
+    chosen = list(ids.values())[:limit]
+    if len(chosen) < limit and len(newest) == window:
+        latest = func.max(File.id)
+        grouped = select(latest).group_by(File.project_id, File.version).order_by(latest.desc()).limit(limit)
+        chosen = list((await session.execute(grouped)).scalars())
+    stmt = (
+        select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
+        .join(File, File.project_id == Project.id)
+        .where(File.id.in_(chosen))
+        .order_by(File.id.desc())
+    )
+    return [ListingRow(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def project_by_name(session: AsyncSession, normalized_name: str) -> Project | None:
+    stmt = select(Project).where(Project.normalized_name == normalized_name)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def files_without_description(session: AsyncSession, project_id: int) -> Sequence[File]:
+    """Every file of a project, oldest first; the README column stays in the database."""
+    stmt = (
+        select(File)
+        .where(File.project_id == project_id)
+        .options(defer(File.description, raiseload=True))
+        .order_by(File.id)
+    )
+    return (await session.execute(stmt)).scalars().all()
+
+
+async def description(session: AsyncSession, file_id: int) -> str | None:
+    return (await session.execute(select(File.description).where(File.id == file_id))).scalar_one_or_none()

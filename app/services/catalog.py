@@ -1,0 +1,356 @@
+"""The browsing UI's read side: counts, search, project and release views, rendered READMEs.
+
+Everything a template shows comes from here as frozen data; the templates autoescape every value.
+The one piece of HTML produced here is the README, and it is sanitised with nh3 (an allow-list
+HTML sanitiser) after readme_renderer, so a README can't carry scripts, event handlers, styles or
+``javascript:`` links into the page. Link URLs from metadata are kept only for http(s) and mailto.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from typing import TypeVar
+from urllib.parse import quote, urlsplit
+
+import anyio
+import nh3
+import readme_renderer.markdown
+import readme_renderer.rst
+import readme_renderer.txt
+from packaging.metadata import parse_email
+from packaging.version import InvalidVersion, Version
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import dists
+from app.db import catalog
+from app.db.models import File
+from app.errors import NotFoundError, ProjectNotFoundError
+from app.storage.base import Storage
+
+SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+MAX_PER_PAGE = 100
+_README_TAGS = nh3.ALLOWED_TAGS | {"input"}  # GFM task lists
+_README_ATTRIBUTES = {
+    **{tag: set(attrs) for tag, attrs in nh3.ALLOWED_ATTRIBUTES.items()},
+    "code": {"class"},
+    "pre": {"class"},
+    "span": {"class"},
+    "div": {"class"},
+    "input": {"type", "checked", "disabled"},
+    "th": {"align"},
+    "td": {"align"},
+    "a": {"href", "hreflang", "id"},
+    "h1": {"id"},
+    "h2": {"id"},
+    "h3": {"id"},
+    "h4": {"id"},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    name: str
+    normalized_name: str
+    version: str
+    summary: str | None
+    upload_time: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Home:
+    projects: int
+    releases: int
+    files: int
+    recent: tuple[Listing, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    query: str
+    page: int
+    per_page: int
+    total: int
+    sort: str
+    results: tuple[Listing, ...]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True, slots=True)
+class FileView:
+    filename: str
+    path: str  # URL path below the server root, already quoted: files/<project>/<filename>
+    kind: str  # wheel | sdist
+    size: int
+    sha256: str
+    upload_time: datetime
+    requires_python: str | None
+    yanked: bool
+    yanked_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    version: str
+    upload_time: datetime  # first upload of this version
+    yanked: bool  # every file of it is yanked (PEP 592)
+    yanked_reason: str | None
+    prerelease: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    name: str
+    normalized_name: str
+    version: str  # the release shown
+    latest_version: str
+    summary: str | None
+    readme_html: str | None  # sanitised HTML
+    requires_python: str | None
+    dependencies: tuple[str, ...]
+    urls: tuple[tuple[str, str], ...]  # (label, http(s)/mailto URL)
+    uploader: str | None
+    release: ReleaseView
+    releases: tuple[ReleaseView, ...]  # newest version first
+    files: tuple[FileView, ...]  # of the release shown
+
+    @property
+    def is_latest(self) -> bool:
+        return self.version == self.latest_version
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(OrderedDict[K, V]):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def remember(self, key: K, value: V) -> V:
+        self[key] = value
+        if len(self) > self.size:
+            self.popitem(last=False)
+        return value
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value  # SQLite hands back naive UTC
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def _version_key(text: str) -> tuple[int, Version | str]:
+    parsed = _version(text)
+    return (1, parsed) if parsed is not None else (0, text)
+
+
+def _listing(row: catalog.ListingRow) -> Listing:
+    return Listing(row.name, row.normalized_name, row.version, row.summary, _utc(row.upload_time))
+
+
+def render_readme(text: str, content_type: str | None) -> str:
+    """README -> sanitised HTML, the way PyPI does it: markdown or reStructuredText, else plain text."""
+    msg = Message()
+    msg["content-type"] = content_type or "text/x-rst"
+    kind = msg.get_content_type()
+    html: str | None = None
+    if kind == "text/markdown":
+        html = readme_renderer.markdown.render(text, variant=msg.get_param("variant") or "GFM")  # type: ignore[arg-type]
+    elif kind != "text/plain":
+        html = readme_renderer.rst.render(text)  # None when the reST does not parse
+    if html is None:
+        html = readme_renderer.txt.render(text)
+    return nh3.clean(
+        html,
+        tags=_README_TAGS,
+        attributes=_README_ATTRIBUTES,
+        attribute_filter=_readme_attribute,
+        # GFM task-list boxes: never a live field, and labelled for screen readers.
+        set_tag_attribute_values={"input": {"disabled": "", "aria-label": "task"}},
+        url_schemes=set(SAFE_SCHEMES),
+        link_rel="nofollow noopener noreferrer",
+    )
+
+
+def _readme_attribute(tag: str, attribute: str, value: str) -> str | None:
+    # GitHub-style heading anchors are empty links (no accessible name), and ``lang="python"`` on
+    # code blocks is not a language tag: both fail accessibility checks, neither is needed.
+    if tag == "a" and attribute == "href" and value.startswith("#user-content-"):
+        return None
+    if attribute == "lang":
+        return None
+    return value
+
+
+def safe_url(url: str) -> str | None:
+    url = url.strip()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return None
+    return url if scheme in SAFE_SCHEMES else None
+
+
+def project_urls(raw: bytes) -> tuple[tuple[str, str], ...]:
+    """Home-page, Download-URL and Project-URL entries from core metadata; only safe schemes."""
+    try:
+        parsed, _ = parse_email(raw.decode("utf-8", "replace"))
+    except ValueError:
+        return ()
+    found: list[tuple[str, str]] = []
+    if home := parsed.get("home_page"):
+        found.append(("Homepage", home))
+    found += list((parsed.get("project_urls") or {}).items())
+    if download := parsed.get("download_url"):
+        found.append(("Download", download))
+    out: list[tuple[str, str]] = []
+    for label, url in found:
+        if (good := safe_url(url)) and (label, good) not in out:
+            out.append((label, good))
+    return tuple(out)
+
+
+def pick_latest(versions: list[str], yanked: set[str]) -> str:
+    """PyPI's choice: the newest final release that is not yanked, else the newest not yanked."""
+    ordered = sorted(versions, key=_version_key, reverse=True)
+    live = [v for v in ordered if v not in yanked] or ordered
+    final = [v for v in live if (p := _version(v)) is not None and not p.is_prerelease]
+    return (final or live)[0]
+
+
+def _file_view(f: File, project: str) -> FileView:
+    return FileView(
+        filename=f.filename,
+        path=f"files/{quote(project)}/{quote(f.filename)}",
+        kind="wheel" if f.filename.endswith(".whl") else "sdist",
+        size=f.size,
+        sha256=f.sha256,
+        upload_time=_utc(f.upload_time),
+        requires_python=f.requires_python,
+        yanked=f.yanked,
+        yanked_reason=f.yanked_reason,
+    )
+
+
+def _releases(files: list[File]) -> list[ReleaseView]:
+    by_version: dict[str, list[File]] = {}
+    for f in files:
+        by_version.setdefault(f.version, []).append(f)
+    out = []
+    for version, group in by_version.items():
+        yanked = all(f.yanked for f in group)
+        reason = next((f.yanked_reason for f in group if f.yanked_reason), None) if yanked else None
+        parsed = _version(version)
+        first = min(_utc(f.upload_time) for f in group)
+        out.append(ReleaseView(version, first, yanked, reason, bool(parsed and parsed.is_prerelease)))
+    return sorted(out, key=lambda r: _version_key(r.version), reverse=True)
+
+
+class CatalogService:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], storage: Storage, cache_size: int = 512
+    ) -> None:
+        self.sessions = sessions
+        self.storage = storage
+        # Keyed by (file id, sha256): a file row never changes, and an id reused after a deletion
+        # comes with other bytes.
+        self._readmes: _Lru[tuple[int, str], str | None] = _Lru(cache_size)  # -> sanitised HTML
+        self._urls: _Lru[tuple[int, str], tuple[tuple[str, str], ...]] = _Lru(cache_size)
+
+    async def home(self, recent: int = 10) -> Home:
+        async with self.sessions() as session:
+            counts = await catalog.counts(session)
+            rows = await catalog.recent_releases(session, recent)
+        return Home(counts.projects, counts.releases, counts.files, tuple(_listing(r) for r in rows))
+
+    async def search(self, query: str, page: int = 1, per_page: int = 50, sort: str = "name") -> SearchResult:
+        """Projects whose name or summary contains ``query``, by name (or most recently updated)."""
+        query = " ".join(query.split())[:200]
+        per_page = min(max(per_page, 1), MAX_PER_PAGE)
+        page = max(page, 1)
+        sort = "updated" if sort == "updated" else "name"
+        async with self.sessions() as session:
+            total, rows = await catalog.search(
+                session,
+                query,
+                dists.normalize(query) if query else "",
+                offset=(page - 1) * per_page,
+                limit=per_page,
+                by_recent=sort == "updated",
+            )
+        return SearchResult(query, page, per_page, total, sort, tuple(_listing(r) for r in rows))
+
+    async def project(self, name: str, version: str | None = None) -> ProjectView:
+        """The project page (latest release) or a release page.
+
+        Raises:
+            ProjectNotFoundError: no such project, or it has no files.
+            NotFoundError: the project has no such version.
+        """
+        async with self.sessions() as session:
+            project = await catalog.project_by_name(session, name)
+            files = list(await catalog.files_without_description(session, project.id)) if project else []
+            if project is None or not files:
+                raise ProjectNotFoundError(f"No project named {name!r} on this index.")
+            releases = _releases(files)
+            yanked = {r.version for r in releases if r.yanked}
+            latest = pick_latest([r.version for r in releases], yanked)
+            shown = version or latest
+            wanted = _version(shown)  # 1.0 finds 1.0.0: PEP 440 equality, not string equality
+            release = next((r for r in releases if r.version == shown or _version(r.version) == wanted), None)
+            if release is None:
+                raise NotFoundError(f"{project.name} has no version {version!r} on this index.")
+            shown = release.version
+            chosen = [f for f in files if f.version == shown]
+            # The README and metadata of the release: a wheel's (it has stored METADATA), else any.
+            main = next((f for f in chosen if f.metadata_sha256), chosen[-1])
+            readme = await self._readme(session, main)
+        urls = await self._project_urls(main)
+        return ProjectView(
+            name=project.name,
+            normalized_name=project.normalized_name,
+            version=shown,
+            latest_version=latest,
+            summary=main.summary,
+            readme_html=readme,
+            requires_python=main.requires_python,
+            dependencies=tuple(json.loads(main.requires_dist or "[]")),
+            urls=urls,
+            uploader=main.uploader,
+            release=release,
+            releases=tuple(releases),
+            files=tuple(_file_view(f, project.normalized_name) for f in chosen),
+        )
+
+    async def _readme(self, session: AsyncSession, f: File) -> str | None:
+        if (key := (f.id, f.sha256)) in self._readmes:
+            return self._readmes[key]
+        text = await catalog.description(session, f.id)
+        html = None
+        if text and text.strip():  # docutils on a long README takes a while: keep the loop free
+            html = await anyio.to_thread.run_sync(render_readme, text, f.description_content_type)
+        return self._readmes.remember(key, html)
+
+    async def _project_urls(self, f: File) -> tuple[tuple[str, str], ...]:
+        if (key := (f.id, f.sha256)) in self._urls:
+            return self._urls[key]
+        if not f.metadata_sha256:
+            return ()
+        try:
+            raw = await self.storage.get_bytes(f.storage_key + ".metadata")
+        except FileNotFoundError:
+            return ()  # not cached: the bytes may come back (`packhouse check`)
+        return self._urls.remember(key, project_urls(raw))

@@ -1,0 +1,248 @@
+"""The browsing UI in a real browser: Debian's Chromium, headless, driven by Playwright, against a real
+``packhouse serve``. Browsers are never downloaded: the system Chromium is used (``.ci/run`` installs it
+with apt when it is missing). Screenshots of every page at phone and desktop width (and dark mode) are
+kept in ``test-artifacts/ui/``, with the axe-core report beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from importlib.resources import files
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import expect
+
+from tests.conftest import ROOT, LiveServer, clean_env
+from tests.support import catalog as data
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+ARTIFACTS = ROOT / "test-artifacts" / "ui"
+WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "height": 900}}
+BAD_IMPACT = {"serious", "critical"}
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's ``browser`` fixture, launched on the system Chromium (never downloaded)."""
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ui")
+    live = LiveServer(tmp / "data", [], clean_env(tmp / "home")).start()
+    try:
+        data.seed(live.url, tmp / "dists", tmp / "data" / "packhouse.db")
+        for i in range(60):  # enough for a second page of projects
+            data.sqlite_add_project(
+                tmp / "data" / "packhouse.db", f"zz-filler-{i:03d}", 2, summary=f"Filler {i}"
+            )
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def tab(browser, server):
+    """A fresh browser context at desktop width that may use the clipboard; page errors fail the test."""
+    context = browser.new_context(
+        base_url=server.url, permissions=["clipboard-read", "clipboard-write"], viewport=WIDTHS["desktop"]
+    )
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.dialogs = dialogs  # type: ignore[attr-defined]
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+def copy(tab, button) -> str:
+    """Click a copy button, wait for its confirmation, and return what the clipboard holds."""
+    button.click()
+    expect(button).to_have_text("Copied")
+    return tab.evaluate("navigator.clipboard.readText()")
+
+
+def test_home_search_project_copy_install_command(tab, server):
+    tab.goto("/")
+    assert tab.title().startswith("Packhouse")
+    tab.fill("#home-q", "demo")
+    tab.press("#home-q", "Enter")
+    tab.wait_for_url("**/ui/projects/?q=demo")
+    assert tab.inner_text("#count") == "1 project matching “demo”"
+    tab.click("#list >> text=demo-pkg")
+    tab.wait_for_url("**/ui/project/demo-pkg/")
+    # The README, rendered: a heading, bold text, a list and a highlighted code block.
+    readme = tab.locator("article.readme")
+    assert readme.locator("h1").inner_text() == "Demo package"
+    assert readme.locator("strong").inner_text() == "bold"
+    assert readme.locator("li").all_inner_texts()[:2] == ["one", "two"]
+    assert readme.locator("input[type=checkbox]:checked").count() == 1  # a GFM task list
+    assert "print(demo_pkg.__version__)" in readme.locator("pre").inner_text()
+    # Copy the pip install command; the clipboard holds exactly the command shown.
+    command = tab.inner_text("#cmd-pip")
+    assert command == f"pip install --index-url {server.url}/simple/ demo-pkg"
+    assert copy(tab, tab.locator("button[data-copy=cmd-pip]")) == command
+    uv_command = f"uv pip install --index-url {server.url}/simple/ demo-pkg"
+    assert copy(tab, tab.locator("button[data-copy=cmd-uv]")) == uv_command
+    # Each file's sha256 has its own copy button (added by ui.js), named after the file.
+    sha = tab.locator("table.files td > code").first.inner_text()
+    assert len(sha) == 64
+    assert copy(tab, tab.get_by_role("button", name="Copy SHA256 of demo_pkg-1.0.0-py3-none-any.whl")) == sha
+    # Release history leads to the yanked release page, pinned and flagged.
+    tab.click(".history >> text=0.9")
+    tab.wait_for_url("**/ui/project/demo-pkg/0.9/")
+    assert tab.inner_text("#cmd-pip").endswith("demo-pkg==0.9")
+    assert "This release is yanked: Broken <b>build</b>, use 1.0.0" in tab.inner_text(".note.yank")
+
+
+def test_filter_as_you_type_uses_the_search_api(tab):
+    tab.goto("/ui/projects/")
+    assert tab.inner_text("#count").startswith("64 projects")
+    tab.evaluate("window.__same_page = true")  # survives only if no navigation happens
+    with tab.expect_response("**/api/search?*") as response:
+        tab.locator("#q").press_sequentially("alpha", delay=20)
+    assert response.value.ok
+    expect(tab.locator("#count")).to_contain_text("matching “alpha”")
+    assert tab.locator("#list li").count() == 1
+    assert tab.locator("#list a").get_attribute("href") == "/ui/project/alpha-tools/"
+    assert tab.evaluate("window.__same_page") is True
+    assert "q=alpha" in tab.url
+    assert tab.title() == "“alpha” — Projects — Packhouse"  # the same title the server would render
+    tab.locator("#q").fill("")
+    tab.locator("#q").press_sequentially("filler", delay=10)
+    expect(tab.locator("#count")).to_have_text("60 projects matching “filler” · page 1 of 2")
+    assert tab.locator(".pager a[rel=next]").count() == 1
+
+
+def test_keyboard_only(tab):
+    tab.goto("/ui/project/demo-pkg/")
+    tab.keyboard.press("Tab")
+    assert tab.evaluate("document.activeElement.textContent") == "Skip to content"
+    tab.keyboard.press("Enter")
+    assert tab.url.endswith("#main")
+    for _ in range(15):  # from the main landmark, Tab reaches the install command's copy button
+        tab.keyboard.press("Tab")
+        if tab.evaluate("document.activeElement.dataset.copy") == "cmd-pip":
+            break
+    else:
+        pytest.fail("the copy button is not reachable with Tab")
+    tab.keyboard.press("Enter")
+    expect(tab.locator("button[data-copy=cmd-pip]")).to_have_text("Copied")
+    assert tab.evaluate("navigator.clipboard.readText()").startswith("pip install")
+    outline = tab.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline not in ("", "none")  # the focus is visible
+
+
+def test_stored_xss_never_runs(tab):
+    urls = ["/", "/ui/projects/?q=evil", "/ui/project/evil-pkg/", "/ui/project/evil-pkg/6.6.6/"]
+    for url in urls:
+        tab.goto(url)
+        tab.wait_for_load_state("load")
+        assert tab.evaluate("window.__xss") is None, url
+        # Nothing hostile survived into the DOM: no handlers, no javascript: URLs, no foreign scripts.
+        assert tab.evaluate("[...document.querySelectorAll('*')].filter(e => [...e.attributes]"
+                             ".some(a => a.name.startsWith('on'))).length") == 0, url  # fmt: skip
+        assert tab.locator("[href^='javascript:' i], [src^='javascript:' i]").count() == 0, url
+        assert tab.evaluate("[...document.scripts].map(s => new URL(s.src).pathname)") == ["/ui/static/ui.js"]
+    assert tab.locator("text=<script>window.__xss=1</script>").count() >= 1  # shown as text
+    for text in ("click me", "raw link"):  # the defanged javascript: links
+        tab.locator("article.readme a", has_text=text).click()
+    assert tab.evaluate("window.__xss") is None
+    # The same hostile summary through filter-as-you-type (rendered by ui.js).
+    tab.goto("/ui/projects/")
+    tab.locator("#q").press_sequentially("evil", delay=10)
+    expect(tab.locator("#count")).to_contain_text("“evil”")
+    assert "<script>" in tab.inner_text("#list")
+    assert tab.evaluate("window.__xss") is None
+    assert tab.dialogs == []  # type: ignore[attr-defined]
+
+
+PAGES = {
+    "home": "/",
+    "projects": "/ui/projects/",
+    "search": "/ui/projects/?q=demo",
+    "project": "/ui/project/demo-pkg/",
+    "release": "/ui/project/demo-pkg/0.9/",
+    "rst-project": "/ui/project/alpha-tools/",
+    "not-found": "/ui/project/no-such-project/",
+}
+
+
+def _axe_source() -> str:
+    return (files("axe_playwright_python") / "axe.min.js").read_text()
+
+
+def test_screenshots_accessibility_and_layout_at_two_widths(browser, server):
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    axe = _axe_source()
+    problems: list[str] = []
+    report: dict[str, object] = {}
+    runs = [(w, "light") for w in WIDTHS] + [("desktop", "dark"), ("phone", "dark")]
+    for width, scheme in runs:
+        context = browser.new_context(base_url=server.url, viewport=WIDTHS[width], color_scheme=scheme)
+        tab = context.new_page()
+        for name, url in PAGES.items():
+            if scheme == "dark" and name not in ("home", "project"):
+                continue
+            tab.goto(url)
+            shot = f"{name}-{width}" + ("-dark" if scheme == "dark" else "")
+            tab.screenshot(path=ARTIFACTS / f"{shot}.png", full_page=True)
+            overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            if overflow > 1:
+                problems.append(f"{shot}: page is {overflow}px wider than the viewport")
+            tab.evaluate(axe)
+            result = tab.evaluate("axe.run(document, {resultTypes: ['violations']})")
+            violations = [
+                {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+                for v in result["violations"]
+            ]
+            report[shot] = violations
+            problems += [
+                f"{shot}: {v['id']} ({v['impact']}) {v['nodes']}"
+                for v in violations
+                if v["impact"] in BAD_IMPACT
+            ]
+        context.close()
+    (ARTIFACTS / "axe-report.json").write_text(json.dumps(report, indent=2))
+    assert problems == []
+    assert len(list(ARTIFACTS.glob("*.png"))) == 2 * len(PAGES) + 4
+
+
+def test_list_permission_prompts_the_browser(browser, tmp_path):
+    htpasswd = data.sha1_htpasswd(tmp_path / "htpasswd", "alice", "pw")
+    live = LiveServer(tmp_path / "data", ["--passwords", str(htpasswd), "--authenticate", "list,update"],
+                      clean_env(tmp_path / "home")).start()  # fmt: skip
+    try:
+        anonymous = httpx.get(live.url + "/")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith("Basic")
+        context = browser.new_context(
+            base_url=live.url, http_credentials={"username": "alice", "password": "pw"}
+        )
+        tab = context.new_page()
+        assert tab.goto("/").status == 200
+        assert tab.goto("/ui/projects/").status == 200
+        context.close()
+    finally:
+        live.stop()

@@ -1,0 +1,72 @@
+"""The UI's pure helpers: README rendering + sanitising, metadata links, the latest version."""
+
+import re
+
+import pytest
+
+from app.services.catalog import pick_latest, project_urls, render_readme, safe_url
+
+
+def test_readme_formats_follow_the_content_type():
+    assert "<h1" in render_readme("# T", "text/markdown")
+    assert "<em>x</em>" in render_readme("*x*", None)  # no content type: reStructuredText, as PyPI
+    assert "<em>x</em>" in render_readme("*x*", "text/x-rst; charset=UTF-8")
+    assert render_readme("a <b>", "text/plain").startswith("a &lt;b&gt;")
+    assert "<h1>" not in render_readme("# T", "text/markdown; variant=unknown")  # falls back to text
+
+
+def test_broken_restructuredtext_falls_back_to_plain_text():
+    html = render_readme("Title\n===\n\n.. bogus-directive::\n", "text/x-rst")
+    assert "bogus-directive" in html and "<h1" not in html
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "[x](javascript:alert(1))",
+        '<a href="javascript:alert(1)">x</a>',
+        '<img src="x" onerror="alert(1)">',
+        "<script>alert(1)</script>",
+        '<iframe src="https://example.org"></iframe>',
+        '<p style="position:fixed">x</p>',
+        "<form action=/legacy/><input name=x></form>",
+    ],
+)
+def test_readme_html_is_sanitised(source):
+    for kind in ("text/markdown", "text/x-rst", "text/plain"):
+        tags = re.findall(r"<[a-zA-Z][^>]*>", render_readme(source, kind))  # escaped text has no "<"
+        for bad in ("javascript:", "onerror", "<script", "<iframe", "style=", "<form", "name="):
+            assert not [t for t in tags if bad in t.lower()], (kind, tags)
+        assert all("disabled" in t for t in tags if t.startswith("<input")), tags  # task-list boxes only
+
+
+def test_readme_keeps_links_images_and_code_highlighting():
+    html = render_readme(
+        "[a](https://a.example) ![i](https://i.example/x.png)\n\n```python\nx=1\n```\n", "text/markdown"
+    )
+    assert 'href="https://a.example"' in html and 'rel="nofollow noopener noreferrer"' in html
+    assert 'src="https://i.example/x.png"' in html
+    assert '<span class="n">x</span>' in html
+
+
+def test_project_urls_keep_only_safe_schemes():
+    raw = (
+        b"Metadata-Version: 2.1\nName: a\nVersion: 1\nHome-page: https://home.example\n"
+        b"Project-URL: A, https://a.example\nProject-URL: B, data:text/html,x\n"
+        b"Project-URL: C, javascript:alert(1)\nProject-URL: Mail, mailto:a@example.org\n"
+    )
+    assert project_urls(raw) == (
+        ("Homepage", "https://home.example"),
+        ("A", "https://a.example"),
+        ("Mail", "mailto:a@example.org"),
+    )
+    assert safe_url(" JavaScript:alert(1)") is None
+    assert safe_url("HTTPS://x.example") == "HTTPS://x.example"
+
+
+def test_latest_version_is_the_newest_final_release_not_yanked():
+    assert pick_latest(["1.0", "2.0rc1", "1.5"], set()) == "1.5"
+    assert pick_latest(["1.0", "1.5"], {"1.5"}) == "1.0"
+    assert pick_latest(["2.0b1"], set()) == "2.0b1"
+    assert pick_latest(["1.0"], {"1.0"}) == "1.0"  # everything yanked: still show something
+    assert pick_latest(["1.10", "1.9"], set()) == "1.10"
