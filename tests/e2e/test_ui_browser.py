@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import expect, sync_playwright
 
 from tests.conftest import ROOT, LiveServer, clean_env
 from tests.support import catalog as data
@@ -31,15 +31,19 @@ WIDTHS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1280, "he
 BAD_IMPACT = {"serious", "critical"}
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    """pytest-playwright's ``browser`` fixture, launched on the system Chromium (never downloaded)."""
+@pytest.fixture(scope="module")
+def browser():
+    """The system Chromium (never downloaded), started for this module only: a session-wide
+    Playwright would keep its event loop running and break every later async test."""
     if not Path(CHROMIUM).exists():
         message = f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run does it)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": CHROMIUM_ARGS}
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield launched
+        launched.close()
 
 
 @pytest.fixture(scope="module")
