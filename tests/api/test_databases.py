@@ -73,3 +73,20 @@ def _tables(connection) -> set[str]:
     from sqlalchemy import inspect
 
     return set(inspect(connection).get_table_names())
+
+
+def test_replicas_starting_together_migrate_once(make_settings):
+    """Several processes run upgrade_to_head at once on a fresh database: all succeed."""
+    url = make_settings().effective_database_url
+
+    async def one() -> None:
+        engine = build_engine(url, immediate=True)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    async def scenario() -> None:
+        await asyncio.gather(*(one() for _ in range(4)))
+
+    asyncio.run(scenario())
