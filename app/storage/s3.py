@@ -180,16 +180,18 @@ class S3Storage:
         await self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     async def delivery(self, key: str) -> Delivery:
-        head = await self._head(key)
-        if head is None:
-            raise FileNotFoundError(key)
         if self.delivery_mode == "redirect":
+            # Signing is local: no round trip. The database row already vouches that the object
+            # exists (a missing one answers 404 from the store itself).
             url = await self.presign_client.generate_presigned_url(
                 "get_object",
                 Params={"Bucket": self.bucket, "Key": self._key(key)},
                 ExpiresIn=self.presign_expires,
             )
             return RedirectURL(url)
+        head = await self._head(key)
+        if head is None:
+            raise FileNotFoundError(key)
         return ObjectStream(size=int(head["ContentLength"]), read=partial(self.read_range, key))
 
     async def check(self) -> None:
