@@ -1,20 +1,29 @@
 """A throwaway PostgreSQL cluster for the test session, from Debian's packages.
 
 Started once per session on 127.0.0.1 and a free port (trust auth, fsync off: tests only), with
-its socket and data in a private temporary folder; every test gets a fresh database made with
-``CREATE DATABASE ... STRATEGY FILE_COPY`` (~80 ms) and dropped at teardown. As root, the server
-runs as the ``postgres`` user (initdb refuses root).
+its socket and data in a private temporary folder. A template database is migrated to head once;
+every test gets a fresh copy of it (``CREATE DATABASE ... TEMPLATE``), taken from a small pool
+that a background thread keeps filled, so a test rarely waits; databases are dropped in the
+background at teardown. (Migrations on an empty PostgreSQL database are tested explicitly:
+``create_database(blank=True)``.) As root, the server runs as the ``postgres`` user (initdb
+refuses root).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import queue
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
+
+TEMPLATE = "packhouse_template"
+POOL = 3
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -53,6 +62,9 @@ class PostgresCluster:
         self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         self._names = itertools.count(1)
         self._drops: list[subprocess.Popen[bytes]] = []
+        self._ready: queue.Queue[str] = queue.Queue(maxsize=POOL)
+        self._stopping = threading.Event()
+        self._filler: threading.Thread | None = None
 
     @property
     def data(self) -> Path:
@@ -75,6 +87,7 @@ class PostgresCluster:
                 capture_output=True, text=True,
             )  # fmt: skip
             if proc.returncode == 0:
+                self._make_template()
                 return self
         raise PostgresUnavailableError(f"pg_ctl start failed:\n{proc.stdout}{proc.stderr}\n{self.log()}")
 
@@ -82,7 +95,46 @@ class PostgresCluster:
         path = self.dir / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def _make_template(self) -> None:
+        from app.db.engine import build_engine
+        from app.db.migrate import upgrade_to_head
+
+        self.psql(f"CREATE DATABASE {TEMPLATE}")
+
+        async def migrate() -> None:
+            engine = build_engine(self.url(TEMPLATE))
+            try:
+                await upgrade_to_head(engine)
+            finally:
+                await engine.dispose()
+
+        asyncio.run(migrate())
+        self._filler = threading.Thread(target=self._fill, name="postgres-db-pool", daemon=True)
+        self._filler.start()
+
+    def _fill(self) -> None:
+        while not self._stopping.is_set():
+            name = self._new_name()
+            try:
+                self.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+            except RuntimeError:
+                if self._stopping.is_set():
+                    return
+                raise
+            while not self._stopping.is_set():
+                try:
+                    self._ready.put(name, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _new_name(self) -> str:
+        return f"t{os.getpid()}_{next(self._names)}"
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self._filler is not None:
+            self._filler.join(10)
         for proc in self._drops:
             proc.wait()
         if self.port:
@@ -105,10 +157,13 @@ class PostgresCluster:
             raise RuntimeError(f"psql {sql!r} failed: {proc.stderr}")
         return proc.stdout
 
-    def create_database(self) -> str:
-        name = f"t{os.getpid()}_{next(self._names)}"
-        self.psql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
-        return name
+    def create_database(self, *, blank: bool = False) -> str:
+        """A fresh database at the schema's head (``blank``: empty, no tables at all)."""
+        if blank:
+            name = self._new_name()
+            self.psql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
+            return name
+        return self._ready.get(timeout=60)
 
     def drop_database(self, name: str) -> None:
         """Drop in the background (nothing waits for it until the session ends)."""
