@@ -277,8 +277,13 @@ def live_server(tmp_path: Path, database_url_for) -> Iterator[object]:
 
 
 @pytest.fixture
-def client_env(tmp_path: Path) -> dict[str, str]:
-    return clean_env(tmp_path / "home")
+def client_env(tmp_path: Path, database_url_for) -> dict[str, str]:
+    env = clean_env(tmp_path / "home")
+    # `packhouse` subcommands run with this environment act on the test's database (PostgreSQL
+    # variant); pip, uv and the upload clients ignore the variable.
+    if url := database_url_for():
+        env["PACKHOUSE_DATABASE_URL"] = url
+    return env
 
 
 def run(

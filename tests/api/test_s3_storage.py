@@ -4,6 +4,7 @@ HEAD and Range, or redirect to presigned URLs; file URLs seen by clients stay qu
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -157,3 +158,18 @@ def test_health_reports_a_missing_bucket(make_client, s3):
 def test_storage_setting_must_be_an_s3_url(make_settings):
     with pytest.raises(ValueError, match="s3://BUCKET/PREFIX"):
         make_settings(storage="/srv/packages")
+
+
+def test_a_large_upload_goes_up_in_parts_and_downloads_intact(s3_client, s3, tmp_path):
+    blob = os.urandom(9 * 1024 * 1024)  # over the 8 MiB part size: multipart upload
+    wheel = make_wheel(tmp_path, "large", "1.0", extra_files={"large/blob.bin": blob})
+    body = _upload(s3_client, wheel)
+    sha = hashlib.sha256(body).hexdigest()
+    head = s3.server.client().head_object(
+        Bucket=s3.bucket, Key=f"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{wheel.name}"
+    )
+    assert head["ETag"].strip('"').endswith("-2")  # S3's multipart ETag names the part count
+    url = _file_url(s3_client, "large", wheel.name)
+    got = s3_client.get(url)
+    assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == sha
+    assert s3_client.get(url, headers={"Range": "bytes=8388600-8388615"}).content == body[8388600:8388616]
