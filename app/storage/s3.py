@@ -232,7 +232,15 @@ async def open_s3_storage(
     def config(endpoint: str | None) -> AioConfig:
         # Path-style addressing for custom endpoints (MinIO and friends need no wildcard DNS).
         s3 = {"addressing_style": "path"} if endpoint else {}
-        return AioConfig(signature_version="s3v4", s3=s3, retries={"max_attempts": 5, "mode": "standard"})
+        return AioConfig(
+            signature_version="s3v4",
+            s3=s3,
+            retries={"max_attempts": 5, "mode": "standard"},
+            # botocore's default extra CRC checksums are not understood by every S3-compatible store
+            # (older MinIO and Ceph, some gateways); integrity is checked by our own sha256 anyway.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
 
     try:
         client = await stack.enter_async_context(
