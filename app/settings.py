@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         if self.storage and not self.storage.startswith("s3://"):
             raise ValueError(
                 f"storage {self.storage!r}: use s3://BUCKET/PREFIX, or leave it unset for local files "
-                "(--files-dir)"
+                "(PACKHOUSE_FILES_DIR)"
             )
         if self.required_actions and self.passwords_file is None:
             raise ValueError(

@@ -144,7 +144,8 @@ def s3(moto_server: MotoServer, monkeypatch) -> S3Target:
 
 @pytest.fixture
 def make_client(make_settings):
-    """An in-process app (lifespan entered) over a real SQLite file and local storage."""
+    """An in-process app (lifespan entered) over a real database (SQLite file, or PostgreSQL in the
+    postgresql variant) and local storage (S3 with ``storage=s3.storage_url``)."""
     clients: list[TestClient] = []
 
     def factory(**overrides: object) -> TestClient:
