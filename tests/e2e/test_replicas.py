@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -163,3 +164,44 @@ def test_replica_killed_mid_upload_loses_nothing(replicas, s3, tmp_path):
     expected = {kept.name: kept_sha, big.name: hashlib.sha256(big.read_bytes()).hexdigest()}
     assert _files(a2, "survivor") == expected == _files(b, "survivor")
     assert httpx.get(f"{a2.url}/files/survivor/{big.name}").content == big.read_bytes()
+
+
+def test_concurrent_twine_uploads_of_one_filename_through_both_replicas(replicas, client_env, tmp_path):
+    """The same race with the real client: one twine succeeds, the others report the conflict."""
+    a, b = replicas("a"), replicas("b")
+    variants = []
+    for i in range(4):
+        folder = tmp_path / f"t{i}"
+        folder.mkdir()
+        variants.append(make_wheel(folder, "raced", "1.0", module_code=f"variant = {i}\n"))
+    procs = [
+        subprocess.Popen(
+            [
+                tool("twine"),
+                "upload",
+                "--non-interactive",
+                "--disable-progress-bar",
+                "--repository-url",
+                f"{(a, b)[i % 2].url}/legacy/",
+                "-u",
+                "anyone",
+                "-p",
+                "x",
+                str(path),
+            ],
+            env=client_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i, path in enumerate(variants)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 1, 1, 1], outputs
+    winner = codes.index(0)
+    assert all("409" in out or "already exists" in out for i, out in enumerate(outputs) if i != winner), (
+        outputs
+    )
+    want = hashlib.sha256(variants[winner].read_bytes()).hexdigest()
+    assert _files(a, "raced") == {variants[winner].name: want} == _files(b, "raced")
