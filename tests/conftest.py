@@ -15,6 +15,7 @@ UV_NO_CONFIG, so no test can install from anywhere else.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -125,6 +126,35 @@ def make_settings(tmp_path: Path, database_url_for):
         return Settings(**values)  # type: ignore[arg-type]
 
     return factory
+
+
+@pytest.fixture
+def db_query(tmp_path: Path, database_url_for):
+    """``db_query("SELECT ...", data_dir=None) -> list[tuple]`` on whichever database the test
+    variant uses (SQLite file in data_dir, or its PostgreSQL database): for tests that check rows."""
+
+    def query(sql: str, data_dir: Path | None = None) -> list[tuple[object, ...]]:
+        data_dir = data_dir or tmp_path / "data"
+        url = database_url_for(data_dir)
+        if url is None:
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(data_dir / "packhouse.db")) as conn:
+                return [tuple(row) for row in conn.execute(sql).fetchall()]
+        import asyncio
+
+        import asyncpg
+
+        async def fetch() -> list[tuple[object, ...]]:
+            conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+            try:
+                return [tuple(row) for row in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(fetch())
+
+    return query
 
 
 @pytest.fixture(scope="session")

@@ -23,19 +23,13 @@ def test_each_variant_runs_on_its_database(make_settings, db_backend, request):
     )
 
 
-def test_uploads_are_rows_in_the_configured_database(
-    make_client, make_settings, db_backend, tmp_path, request
-):
+def test_uploads_are_rows_in_the_configured_database(make_client, db_query, db_backend, tmp_path):
     client = make_client()
     wheel = make_wheel(tmp_path, "rowcheck", "1.0")
     data, files = upload_form(wheel)
     assert client.post("/legacy/", data=data, files=files).status_code == 200
-    if db_backend == "postgresql":
-        cluster = request.getfixturevalue("postgres_cluster")
-        database = make_settings().effective_database_url.rsplit("/", 1)[1]
-        assert cluster.psql("SELECT filename FROM files", database=database).split() == [wheel.name]
-    else:
-        assert (tmp_path / "data" / "packhouse.db").exists()
+    assert db_query("SELECT filename, size FROM files") == [(wheel.name, wheel.stat().st_size)]
+    assert (tmp_path / "data" / "packhouse.db").exists() == (db_backend == "sqlite")
 
 
 def _empty_database_url(make_settings, db_backend, request) -> str:
