@@ -26,6 +26,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         "--data-dir", help="folder for packhouse.db and files/ (default ./data; env PACKHOUSE_DATA_DIR)"
     )
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
+    p.add_argument("--storage", help="s3://BUCKET/PREFIX for object storage (env PACKHOUSE_STORAGE)")
+    p.add_argument("--s3-endpoint-url", help="S3 endpoint; unset: AWS (env PACKHOUSE_S3_ENDPOINT_URL)")
     p.add_argument(
         "--passwords",
         "-P",
@@ -105,6 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     names = [
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
+        "storage", "s3_endpoint_url",
     ]  # fmt: skip
     names += ["body_timeout", "max_header_size", "header_timeout"]  # request limits (issue 3)
     try:

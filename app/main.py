@@ -26,7 +26,7 @@ from app.services.index import IndexService
 from app.services.manage import ManageService
 from app.services.upload import UploadService
 from app.settings import Settings
-from app.storage.local import LocalStorage
+from app.storage import build_storage
 
 log = logging.getLogger("packhouse")
 
@@ -37,7 +37,15 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     engine = build_engine(url)
     writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
     await upgrade_to_head(writer)
-    storage = LocalStorage(settings.effective_files_dir)
+    storage, close_storage = await build_storage(
+        settings.storage,
+        files_dir=settings.effective_files_dir,
+        staging_dir=settings.data_dir / "staging",
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_public_endpoint_url=settings.s3_public_endpoint_url,
+        s3_delivery=settings.s3_delivery,
+        s3_presign_expires=settings.s3_presign_expires,
+    )
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
     authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
@@ -69,6 +77,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await close_storage()
         await engine.dispose()
         if writer is not engine:
             await writer.dispose()

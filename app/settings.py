@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -53,6 +53,25 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy async URL; default sqlite+aiosqlite:///DATA_DIR/packhouse.db."
     )
     files_dir: Path | None = Field(None, description="Where files are stored; default DATA_DIR/files.")
+    storage: str | None = Field(
+        None,
+        description="Where files are stored: s3://BUCKET/PREFIX for S3-compatible object storage "
+        "(AWS S3, MinIO, Ceph, R2; credentials and region the standard AWS way); default: FILES_DIR.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="S3 endpoint, e.g. http://minio:9000 (unset: AWS S3 itself)."
+    )
+    s3_delivery: Literal["stream", "redirect"] = Field(
+        "stream",
+        description="Downloads from S3: 'stream' through Packhouse (Range supported), or 'redirect' "
+        "(302) to a short-lived presigned URL. File URLs seen by pip and uv never change.",
+    )
+    s3_presign_expires: int = Field(300, gt=0, description="Lifetime of a presigned URL, in seconds.")
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description="Endpoint that clients can reach, used in presigned URLs when the servers reach "
+        "the store under another name (e.g. http://minio:9000 inside compose). Default: S3_ENDPOINT_URL.",
+    )
     passwords: str | None = Field(
         None, description="htpasswd file (bcrypt, SHA1 or apr1 entries), or '.' for none (pypiserver: -P)."
     )
@@ -81,6 +100,11 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         parse_actions(self.authenticate)  # raises ValueError with a readable message
+        if self.storage and not self.storage.startswith("s3://"):
+            raise ValueError(
+                f"storage {self.storage!r}: use s3://BUCKET/PREFIX, or leave it unset for local files "
+                "(PACKHOUSE_FILES_DIR)"
+            )
         if self.required_actions and self.passwords_file is None:
             raise ValueError(
                 f"--authenticate {self.authenticate} needs a passwords file: give --passwords FILE "

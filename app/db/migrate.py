@@ -26,8 +26,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+# Any constant: replicas starting together on one PostgreSQL database take turns migrating.
+_MIGRATION_LOCK = 0x7061636B686F7573  # "packhous"
+
+
 async def upgrade_to_head(engine: AsyncEngine) -> None:
     def _upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction ends; the next replica then finds the schema at head.
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
         command.upgrade(alembic_config(connection), "head")
 
     async with engine.begin() as conn:

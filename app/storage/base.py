@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,7 +22,16 @@ class RedirectURL:
     url: str
 
 
-Delivery = LocalPath | RedirectURL
+@dataclass(frozen=True, slots=True)
+class ObjectStream:
+    """Deliver by streaming from the store: ``read(first, last)`` yields bytes first..last
+    (inclusive, as in an HTTP Range), so the files route can answer HEAD and Range itself."""
+
+    size: int
+    read: Callable[[int, int], AsyncIterator[bytes]]
+
+
+Delivery = LocalPath | RedirectURL | ObjectStream
 
 
 class Staged(Protocol):

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from app.api.deps import DownloadIdentity, FileDep
+from app.api.streaming import stream_response
 from app.services.files import FileDownload
-from app.storage.base import LocalPath
+from app.storage.base import LocalPath, ObjectStream
 
 router = APIRouter(tags=["files"])
 
@@ -37,6 +38,8 @@ def deliver(request: Request, found: FileDownload) -> Response:
         return FileResponse(
             found.delivery.path, media_type="application/octet-stream", headers=headers, filename=None
         )
+    if isinstance(found.delivery, ObjectStream):
+        return stream_response(request, found.delivery, headers)  # HEAD and Range handled there
     return RedirectResponse(found.delivery.url, status_code=302, headers={"Cache-Control": "no-store"})
 
 

@@ -1,0 +1,223 @@
+"""``packhouse transfer``: copy an installation (database + files) into another, e.g. the embedded
+SQLite + folder into PostgreSQL + S3 for scale-out.
+
+Order, so that an interrupted run is simply run again: bring the destination schema to head and
+check it holds no rows; copy every stored file (and its PEP 658 metadata), hashing the bytes on
+the way and refusing any whose sha256 differs from its row; only then insert all rows, ids
+included, in one transaction. Keys are content-addressed, so copying a file twice is harmless.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import anyio
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from app.db.engine import build_engine
+from app.db.migrate import upgrade_to_head
+from app.db.models import Event, File, Project
+from app.storage import build_storage
+from app.storage.base import Storage
+
+TABLES = (Project.__table__, File.__table__, Event.__table__)  # parents first
+
+
+class TransferError(Exception):
+    pass
+
+
+@dataclass
+class Progress:
+    """A one-line progress bar on stderr (plain lines when it is not a terminal)."""
+
+    total: int
+    total_bytes: int
+    out: TextIO = field(default_factory=lambda: sys.stderr)
+    done: int = 0
+    done_bytes: int = 0
+    _last_pct: int = -1
+
+    def advance(self, size: int) -> None:
+        self.done += 1
+        self.done_bytes += size
+        pct = 100 if not self.total else self.done * 100 // self.total
+        tty = self.out.isatty()
+        if not tty and pct // 10 == self._last_pct // 10 and self.done != self.total:
+            return
+        self._last_pct = pct
+        bar = "#" * (pct * 30 // 100)
+        line = (
+            f"copying files [{bar:<30}] {pct:3d}% {self.done}/{self.total} files, "
+            f"{self.done_bytes / 1048576:.1f}/{self.total_bytes / 1048576:.1f} MiB"
+        )
+        self.out.write(("\r" + line) if tty else (line + "\n"))
+        if tty and self.done == self.total:
+            self.out.write("\n")
+        self.out.flush()
+
+
+async def _rows(engine: AsyncEngine) -> dict[str, list[dict[str, Any]]]:
+    async with engine.connect() as conn:
+        return {
+            table.name: [dict(row._mapping) for row in await conn.execute(select(table).order_by(table.c.id))]
+            for table in TABLES
+        }
+
+
+async def _copy_blob(source: Storage, dest: Storage, key: str, sha256: str) -> int:
+    """Copy one stored object, streaming; raise TransferError if its bytes do not hash to ``sha256``."""
+    hasher, size = hashlib.sha256(), 0
+    staged = dest.stage()
+    try:
+        async for chunk in source.open(key):
+            hasher.update(chunk)
+            size += len(chunk)
+            await anyio.to_thread.run_sync(staged.write, chunk)
+    except FileNotFoundError:
+        await dest.discard(staged)
+        raise TransferError(f"{key}: missing from the source storage") from None
+    except BaseException:
+        await dest.discard(staged)
+        raise
+    if hasher.hexdigest() != sha256:
+        await dest.discard(staged)
+        raise TransferError(f"{key}: sha256 is {hasher.hexdigest()}, but the database says {sha256}")
+    await dest.commit(staged, key)
+    return size
+
+
+def _utc(row: dict[str, Any]) -> dict[str, Any]:
+    """SQLite hands back naive datetimes (stored in UTC); say so before writing them elsewhere."""
+    return {
+        k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
+        for k, v in row.items()
+    }
+
+
+async def _insert_rows(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]]) -> None:
+    async with engine.begin() as conn:
+        for table in TABLES:
+            if rows[table.name]:
+                await conn.execute(insert(table), [_utc(r) for r in rows[table.name]])
+        if conn.dialect.name == "postgresql":
+            # Explicit ids do not advance the sequences: move them past the copied rows.
+            for table in TABLES:
+                await conn.execute(
+                    text(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "  # noqa: S608 - our names
+                        f"COALESCE((SELECT MAX(id) FROM {table.name}), 0) + 1, false)"
+                    )
+                )
+
+
+async def _check_empty(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        counts = {
+            t.name: (await conn.execute(select(func.count()).select_from(t))).scalar_one() for t in TABLES
+        }
+    if any(counts.values()):
+        raise TransferError(
+            "the destination database is not empty ("
+            + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+            + "); transfer copies into a new, empty database"
+        )
+
+
+async def transfer(args: argparse.Namespace, out: TextIO) -> int:
+    source_db = build_engine(args.from_database_url, immediate=True)
+    dest_db = build_engine(args.to_database_url, immediate=True)
+    closers = []
+    try:
+        if str(source_db.url) == str(dest_db.url):
+            raise TransferError("source and destination are the same database")
+        await upgrade_to_head(source_db)
+        await upgrade_to_head(dest_db)
+        await _check_empty(dest_db)
+        source, close = await build_storage(
+            args.from_storage,
+            files_dir=Path(args.from_files_dir),
+            staging_dir=Path(args.from_data_dir) / "staging",
+            s3_endpoint_url=args.s3_endpoint_url,
+        )
+        closers.append(close)
+        dest, close = await build_storage(
+            args.to_storage,
+            files_dir=Path(args.to_files_dir or "."),  # unused with --to-storage
+            staging_dir=Path(args.from_data_dir) / "staging",
+            s3_endpoint_url=args.s3_endpoint_url,
+        )
+        closers.append(close)
+        await dest.check()
+
+        rows = await _rows(source_db)
+        files = rows[File.__table__.name]
+        progress = Progress(len(files), sum(f["size"] for f in files), out)
+        for f in files:
+            size = await _copy_blob(source, dest, f["storage_key"], f["sha256"])
+            if f["metadata_sha256"]:
+                await _copy_blob(source, dest, f["storage_key"] + ".metadata", f["metadata_sha256"])
+            progress.advance(size)
+        await _insert_rows(dest_db, rows)
+        print(
+            f"transferred {len(rows['projects'])} projects, {len(files)} files "
+            f"({progress.done_bytes} bytes, every sha256 verified) and {len(rows['events'])} journal "
+            "entries"
+        )
+        return 0
+    except TransferError as exc:
+        print(f"packhouse transfer: error: {exc}", file=out)
+        return 1
+    finally:
+        for close in closers:
+            await close()
+        await source_db.dispose()
+        await dest_db.dispose()
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.from_data_dir)
+    args.from_database_url = args.from_database_url or f"sqlite+aiosqlite:///{data_dir / 'packhouse.db'}"
+    args.from_files_dir = args.from_files_dir or str(data_dir / "files")
+    if not args.to_storage and not args.to_files_dir:
+        print(
+            "packhouse transfer: error: give --to-storage s3://BUCKET/PREFIX or --to-files-dir DIR",
+            file=sys.stderr,
+        )
+        return 2
+    return asyncio.run(transfer(args, sys.stderr))
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    env = os.environ.get
+    p = sub.add_parser(
+        "transfer",
+        help="copy an installation (database + files) into another, e.g. SQLite + folder -> PostgreSQL + S3",
+        description="Copy every project, file and journal entry into a new, empty database and another "
+        "storage, verifying the sha256 of every file. Safe to run again after an interruption. Stop "
+        "uploads to the source while it runs.",
+    )
+    p.add_argument("--from-data-dir", default=env("PACKHOUSE_DATA_DIR", "data"), help="source data folder")
+    p.add_argument("--from-database-url", help="source database (default: DATA_DIR/packhouse.db)")
+    p.add_argument("--from-files-dir", help="source files folder (default: DATA_DIR/files)")
+    p.add_argument("--from-storage", help="source s3://BUCKET/PREFIX instead of a files folder")
+    p.add_argument(
+        "--to-database-url", required=True, help="destination database, e.g. postgresql+asyncpg://..."
+    )
+    p.add_argument("--to-storage", help="destination s3://BUCKET/PREFIX (credentials the standard AWS way)")
+    p.add_argument("--to-files-dir", help="destination files folder (instead of --to-storage)")
+    p.add_argument(
+        "--s3-endpoint-url",
+        default=env("PACKHOUSE_S3_ENDPOINT_URL"),
+        help="S3 endpoint, e.g. http://minio:9000 (env PACKHOUSE_S3_ENDPOINT_URL; unset: AWS)",
+    )
+    p.set_defaults(func=run)

@@ -1,0 +1,175 @@
+"""S3-compatible storage (moto server on loopback): uploads land in the bucket, downloads stream with
+HEAD and Range, or redirect to presigned URLs; file URLs seen by clients stay query-free."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.forms import upload_form
+
+
+@pytest.fixture
+def s3_client(make_client, s3):
+    return make_client(storage=s3.storage_url, s3_endpoint_url=s3.server.endpoint)
+
+
+def _upload(client, path):
+    data, files = upload_form(path)
+    r = client.post("/legacy/", data=data, files=files)
+    assert r.status_code == 200, r.text
+    return path.read_bytes()
+
+
+def _file_url(client, project: str, filename: str) -> str:
+    page = client.get(f"/simple/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    assert page.status_code == 200, page.text
+    (entry,) = [f for f in page.json()["files"] if f["filename"] == filename]
+    url = entry["url"]
+    assert "?" not in url, url  # stable and query-free, whatever the storage
+    return url.split("#")[0]
+
+
+def test_upload_goes_to_the_bucket_under_the_prefix_content_addressed(s3_client, s3, tmp_path):
+    wheel = make_wheel(tmp_path, "alpha", "1.0")
+    body = _upload(s3_client, wheel)
+    sha = hashlib.sha256(body).hexdigest()
+    keys = s3.keys()
+    key = f"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{wheel.name}"
+    assert key in keys and key + ".metadata" in keys
+    assert s3.get(key) == body
+    # Nothing stored locally but the (empty) staging folder.
+    files_dir = tmp_path / "data" / "files"
+    assert not files_dir.exists() or not [p for p in files_dir.rglob("*") if p.is_file()]
+    assert not list((tmp_path / "data" / "staging").glob("*"))
+
+
+def test_download_streams_with_head_range_and_metadata(s3_client, tmp_path):
+    wheel = make_wheel(tmp_path, "beta", "2.0", module_code="x = 1\n" * 500)
+    body = _upload(s3_client, wheel)
+    url = _file_url(s3_client, "beta", wheel.name)
+
+    full = s3_client.get(url)
+    assert full.status_code == 200 and full.content == body
+    assert full.headers["accept-ranges"] == "bytes"
+    assert full.headers["etag"] == f'"{hashlib.sha256(body).hexdigest()}"'
+    assert "content-encoding" not in full.headers
+
+    head = s3_client.head(url)
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(body)
+
+    part = s3_client.get(url, headers={"Range": "bytes=10-29"})
+    assert part.status_code == 206 and part.content == body[10:30]
+    assert part.headers["content-range"] == f"bytes 10-29/{len(body)}"
+
+    tail = s3_client.get(url, headers={"Range": "bytes=-22"})  # uv reads the zip's end this way
+    assert tail.status_code == 206 and tail.content == body[-22:]
+
+    open_ended = s3_client.get(url, headers={"Range": f"bytes={len(body) - 5}-"})
+    assert open_ended.status_code == 206 and open_ended.content == body[-5:]
+
+    beyond = s3_client.get(url, headers={"Range": f"bytes={len(body)}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(body)}"
+
+    stale = s3_client.get(url, headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+    assert stale.status_code == 200 and stale.content == body
+
+    meta = s3_client.get(url + ".metadata")
+    assert meta.status_code == 200 and meta.content.startswith(b"Metadata-Version:")
+
+    assert s3_client.get(url, headers={"If-None-Match": full.headers["etag"]}).status_code == 304
+
+
+def test_sdist_and_duplicate_rules_are_the_same_on_s3(s3_client, tmp_path):
+    sdist = make_sdist(tmp_path, "gamma", "1.0")
+    _upload(s3_client, sdist)
+    _upload(s3_client, sdist)  # identical re-upload: 200
+    data, files = upload_form(sdist, content=sdist.read_bytes() + b"\0")
+    r = s3_client.post("/legacy/", data=data, files=files)
+    assert r.status_code == 409, r.text
+    url = _file_url(s3_client, "gamma", sdist.name)
+    assert s3_client.get(url).content == sdist.read_bytes()
+
+
+def test_missing_object_is_a_404_not_a_500(s3_client, s3, tmp_path):
+    wheel = make_wheel(tmp_path, "delta", "1.0")
+    _upload(s3_client, wheel)
+    client = s3.server.client()
+    for key in s3.keys():
+        client.delete_object(Bucket=s3.bucket, Key=key)
+    r = s3_client.get(_file_url(s3_client, "delta", wheel.name))
+    assert r.status_code == 404
+
+
+def test_redirect_mode_answers_302_to_a_presigned_url(make_client, s3, tmp_path):
+    client = make_client(
+        storage=s3.storage_url,
+        s3_endpoint_url=s3.server.endpoint,
+        s3_delivery="redirect",
+        s3_presign_expires=120,
+    )
+    wheel = make_wheel(tmp_path, "epsilon", "1.0")
+    body = _upload(client, wheel)
+    url = _file_url(client, "epsilon", wheel.name)
+
+    r = client.get(url, follow_redirects=False)
+    assert r.status_code == 302
+    target = urlsplit(r.headers["location"])
+    assert f"{target.scheme}://{target.netloc}" == s3.server.endpoint
+    assert target.path.startswith(f"/{s3.bucket}/pkgs/")  # path-style addressing
+    query = parse_qs(target.query)
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Expires"] == ["120"]
+    assert re.fullmatch(r"[0-9a-f]{64}", query["X-Amz-Signature"][0])
+    # moto does not check signatures, but the URL must still fetch the right bytes.
+    assert httpx.get(r.headers["location"]).content == body
+    assert httpx.get(r.headers["location"], headers={"Range": "bytes=0-3"}).content == body[:4]
+    meta = client.get(url + ".metadata", follow_redirects=False)
+    assert meta.status_code == 302 and ".metadata" in meta.headers["location"]
+
+
+def test_presigned_urls_use_the_public_endpoint(make_client, s3, tmp_path):
+    client = make_client(
+        storage=s3.storage_url,
+        s3_endpoint_url=s3.server.endpoint,
+        s3_public_endpoint_url="http://files.example.test:9000",
+        s3_delivery="redirect",
+    )
+    wheel = make_wheel(tmp_path, "zeta", "1.0")
+    _upload(client, wheel)
+    r = client.get(_file_url(client, "zeta", wheel.name), follow_redirects=False)
+    assert r.headers["location"].startswith(f"http://files.example.test:9000/{s3.bucket}/pkgs/")
+
+
+def test_health_reports_a_missing_bucket(make_client, s3):
+    client = make_client(storage=f"s3://no-such-bucket-{s3.bucket}/x", s3_endpoint_url=s3.server.endpoint)
+    r = client.get("/ready")
+    assert r.status_code == 503, r.text
+    assert "storage" in r.json()["detail"]
+
+
+def test_storage_setting_must_be_an_s3_url(make_settings):
+    with pytest.raises(ValueError, match="s3://BUCKET/PREFIX"):
+        make_settings(storage="/srv/packages")
+
+
+def test_a_large_upload_goes_up_in_parts_and_downloads_intact(s3_client, s3, tmp_path):
+    blob = os.urandom(9 * 1024 * 1024)  # over the 8 MiB part size: multipart upload
+    wheel = make_wheel(tmp_path, "large", "1.0", extra_files={"large/blob.bin": blob})
+    body = _upload(s3_client, wheel)
+    sha = hashlib.sha256(body).hexdigest()
+    head = s3.server.client().head_object(
+        Bucket=s3.bucket, Key=f"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{wheel.name}"
+    )
+    assert head["ETag"].strip('"').endswith("-2")  # S3's multipart ETag names the part count
+    url = _file_url(s3_client, "large", wheel.name)
+    got = s3_client.get(url)
+    assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == sha
+    assert s3_client.get(url, headers={"Range": "bytes=8388600-8388615"}).content == body[8388600:8388616]

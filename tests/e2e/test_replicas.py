@@ -1,0 +1,207 @@
+"""Two ``packhouse serve`` replicas sharing one PostgreSQL database and one S3 bucket are one index.
+
+- an upload through replica A is listed by replica B on the very next request (no stale page:
+  caches are keyed by the database's serial, not by process memory);
+- concurrent uploads of one filename with different bytes through both replicas: one wins, the
+  others get 409, and both replicas serve the winner's bytes;
+- a replica SIGKILLed in the middle of an upload loses nothing and shows nothing half-done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import run, tool
+from tests.support.builders import make_wheel
+from tests.support.forms import upload_form
+
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)]
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture
+def replicas(live_server, database_url_for, s3, tmp_path):
+    """Start replicas on one database and one bucket, each with its own local data folder."""
+    shared = {**s3.env, "PACKHOUSE_DATABASE_URL": database_url_for(tmp_path / "shared")}
+
+    def start(name: str):
+        return live_server(data_dir=tmp_path / name, env=shared)
+
+    return start
+
+
+def _files(server, project: str) -> dict[str, str]:
+    r = httpx.get(f"{server.url}/simple/{project}/", headers=JSON)
+    if r.status_code == 404:
+        return {}
+    assert r.status_code == 200, r.text
+    return {f["filename"]: f["hashes"]["sha256"] for f in r.json()["files"]}
+
+
+def _post(server, path: Path, content: bytes | None = None) -> httpx.Response:
+    data, files = upload_form(path, content=content)
+    return httpx.post(f"{server.url}/legacy/", data=data, files=files, timeout=60)
+
+
+def test_upload_through_a_is_listed_by_b_on_the_next_request(replicas, client_env, tmp_path):
+    a, b = replicas("a"), replicas("b")
+    # B renders (and caches) its pages before the upload.
+    assert httpx.get(f"{b.url}/simple/shared-pkg/", headers=JSON).status_code == 404
+    before = httpx.get(f"{b.url}/simple/", headers=JSON)
+    assert "shared-pkg" not in before.text
+
+    wheel = make_wheel(tmp_path, "shared-pkg", "1.0")
+    run([tool("twine"), "upload", "--non-interactive", "--repository-url", f"{a.url}/legacy/",
+         "-u", "anyone", "-p", "x", str(wheel)], client_env)  # fmt: skip
+
+    listing = httpx.get(f"{b.url}/simple/", headers=JSON)
+    assert listing.status_code == 200 and "shared-pkg" in listing.text
+    assert listing.headers["etag"] != before.headers["etag"]
+    assert _files(b, "shared-pkg") == {wheel.name: hashlib.sha256(wheel.read_bytes()).hexdigest()}
+
+    # A second version through A: B's cached page (revalidated with its old ETag) is replaced.
+    page = httpx.get(f"{b.url}/simple/shared-pkg/", headers=JSON)
+    second = make_wheel(tmp_path, "shared-pkg", "2.0")
+    assert _post(a, second).status_code == 200
+    again = httpx.get(f"{b.url}/simple/shared-pkg/", headers={**JSON, "If-None-Match": page.headers["etag"]})
+    assert again.status_code == 200 and second.name in again.text
+
+    # A real client installs from B what was uploaded through A.
+    dest = tmp_path / "downloaded"
+    run([tool("pip"), "download", "--no-deps", "--index-url", f"{b.url}/simple/", "-d", str(dest),
+         "shared-pkg==2.0"], client_env)  # fmt: skip
+    assert (dest / second.name).read_bytes() == second.read_bytes()
+
+
+def test_concurrent_same_filename_through_two_replicas_one_wins(replicas, s3, tmp_path):
+    a, b = replicas("a"), replicas("b")
+    variants = []
+    for i in range(8):
+        folder = tmp_path / f"v{i}"
+        folder.mkdir()
+        variants.append(make_wheel(folder, "contested", "1.0", module_code=f"variant = {i}\n"))
+    assert len({hashlib.sha256(v.read_bytes()).hexdigest() for v in variants}) == len(variants)
+
+    barrier = threading.Barrier(len(variants))
+    results: dict[int, httpx.Response] = {}
+
+    def upload(i: int) -> None:
+        server = (a, b)[i % 2]
+        barrier.wait()
+        results[i] = _post(server, variants[i])
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(len(variants))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+
+    statuses = sorted(r.status_code for r in results.values())
+    assert statuses == [200] + [409] * (len(variants) - 1), [
+        (i, r.status_code, r.text) for i, r in results.items()
+    ]
+    (winner,) = [i for i, r in results.items() if r.status_code == 200]
+    assert all(r.text.lstrip().startswith("File already exists") or "already exists" in r.text
+               for r in results.values() if r.status_code == 409)  # fmt: skip
+    won = variants[winner].read_bytes()
+    for server in (a, b):
+        assert _files(server, "contested") == {variants[winner].name: hashlib.sha256(won).hexdigest()}
+        r = httpx.get(f"{server.url}/files/contested/{variants[winner].name}")
+        assert r.status_code == 200 and r.content == won
+
+
+def _start_partial_upload(server, path: Path, fraction: float = 0.5) -> socket.socket:
+    """Send the headers and part of a multipart upload, then stall (the socket stays open)."""
+    data, files = upload_form(path)
+    request = httpx.Request("POST", f"{server.url}/legacy/", data=data, files=files)
+    body = request.read()
+    head = ["POST /legacy/ HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+    head += [f"{k}: {v}" for k, v in request.headers.items() if k.lower() != "host"]
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[: int(len(body) * fraction)])
+    return sock
+
+
+def test_replica_killed_mid_upload_loses_nothing(replicas, s3, tmp_path):
+    a, b = replicas("a"), replicas("b")
+    kept = make_wheel(tmp_path, "survivor", "1.0")
+    assert _post(a, kept).status_code == 200
+    kept_sha = hashlib.sha256(kept.read_bytes()).hexdigest()
+    keys_before = sorted(s3.keys())
+
+    big = make_wheel(
+        tmp_path, "survivor", "2.0", extra_files={"survivor/blob.bin": os.urandom(6 * 1024 * 1024)}
+    )
+    sock = _start_partial_upload(a, big)
+    staging = tmp_path / "a" / "staging"
+    deadline = time.monotonic() + 20
+    while not any(p.stat().st_size > 1024 * 1024 for p in staging.glob("upload-*.part")):
+        assert time.monotonic() < deadline, "the upload never reached A's staging folder"
+        time.sleep(0.05)
+    a.kill()
+    sock.close()
+
+    # B: the finished upload is intact, the interrupted one is nowhere.
+    assert _files(b, "survivor") == {kept.name: kept_sha}
+    assert httpx.get(f"{b.url}/files/survivor/{kept.name}").content == kept.read_bytes()
+    assert httpx.get(f"{b.url}/files/survivor/{big.name}").status_code == 404
+    assert sorted(s3.keys()) == keys_before
+
+    # A restarts on the same folder: the staged leftovers are swept; the upload can be redone.
+    a2 = replicas("a")
+    assert not list(staging.glob("upload-*.part"))
+    assert _post(b, big).status_code == 200
+    expected = {kept.name: kept_sha, big.name: hashlib.sha256(big.read_bytes()).hexdigest()}
+    assert _files(a2, "survivor") == expected == _files(b, "survivor")
+    assert httpx.get(f"{a2.url}/files/survivor/{big.name}").content == big.read_bytes()
+
+
+def test_concurrent_twine_uploads_of_one_filename_through_both_replicas(replicas, client_env, tmp_path):
+    """The same race with the real client: one twine succeeds, the others report the conflict."""
+    a, b = replicas("a"), replicas("b")
+    variants = []
+    for i in range(4):
+        folder = tmp_path / f"t{i}"
+        folder.mkdir()
+        variants.append(make_wheel(folder, "raced", "1.0", module_code=f"variant = {i}\n"))
+    procs = [
+        subprocess.Popen(
+            [
+                tool("twine"),
+                "upload",
+                "--non-interactive",
+                "--disable-progress-bar",
+                "--repository-url",
+                f"{(a, b)[i % 2].url}/legacy/",
+                "-u",
+                "anyone",
+                "-p",
+                "x",
+                str(path),
+            ],
+            env=client_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for i, path in enumerate(variants)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 1, 1, 1], outputs
+    winner = codes.index(0)
+    assert all("409" in out or "already exists" in out for i, out in enumerate(outputs) if i != winner), (
+        outputs
+    )
+    want = hashlib.sha256(variants[winner].read_bytes()).hexdigest()
+    assert _files(a, "raced") == {variants[winner].name: want} == _files(b, "raced")

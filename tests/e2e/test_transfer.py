@@ -1,0 +1,92 @@
+"""``packhouse transfer``: an embedded installation (SQLite + folder) into PostgreSQL + S3."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, clean_env, run
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.forms import upload_form
+
+# The source is the embedded default by definition; the destination is PostgreSQL + S3.
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("db_backend", ["sqlite"], indirect=True)]
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+@pytest.fixture
+def embedded(make_client, tmp_path):
+    """An embedded installation with a few files; the app is shut down before the transfer."""
+    client = make_client()
+    uploaded = []
+    for path in (
+        make_wheel(tmp_path, "moving-a", "1.0"),
+        make_sdist(tmp_path, "moving-a", "1.0"),
+        make_wheel(tmp_path, "moving-b", "0.1", requires_python=">=3.8"),
+    ):
+        data, files = upload_form(path)
+        assert client.post("/legacy/", data=data, files=files).status_code == 200
+        uploaded.append(path)
+    client.__exit__(None, None, None)
+    return uploaded
+
+
+def _transfer(tmp_path, s3, dest_url, *extra):
+    env = clean_env(tmp_path / "home", s3.env)
+    cmd = [sys.executable, "-m", "app", "transfer", "--from-data-dir", str(tmp_path / "data"),
+           "--to-database-url", dest_url, "--to-storage", s3.storage_url,
+           "--s3-endpoint-url", s3.server.endpoint, *extra]  # fmt: skip
+    return run(cmd, env, cwd=ROOT, check=False)
+
+
+def test_transfer_to_postgresql_and_s3_then_serve_from_there(
+    embedded, postgres_cluster, s3, live_server, tmp_path
+):
+    dest_url = postgres_cluster.url(postgres_cluster.create_database())
+    proc = _transfer(tmp_path, s3, dest_url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "copying files [" in proc.stderr and "3/3 files" in proc.stderr
+    assert "3 files" in proc.stdout and "every sha256 verified" in proc.stdout
+
+    server = live_server(data_dir=tmp_path / "scaled", env={**s3.env, "PACKHOUSE_DATABASE_URL": dest_url})
+    names = {p["name"] for p in httpx.get(f"{server.url}/simple/", headers=JSON).json()["projects"]}
+    assert names == {"moving-a", "moving-b"}
+    for path in embedded:
+        project = path.name.split("-")[0].replace("_", "-")
+        page = httpx.get(f"{server.url}/simple/{project}/", headers=JSON).json()
+        (entry,) = [f for f in page["files"] if f["filename"] == path.name]
+        assert entry["hashes"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert httpx.get(f"{server.url}/files/{project}/{path.name}").content == path.read_bytes()
+        if path.name.endswith(".whl"):
+            assert httpx.get(f"{server.url}/files/{project}/{path.name}.metadata").status_code == 200
+    assert page["files"][0]["requires-python"] == ">=3.8"
+
+    # New uploads work on the destination (its id sequences were moved past the copied rows).
+    new = make_wheel(tmp_path, "moving-b", "0.2")
+    data, files = upload_form(new)
+    assert httpx.post(f"{server.url}/legacy/", data=data, files=files).status_code == 200
+    assert (
+        postgres_cluster.psql("SELECT count(*) FROM files", database=dest_url.rsplit("/", 1)[1]).strip()
+        == "4"
+    )
+
+    # Transferring again into the now non-empty database is refused.
+    again = _transfer(tmp_path, s3, dest_url)
+    assert again.returncode == 1 and "not empty" in again.stderr
+
+
+def test_transfer_refuses_a_file_whose_bytes_do_not_match_its_sha256(
+    embedded, postgres_cluster, s3, tmp_path
+):
+    (damaged,) = [p for p in (tmp_path / "data" / "files").rglob(embedded[1].name)]
+    original = damaged.read_bytes()
+    damaged.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])
+    database = postgres_cluster.create_database()
+    proc = _transfer(tmp_path, s3, postgres_cluster.url(database))
+    assert proc.returncode == 1
+    assert embedded[1].name in proc.stderr and "sha256" in proc.stderr
+    assert postgres_cluster.psql("SELECT count(*) FROM files", database=database).strip() == "0"
