@@ -35,7 +35,7 @@ def protocol() -> Any:
 
 if HttpToolsProtocol is not None:
 
-    class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
             self.max_head = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD

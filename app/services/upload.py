@@ -71,11 +71,11 @@ class UploadService:
         *,
         max_upload_size: int,
         overwrite: bool = False,
-        form_limits: dict[str, float] | None = None,
+        body_timeout: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
-        self.limits = FormLimits(max_file_bytes=max_upload_size, **(form_limits or {}))
+        self.limits = FormLimits(max_file_bytes=max_upload_size, chunk_timeout=body_timeout)
         self.overwrite = overwrite
         self.manage = ManageService(sessions, storage)
 
