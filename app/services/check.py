@@ -66,6 +66,11 @@ class CheckService:
         self.storage = storage
 
     async def run(self, *, repair: bool = False, actor: str | None = None) -> CheckReport:
+        """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled).
+
+        Raises:
+            InvalidRequestError: the storage backend cannot list its keys.
+        """
         report = CheckReport()
         async with self.sessions() as session:
             rows = await repo.all_files(session)
