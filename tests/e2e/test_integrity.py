@@ -287,3 +287,30 @@ def test_slow_request_head_times_out_with_408(live_server):
     assert idle.recv(10) == b""
     idle.close()
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+def twine_upload(server_url: str, env: dict[str, str], *paths: Path, extra: tuple[str, ...] = ()):
+    cmd = [tool("twine"), "upload", "--non-interactive", "--disable-progress-bar", "--repository-url",
+           server_url + "/legacy/", "-u", "ci", "-p", "ci", *extra, *map(str, paths)]  # fmt: skip
+    return run(cmd, env, check=False)
+
+
+def test_twine_other_bytes_refused_and_overwrite_replaces(live_server, client_env, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    original = make_wheel(first, "demo", "1.0")
+    changed = make_wheel(second, "demo", "1.0", module_code="changed = True\n")
+    server = live_server()
+    assert twine_upload(server.url, client_env, original).returncode == 0
+    refused = twine_upload(server.url, client_env, changed, extra=("--verbose",))
+    assert refused.returncode != 0 and "File already exists" in refused.stdout + refused.stderr
+    # (twine 7 refuses --skip-existing for any repository but PyPI's, so it is not exercised here)
+    assert httpx.get(f"{server.url}/files/demo/{original.name}").content == original.read_bytes()
+    server.stop()
+
+    overwriting = live_server("--overwrite", data_dir=server.data_dir)
+    assert twine_upload(overwriting.url, client_env, changed).returncode == 0
+    assert httpx.get(f"{overwriting.url}/files/demo/{changed.name}").content == changed.read_bytes()
+    actions = [e["action"] for e in httpx.get(f"{overwriting.url}/api/projects/demo/events").json()]
+    assert actions == ["upload", "overwrite", "upload"]
