@@ -246,6 +246,8 @@ def _raw(url: str) -> socket.socket:
 def test_oversized_request_head_is_431_and_the_server_lives_on(live_server):
     server = live_server("--max-upload-size", "1G", env={"PACKHOUSE_MAX_HEADER_SIZE": "16K"})
     assert httpx.get(server.url + "/health", headers={"X-Ok": "a" * 8000}).status_code == 200
+    whole = httpx.get(server.url + "/health", headers={"X-Big": "a" * 20000})  # one write, one read
+    assert whole.status_code == 431 and "--max-header-size" in whole.json()["detail"]
     sock = _raw(server.url)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
     sent = 0
