@@ -33,9 +33,13 @@ def protocol() -> Any:
     return LimitedHttpToolsProtocol if HttpToolsProtocol is not None else "h11"
 
 
+class HeadTooLargeError(Exception):
+    pass
+
+
 if HttpToolsProtocol is not None:
 
-    class LimitedHttpToolsProtocol(HttpToolsProtocol):  # type: ignore[misc,valid-type]
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
         def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
             self.max_head = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD
@@ -43,6 +47,8 @@ if HttpToolsProtocol is not None:
             self.in_head = True  # waiting for (the rest of) a request head
             self.head_bytes = 0
             self.head_timer: asyncio.TimerHandle | None = None
+            self.parsed_bytes = 0  # request line + headers, as the parser hands them over
+            self.refusal: tuple[int, str, str] | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -66,9 +72,33 @@ if HttpToolsProtocol is not None:
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self.parsed_bytes, self.refusal = 0, None
             if not self.in_head:  # the next request on a kept-alive connection
                 self.in_head, self.head_bytes = True, 0
                 self._arm()
+
+        # A head that arrives whole in one read never looks "incomplete" above: count what the
+        # parser hands over too. Raising stops the parser; uvicorn then calls send_400_response.
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4)
+            super().on_header(name, value)
+
+        def _count(self, size: int) -> None:
+            self.parsed_bytes += size
+            if self.parsed_bytes > self.max_head:
+                detail = f"The request line and headers exceed {self.max_head} bytes (--max-header-size)."
+                self.refusal = (431, "Request Header Fields Too Large", detail)
+                raise HeadTooLargeError(detail)
+
+        def send_400_response(self, msg: str) -> None:
+            if self.refusal is not None:
+                self._refuse(*self.refusal)
+                return
+            super().send_400_response(msg)
 
         def on_headers_complete(self) -> None:
             self.in_head = False

@@ -70,7 +70,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.catalog = CatalogService(readers, storage)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,
-        form_limits={"chunk_timeout": settings.body_timeout},
+        body_timeout=settings.body_timeout,
     )  # fmt: skip
     state.manage = ManageService(writers, storage)
     state.readiness = readiness

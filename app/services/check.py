@@ -15,19 +15,21 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File, Project
+from app.errors import InvalidRequestError
 from app.storage.base import Storage
 
 METADATA_SUFFIX = ".metadata"
 BROKEN_PREFIX = "packhouse check:"
 
 
+@runtime_checkable
 class Inventory(Protocol):
     def keys(self) -> Iterable[str]:
         """Every stored key (blocking; run in a thread)."""
@@ -64,6 +66,11 @@ class CheckService:
         self.storage = storage
 
     async def run(self, *, repair: bool = False, actor: str | None = None) -> CheckReport:
+        """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled).
+
+        Raises:
+            InvalidRequestError: the storage backend cannot list its keys.
+        """
         report = CheckReport()
         async with self.sessions() as session:
             rows = await repo.all_files(session)
@@ -79,7 +86,9 @@ class CheckService:
                 elif repair:
                     problem = await self._repair_row(row, problem, actor)
                 report.problems.append(problem)
-        inventory: Inventory = self.storage  # type: ignore[assignment]
+        inventory = self.storage
+        if not isinstance(inventory, Inventory):
+            raise InvalidRequestError("This storage backend cannot list its keys: orphans cannot be checked.")
         stored = await anyio.to_thread.run_sync(lambda: sorted(inventory.keys()))
         report.blobs = len(stored)
         for key in stored:

@@ -71,11 +71,11 @@ class UploadService:
         *,
         max_upload_size: int,
         overwrite: bool = False,
-        form_limits: dict[str, float] | None = None,
+        body_timeout: float = 60.0,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
-        self.limits = FormLimits(max_file_bytes=max_upload_size, **(form_limits or {}))
+        self.limits = FormLimits(max_file_bytes=max_upload_size, chunk_timeout=body_timeout)
         self.overwrite = overwrite
         self.manage = ManageService(sessions, storage)
 
@@ -146,17 +146,9 @@ class UploadService:
                 "match the filename; rebuild the distribution."
             )
 
-        async with self.sessions() as session:
-            existing = await repo.file_by_filename(session, filename)
-            deleted = None if existing else await repo.last_deletion(session, filename)
-        if existing is not None and (not self.overwrite or existing.sha256 == digests.sha256):
-            return self._duplicate(existing, digests)
-        if deleted is not None and deleted.sha256 != digests.sha256 and not self.overwrite:
-            raise FileExistsInIndexError(
-                f"File already exists: {filename} was deleted on {deleted.time:%Y-%m-%d} (sha256 "
-                f"{deleted.sha256}) and a filename is never reused with other contents. Bump the "
-                "version (or add a build tag to the wheel) and upload again."
-            )
+        existing, answer = await self._check_reuse(filename, digests)
+        if answer is not None:
+            return answer
 
         key = storage_key(digests.sha256, filename)
         await self.storage.commit(form.staged, key)
@@ -219,6 +211,32 @@ class UploadService:
             "upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-"
         )
         return UploadResult(filename, created=True)
+
+    async def _check_reuse(
+        self, filename: str, digests: FileDigests
+    ) -> tuple[File | None, UploadResult | None]:
+        """The filename rules, applied before anything is stored. Returns the row that --overwrite
+        will replace, or the answer for an identical re-upload.
+
+        A filename never comes back with other bytes, even after it was deleted (PyPI's rule; the
+        journal keeps the deleted sha256). The very bytes that were deleted may come back: that
+        restores the file and cannot mislead anyone who pinned its hash. --overwrite lifts both.
+
+        Raises:
+            FileExistsInIndexError: other bytes under a live or deleted filename (-> 409).
+        """
+        async with self.sessions() as session:
+            existing = await repo.file_by_filename(session, filename)
+            deleted = None if existing else await repo.last_deletion(session, filename)
+        if existing is not None and (not self.overwrite or existing.sha256 == digests.sha256):
+            return None, self._duplicate(existing, digests)
+        if deleted is not None and deleted.sha256 != digests.sha256 and not self.overwrite:
+            raise FileExistsInIndexError(
+                f"File already exists: {filename} was deleted on {deleted.time:%Y-%m-%d} (sha256 "
+                f"{deleted.sha256}) and a filename is never reused with other contents. Bump the "
+                "version (or add a build tag to the wheel) and upload again."
+            )
+        return existing, None
 
     async def _replace(
         self, session: AsyncSession, old: File, project: Project, uploader: str | None

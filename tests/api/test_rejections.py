@@ -195,7 +195,10 @@ CASES = [
     ),
     pytest.param(lambda d: multipart(form("demo", "2.0", b"")), 400, "no file", id="no-file"),
     pytest.param(
-        raw(b"garbage without boundaries", "multipart/form-data; boundary=xyz"), 400, "", id="garbage"
+        raw(b"garbage without boundaries", "multipart/form-data; boundary=xyz"),
+        400,
+        "malformed",
+        id="garbage",
     ),
     pytest.param(
         lambda d: (multipart(form("demo", "2.0", b"x"), SDIST, b"x")[0][:-40], multipart({})[1]),
@@ -204,13 +207,18 @@ CASES = [
         id="truncated",
     ),
     pytest.param(
-        raw(b"--x\r\nbad header line\r\n\r\n", "multipart/form-data; boundary=x"), 400, "", id="bad-part"
+        raw(b"--x\r\nbad header line\r\n\r\n", "multipart/form-data; boundary=x"),
+        400,
+        "malformed",
+        id="bad-part",
     ),
     pytest.param(raw(b"{}", "application/json"), 415, "multipart/form-data", id="json"),
     pytest.param(raw(b"x", "text/plain"), 415, "multipart/form-data", id="text"),
     pytest.param(raw(b"x", ""), 415, "multipart/form-data", id="no-content-type"),
     pytest.param(raw(b"x", "multipart/form-data"), 400, "boundary", id="no-boundary"),
-    pytest.param(raw(b"\xff%%%", "application/x-www-form-urlencoded"), 400, "", id="urlencoded-garbage"),
+    pytest.param(
+        raw(b"\xff%%%", "application/x-www-form-urlencoded"), 400, "malformed", id="urlencoded-garbage"
+    ),
 ]
 
 

@@ -246,6 +246,8 @@ def _raw(url: str) -> socket.socket:
 def test_oversized_request_head_is_431_and_the_server_lives_on(live_server):
     server = live_server("--max-upload-size", "1G", env={"PACKHOUSE_MAX_HEADER_SIZE": "16K"})
     assert httpx.get(server.url + "/health", headers={"X-Ok": "a" * 8000}).status_code == 200
+    whole = httpx.get(server.url + "/health", headers={"X-Big": "a" * 20000})  # one write, one read
+    assert whole.status_code == 431 and "--max-header-size" in whole.json()["detail"]
     sock = _raw(server.url)
     sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
     sent = 0
@@ -287,3 +289,30 @@ def test_slow_request_head_times_out_with_408(live_server):
     assert idle.recv(10) == b""
     idle.close()
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+def twine_upload(server_url: str, env: dict[str, str], *paths: Path, extra: tuple[str, ...] = ()):
+    cmd = [tool("twine"), "upload", "--non-interactive", "--disable-progress-bar", "--repository-url",
+           server_url + "/legacy/", "-u", "ci", "-p", "ci", *extra, *map(str, paths)]  # fmt: skip
+    return run(cmd, env, check=False)
+
+
+def test_twine_other_bytes_refused_and_overwrite_replaces(live_server, client_env, tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    original = make_wheel(first, "demo", "1.0")
+    changed = make_wheel(second, "demo", "1.0", module_code="changed = True\n")
+    server = live_server()
+    assert twine_upload(server.url, client_env, original).returncode == 0
+    refused = twine_upload(server.url, client_env, changed, extra=("--verbose",))
+    assert refused.returncode != 0 and "File already exists" in refused.stdout + refused.stderr
+    # (twine 7 refuses --skip-existing for any repository but PyPI's, so it is not exercised here)
+    assert httpx.get(f"{server.url}/files/demo/{original.name}").content == original.read_bytes()
+    server.stop()
+
+    overwriting = live_server("--overwrite", data_dir=server.data_dir)
+    assert twine_upload(overwriting.url, client_env, changed).returncode == 0
+    assert httpx.get(f"{overwriting.url}/files/demo/{changed.name}").content == changed.read_bytes()
+    actions = [e["action"] for e in httpx.get(f"{overwriting.url}/api/projects/demo/events").json()]
+    assert actions == ["upload", "overwrite", "upload"]

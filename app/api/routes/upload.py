@@ -22,7 +22,7 @@ _FORM_SCHEMA = {
                     "type": "object",
                     "required": [":action", "protocol_version", "name", "version", "content"],
                     "properties": {
-                        ":action": {"type": "string", "enum": ["file_upload"]},
+                        ":action": {"type": "string", "enum": ["file_upload", "remove_pkg"]},
                         "protocol_version": {"type": "string", "enum": ["1"]},
                         "name": {"type": "string"},
                         "version": {"type": "string"},
@@ -44,6 +44,8 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
     400: {"description": "Invalid form, filename, digest or distribution (problem+json)."},
     401: {"description": "Credentials required or wrong."},
     403: {"description": "Uploads are not allowed for this user or anonymously."},
+    404: {"description": "remove_pkg: no such project or release."},
+    408: {"description": "The client stopped sending the body (--body-timeout)."},
     409: {"description": "File already exists with other contents."},
     410: {"description": "Unsupported legacy action (submit, doc_upload)."},
     413: {"description": "Upload larger than --max-upload-size."},
