@@ -5,25 +5,33 @@ uvicorn runs it as ``app.main:create_app --factory`` (settings from PACKHOUSE_* 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from app import __version__
+from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
-from app.api.routes import files, health, landing, simple, upload
+from app.api.fallback import install_fallback
+from app.api.routes import files, health, landing, packages, simple, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
 from app.db.engine import build_engine, build_sessionmaker
 from app.db.migrate import upgrade_to_head
 from app.services.files import FileService
 from app.services.index import IndexService
+from app.services.scan import FolderIndexer
+from app.services.stats import StatsService
 from app.services.upload import UploadService
 from app.settings import Settings
+from app.storage.flat import FlatLocalStorage
 from app.storage.local import LocalStorage
 
 log = logging.getLogger("packhouse")
@@ -35,7 +43,10 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     engine = build_engine(url)
     writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
     await upgrade_to_head(writer)
-    storage = LocalStorage(settings.effective_files_dir)
+    flat = settings.packages_dir is not None and settings.files_dir is None
+    storage = (
+        FlatLocalStorage(settings.effective_files_dir) if flat else LocalStorage(settings.effective_files_dir)
+    )
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
     authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
@@ -58,15 +69,45 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.index = IndexService(readers)
     state.files = FileService(readers, storage)
     state.uploads = UploadService(
-        writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite
+        writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite, flat=flat
     )
     state.readiness = readiness
+    state.stats = StatsService(readers)
+    state.metrics_auth = settings.metrics_auth
+    rescanner = None
+    if flat:
+        indexer = FolderIndexer(writers, storage)
+        await _sync_folder(indexer, storage.root)  # files already there are served from the first request
+        rescanner = asyncio.create_task(_rescan(indexer, storage.root, settings.rescan_interval))
     try:
         yield
     finally:
+        if rescanner is not None:
+            rescanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rescanner
         await engine.dispose()
         if writer is not engine:
             await writer.dispose()
+
+
+async def _sync_folder(indexer: FolderIndexer, root: Path) -> None:
+    report = await indexer.sync_in_place(root)
+    if report.added or report.removed or report.broken:
+        log.info(
+            "package folder %s: %d file(s) indexed, %d removed, %d broken (skipped), %d unchanged",
+            root, len(report.added), len(report.removed), len(report.broken), report.unchanged,
+        )  # fmt: skip
+
+
+async def _rescan(indexer: FolderIndexer, root: Path, interval: float) -> None:
+    """Pick up files dropped into the package folder by hand (pypiserver lists them at once)."""
+    while interval > 0:
+        await asyncio.sleep(interval)
+        try:
+            await _sync_folder(indexer, root)
+        except Exception:  # a failed rescan must not stop the next one
+            log.exception("rescan of %s failed", root)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,6 +121,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
+    if settings.metrics:
+        app.state.metrics = metrics_api.Metrics()
+        app.add_middleware(metrics_api.MetricsMiddleware, metrics=app.state.metrics)
+        app.include_router(metrics_api.router)
+    if settings.fallback_url:
+        install_fallback(app, settings.fallback_url)
+    if settings.health_endpoint != "/health":  # pypiserver: --health-endpoint
+        app.add_api_route(
+            settings.health_endpoint, health.health, methods=["GET"], response_model=health.Health
+        )
+    app.include_router(packages.router)
     for module in (health, files, upload, simple, landing):
         app.include_router(module.router)
     app.include_router(simple.root_router)  # last: /{project}/ would shadow everything else

@@ -66,6 +66,30 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     realm: str = Field("packhouse", description="HTTP Basic realm.")
     log_level: str = Field("info", description="uvicorn log level.")
+    # --- pypiserver compatibility and operations (issue 4) ---
+    packages_dir: Path | None = Field(
+        None,
+        description="pypiserver mode (packhouse run): serve this folder in place; uploads are stored "
+        "flat in it and the database lives in PACKAGES_DIR/.packhouse/ (pypiserver: PACKAGES_DIR).",
+    )
+    rescan_interval: float = Field(
+        30.0, ge=0, description="Seconds between rescans of packages_dir for files added by hand; 0: never."
+    )
+    fallback_url: str | None = Field(
+        None,
+        description="Redirect unknown projects here (pypiserver: --fallback-url). Off by default: a "
+        "fallback to a public index invites dependency confusion.",
+    )
+    health_endpoint: str = Field(
+        "/health", pattern=r"^/", description="Liveness path (pypiserver: --health-endpoint)."
+    )
+    hash_algo: str = Field(
+        "sha256", description="Link hash (pypiserver: --hash-algo); Packhouse always links sha256."
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_auth: bool = Field(False, description="/metrics needs the credentials of any htpasswd user.")
+    access_log: bool = Field(True, description="Log every request (uvicorn access log).")
+    log_format: str = Field("text", pattern="^(text|json)$", description="Log lines as text or JSON.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -100,8 +124,16 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'packhouse.db'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'packhouse.db'}"
 
     @property
     def effective_files_dir(self) -> Path:
+        if self.packages_dir is not None:
+            return self.files_dir or self.packages_dir
         return self.files_dir or self.data_dir / "files"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the SQLite database lives: DATA_DIR, or (pypiserver mode) a hidden folder in
+        PACKAGES_DIR, so the package folder stays a valid pypiserver folder."""
+        return self.packages_dir / ".packhouse" if self.packages_dir is not None else self.data_dir

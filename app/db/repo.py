@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -79,3 +79,24 @@ async def last_serial(session: AsyncSession) -> int:
 async def project_serial(session: AsyncSession, normalized_name: str) -> int | None:
     result = await session.execute(select(Project.serial).where(Project.normalized_name == normalized_name))
     return result.scalar_one_or_none()
+
+
+async def storage_keys(session: AsyncSession) -> dict[str, tuple[int, int, str]]:
+    """storage key -> (file id, project id, filename), for reconciling a folder with the index."""
+    result = await session.execute(select(File.storage_key, File.id, File.project_id, File.filename))
+    return {key: (fid, pid, name) for key, fid, pid, name in result.all()}
+
+
+async def all_filenames(session: AsyncSession) -> set[str]:
+    return set((await session.execute(select(File.filename))).scalars().all())
+
+
+async def delete_file(session: AsyncSession, file_id: int) -> None:
+    await session.execute(delete(File).where(File.id == file_id))
+
+
+async def counts(session: AsyncSession) -> tuple[int, int]:
+    """(projects with at least one file, files)."""
+    files = (await session.execute(select(func.count(File.id)))).scalar_one()
+    projects = (await session.execute(select(func.count(func.distinct(File.project_id))))).scalar_one()
+    return projects, files

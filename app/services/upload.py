@@ -59,11 +59,15 @@ class UploadService:
         *,
         max_upload_size: int,
         overwrite: bool = False,
+        flat: bool = False,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
         self.limits = FormLimits(max_file_bytes=max_upload_size)
         self.overwrite = overwrite
+        # pypiserver mode: files are stored as PACKAGES_DIR/<filename>, so the folder stays one that
+        # pypiserver (and a human) can read; filenames are unique in the index, so keys are too.
+        self.flat = flat
 
     def check_content_length(self, content_length: str | None) -> None:
         """Refuse an announced oversized body before reading any of it (-> 413)."""
@@ -124,7 +128,12 @@ class UploadService:
         if existing is not None:
             return self._duplicate(existing, digests)
 
-        key = storage_key(digests.sha256, filename)
+        key = filename if self.flat else storage_key(digests.sha256, filename)
+        if self.flat and await self.storage.exists(key):
+            raise FileExistsInIndexError(
+                f"File already exists: {filename} is in the package folder but not indexed yet (it was "
+                "copied there by hand); it will be listed after the next rescan."
+            )
         await self.storage.commit(form.staged, key)
         form.staged = None
         metadata_sha256 = None
