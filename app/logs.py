@@ -33,10 +33,12 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
         formatters: dict[str, Any] = {
             "default": {"()": "app.logs.JsonFormatter"},
             "access": {"()": "app.logs.JsonFormatter"},
+            "app": {"()": "app.logs.JsonFormatter"},
         }
     else:
         formatters = {
-            "default": {
+            "default": {"()": "uvicorn.logging.DefaultFormatter", "fmt": "%(levelprefix)s %(message)s"},
+            "app": {
                 "()": "uvicorn.logging.DefaultFormatter",
                 "fmt": "%(levelprefix)s %(name)s: %(message)s",
             },
@@ -57,11 +59,12 @@ def log_config(level: str, fmt: str) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             },
             "access": {"formatter": "access", "class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
+            "app": {"formatter": "app", "class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn.error": {"level": level},
             "uvicorn.access": {"handlers": ["access"], "level": level, "propagate": False},
-            "packhouse": {"handlers": ["default"], "level": level, "propagate": False},
+            "packhouse": {"handlers": ["app"], "level": level, "propagate": False},
         },
     }

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
                 f"--authenticate {self.authenticate} needs a passwords file: give --passwords FILE "
                 "(an htpasswd file), or --authenticate . for an open server"
             )
+        if self.metrics_auth and self.passwords_file is None:
+            raise ValueError(
+                "--metrics-auth needs a passwords file (--passwords FILE) to check logins against"
+            )
         return self
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,11 @@ def test_packages_url_and_custom_health_endpoint(make_client, tmp_path):
     assert r.status_code == 200 and r.content == wheel.read_bytes()
     assert client.get(f"/packages/{wheel.name}.metadata").status_code == 200
     assert client.get("/packages/nothing-1.0.tar.gz").status_code == 404
+    assert client.head(f"/packages/{wheel.name}").status_code == 200
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "/packages/{filename}" in client.get("/openapi.json").json()["paths"]
+    assert not [w for w in caught if "pypiserver_file" in str(w.message)]  # no duplicate operation ids
 
 
 def test_metrics_count_uploads_and_can_require_a_login(make_client, tmp_path):

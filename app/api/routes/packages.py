@@ -12,9 +12,18 @@ from app.services.files import find_by_filename
 router = APIRouter(tags=["files"])
 
 
-@router.api_route("/packages/{filename}", methods=["GET", "HEAD"], responses=_FILE_RESPONSES)
 async def pypiserver_file(
     request: Request, filename: str, files: FileDep, _who: DownloadIdentity
 ) -> Response:
     """A file by its name alone, as pypiserver served it."""
     return deliver(request, await find_by_filename(files, filename))
+
+
+router.add_api_route("/packages/{filename}", pypiserver_file, methods=["GET"], responses=_FILE_RESPONSES)
+router.add_api_route(
+    "/packages/{filename}",
+    pypiserver_file,
+    methods=["HEAD"],
+    include_in_schema=False,
+    operation_id="head_pypiserver_file",
+)
