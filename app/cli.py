@@ -22,6 +22,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
     p.add_argument(
+        "--files-dir", help="where files are stored (default DATA_DIR/files; env PACKHOUSE_FILES_DIR)"
+    )
+    p.add_argument("--realm", help="HTTP Basic realm (default packhouse; env PACKHOUSE_REALM)")
+    p.add_argument(
         "--passwords",
         "-P",
         help="htpasswd file (bcrypt, SHA1 or apr1), or '.' for none (env PACKHOUSE_PASSWORDS)",
@@ -103,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
         "packages_dir", "rescan_interval", "fallback_url", "health_endpoint", "metrics", "metrics_auth",
-        "access_log", "log_format",
+        "access_log", "log_format", "files_dir", "realm",
     ]  # fmt: skip
     try:
         return launch(build_settings({name: getattr(args, name, None) for name in names}, args.config))

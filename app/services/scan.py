@@ -59,11 +59,17 @@ def in_place_key(_sha256: str, _filename: str, relpath: str) -> str:
 def dist_files(root: Path) -> list[str]:
     """Archive paths under ``root`` relative to it, skipping hidden files and folders (as pypiserver)."""
     out = []
+    root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if not name.startswith(".") and name.endswith(DIST_SUFFIXES):
-                out.append(Path(dirpath, name).relative_to(root).as_posix())
+            path = Path(dirpath, name)
+            if name.startswith(".") or not name.endswith(DIST_SUFFIXES):
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                log.warning("skipped %s: a symlink to outside the package folder", path)
+                continue  # the store refuses to serve anything outside its root
+            out.append(path.relative_to(root).as_posix())
     return out
 
 
