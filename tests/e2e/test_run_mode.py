@@ -181,11 +181,14 @@ def test_json_logs_and_metrics(run_server, tmp_path):
 
 def test_bad_flags_get_a_clear_message(tmp_path):
     env = clean_env(tmp_path / "home")
+    blocker = tmp_path / "not-a-folder"  # stands in for an unwritable volume (root can write anywhere)
+    blocker.write_text("")
     for args, expected in (
         (["--mirror", str(tmp_path)], "pypiserver's --mirror is not supported"),
         (["--frobnicate", str(tmp_path)], "unknown option(s) --frobnicate"),
         (["-a", "update", str(tmp_path)], "needs a passwords file"),
         ([str(tmp_path / "a"), str(tmp_path / "b")], "serves one package folder"),
+        (["-P", ".", "-a", ".", str(blocker / "packages")], "cannot write to the package folder"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "app", "run", *args], capture_output=True, text=True, cwd=ROOT, env=env
