@@ -158,7 +158,7 @@ def handle(ns: argparse.Namespace) -> int:
         return int(exc.code or 0)
     for warning in warnings:
         print(f"packhouse: warning: {warning}", file=sys.stderr)
-    folder = Path(args.packages_dirs[0] if args.packages_dirs else os.path.expanduser("~/packages"))
+    folder = Path(args.packages_dirs[0]) if args.packages_dirs else None
     flags = {
         "host": args.host, "port": args.port, "passwords": args.passwords, "authenticate": args.authenticate,
         "overwrite": args.overwrite, "fallback_url": args.fallback_url, "hash_algo": args.hash_algo,
@@ -168,7 +168,9 @@ def handle(ns: argparse.Namespace) -> int:
         "log_level": "debug" if args.verbose > 1 else None,
     }  # fmt: skip
     try:
-        settings = build_settings(flags, args.config, defaults={"host": "0.0.0.0"})  # pypiserver's default
+        # pypiserver's defaults, below PACKHOUSE_* variables and the config file.
+        defaults = {"host": "0.0.0.0", "packages_dir": os.path.expanduser("~/packages")}
+        settings = build_settings(flags, args.config, defaults=defaults)
     except ConfigError as exc:
         return fail(str(exc))
     return launch(settings)

@@ -84,6 +84,12 @@ def test_settings_precedence_flags_env_toml(tmp_path, monkeypatch):
         build_settings({})
 
 
+def test_run_defaults_yield_to_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PACKHOUSE_PACKAGES_DIR", str(tmp_path / "from-env"))
+    settings = build_settings({"packages_dir": None}, defaults={"host": "0.0.0.0", "packages_dir": "~/x"})
+    assert settings.packages_dir == tmp_path / "from-env" and settings.host == "0.0.0.0"
+
+
 def test_run_mode_settings_keep_state_inside_the_package_folder(tmp_path):
     settings = Settings(packages_dir=tmp_path / "pk")
     assert settings.effective_files_dir == tmp_path / "pk"
