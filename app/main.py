@@ -77,7 +77,8 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     rescanner = None
     if flat:
         indexer = FolderIndexer(writers, storage)
-        await _sync_folder(indexer, storage.root)  # files already there are served from the first request
+        # Files already there are served from the first request on.
+        await _sync_folder(indexer, storage.root, settle=False)
         rescanner = asyncio.create_task(_rescan(indexer, storage.root, settings.rescan_interval))
     try:
         yield
@@ -91,8 +92,8 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             await writer.dispose()
 
 
-async def _sync_folder(indexer: FolderIndexer, root: Path) -> None:
-    report = await indexer.sync_in_place(root)
+async def _sync_folder(indexer: FolderIndexer, root: Path, *, settle: bool = True) -> None:
+    report = await indexer.sync_in_place(root, settle=settle)
     if report.added or report.removed or report.broken:
         log.info(
             "package folder %s: %d file(s) indexed, %d removed, %d broken (skipped), %d unchanged",

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ log = logging.getLogger("packhouse.scan")
 
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
 CHUNK = 1024 * 1024
+SETTLE_NS = 2_000_000_000
 KeyFunc = Callable[[str, str, str], str]  # (sha256, filename, relative path) -> storage key
 Progress = Callable[[int, int, str], None]  # (done, total, current filename)
 
@@ -94,15 +96,24 @@ class FolderIndexer:
         # Broken archives found by earlier rescans, by (mtime_ns, size): reported once, not every rescan.
         self._broken: dict[str, tuple[int, int]] = {}
 
-    async def sync_in_place(self, root: Path, progress: Progress | None = None) -> ScanReport:
+    async def sync_in_place(
+        self, root: Path, progress: Progress | None = None, *, settle: bool = True
+    ) -> ScanReport:
         """Index new archives under ``root`` (the storage root) where they lie; forget rows whose
-        file was deleted by hand, as pypiserver would stop listing it."""
+        file was deleted by hand, as pypiserver would stop listing it. ``settle=False`` (at start,
+        before any upload can run) indexes even files modified a moment ago."""
         report = ScanReport()
         present = await anyio.to_thread.run_sync(dist_files, root)
         async with self.sessions() as session:
             known = await repo.storage_keys(session)
-        new = [p for p in present if p not in known and self._broken.get(p) != _stamp(root / p)]
-        report.unchanged = len(present) - len(new)
+        # Files younger than SETTLE_NS are left for the next rescan: one being copied in by hand may be
+        # incomplete, and one an upload has just moved into place is about to get its own row.
+        cutoff = time.time_ns() - SETTLE_NS if settle else None
+        stamps = {p: _stamp(root / p) for p in present if p not in known}
+        new = [
+            p for p, st in stamps.items() if self._broken.get(p) != st and (cutoff is None or st[0] <= cutoff)
+        ]
+        report.unchanged = len(present) - len(stamps)
         await self._add_all(root, new, in_place_key, copy=False, report=report, progress=progress)
         gone = set(known) - set(present)
         for key in sorted(gone):
