@@ -53,6 +53,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    "(env PACKHOUSE_CONFIG); flags and environment variables win over it")  # fmt: skip
     p.add_argument("--packages-dir", help="serve a pypiserver package folder in place, as 'packhouse run' "
                    "(env PACKHOUSE_PACKAGES_DIR)")  # fmt: skip
+    p.add_argument("--extra-packages-dirs", help="further package folders, ':'-separated, served read-only "
+                   "(pypiserver's extra PACKAGES_DIRs; env PACKHOUSE_EXTRA_PACKAGES_DIRS)")  # fmt: skip
     p.add_argument("--rescan-interval", type=float, help="seconds between rescans of --packages-dir "
                    "(default 30; 0: never; env PACKHOUSE_RESCAN_INTERVAL)")  # fmt: skip
     p.add_argument("--fallback-url", help="redirect unknown projects to this index; off by default "
@@ -107,7 +109,7 @@ def serve(args: argparse.Namespace) -> int:
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
         "packages_dir", "rescan_interval", "fallback_url", "health_endpoint", "metrics", "metrics_auth",
-        "access_log", "log_format", "files_dir", "realm",
+        "access_log", "log_format", "files_dir", "realm", "extra_packages_dirs",
     ]  # fmt: skip
     try:
         return launch(build_settings({name: getattr(args, name, None) for name in names}, args.config))

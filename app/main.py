@@ -45,7 +45,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     await upgrade_to_head(writer)
     flat = settings.packages_dir is not None and settings.files_dir is None
     storage = (
-        FlatLocalStorage(settings.effective_files_dir) if flat else LocalStorage(settings.effective_files_dir)
+        FlatLocalStorage(settings.effective_files_dir, settings.extra_packages_dirs_list)
+        if flat
+        else LocalStorage(settings.effective_files_dir)
     )
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
@@ -75,11 +77,11 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.stats = StatsService(readers)
     state.metrics_auth = settings.metrics_auth
     rescanner = None
-    if flat:
+    if isinstance(storage, FlatLocalStorage):
         indexer = FolderIndexer(writers, storage)
         # Files already there are served from the first request on.
-        await _sync_folder(indexer, storage.root, settle=False)
-        rescanner = asyncio.create_task(_rescan(indexer, storage.root, settings.rescan_interval))
+        await _sync_folder(indexer, storage.roots, settle=False)
+        rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval))
     try:
         yield
     finally:
@@ -92,23 +94,24 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             await writer.dispose()
 
 
-async def _sync_folder(indexer: FolderIndexer, root: Path, *, settle: bool = True) -> None:
-    report = await indexer.sync_in_place(root, settle=settle)
+async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:
+    report = await indexer.sync_in_place(roots, settle=settle)
     if report.added or report.removed or report.broken:
         log.info(
             "package folder %s: %d file(s) indexed, %d removed, %d broken (skipped), %d unchanged",
-            root, len(report.added), len(report.removed), len(report.broken), report.unchanged,
+            ", ".join(map(str, roots)), len(report.added), len(report.removed), len(report.broken),
+            report.unchanged,
         )  # fmt: skip
 
 
-async def _rescan(indexer: FolderIndexer, root: Path, interval: float) -> None:
-    """Pick up files dropped into the package folder by hand (pypiserver lists them at once)."""
+async def _rescan(indexer: FolderIndexer, roots: list[Path], interval: float) -> None:
+    """Pick up files dropped into the package folders by hand (pypiserver lists them at once)."""
     while interval > 0:
         await asyncio.sleep(interval)
         try:
-            await _sync_folder(indexer, root)
+            await _sync_folder(indexer, roots)
         except Exception:  # a failed rescan must not stop the next one
-            log.exception("rescan of %s failed", root)
+            log.exception("rescan of %s failed", roots)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

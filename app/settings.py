@@ -8,6 +8,7 @@ Every field is also an environment variable with the ``PACKHOUSE_`` prefix
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +73,11 @@ class Settings(BaseSettings):
         description="pypiserver mode (packhouse run): serve this folder in place; uploads are stored "
         "flat in it and the database lives in PACKAGES_DIR/.packhouse/ (pypiserver: PACKAGES_DIR).",
     )
+    extra_packages_dirs: str | None = Field(
+        None,
+        description="pypiserver's further PACKAGES_DIRs, separated by the OS path separator (':'): "
+        "served read-only beside packages_dir.",
+    )
     rescan_interval: float = Field(
         30.0, ge=0, description="Seconds between rescans of packages_dir for files added by hand; 0: never."
     )
@@ -135,6 +141,10 @@ class Settings(BaseSettings):
         if self.packages_dir is not None:
             return self.files_dir or self.packages_dir
         return self.files_dir or self.data_dir / "files"
+
+    @property
+    def extra_packages_dirs_list(self) -> list[Path]:
+        return [Path(p) for p in (self.extra_packages_dirs or "").split(os.pathsep) if p]
 
     @property
     def state_dir(self) -> Path:

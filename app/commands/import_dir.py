@@ -36,7 +36,7 @@ async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
         indexer = FolderIndexer(build_sessionmaker(engine), storage)
         if flat and source == storage.root:
             progress = progress_bar if show_progress else None
-            report = await indexer.sync_in_place(storage.root, progress, settle=False)
+            report = await indexer.sync_in_place([storage.root], progress, settle=False)
         else:
 
             def key_for(sha: str, filename: str, _rel: str) -> str:

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     p.add_argument(
         "packages_dirs", nargs="*", metavar="PACKAGES_DIR",
-        help="the package folder (default ~/packages); uploads go to the first one",
+        help="package folders (default ~/packages): all are served, uploads go to the first one",
     )  # fmt: skip
     return p
 
@@ -141,11 +141,6 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         warnings.append(f"--hash-algo {args.hash_algo}: Packhouse always links files with #sha256= (PEP 503)")
     if args.fallback_url and args.disable_fallback:
         raise _UsageError("--fallback-url and --disable-fallback contradict each other")
-    if len(args.packages_dirs) > 1:
-        raise _UsageError(
-            "Packhouse serves one package folder; merge the others into the first with "
-            "'packhouse import DIR --packages-dir FIRST' (given: " + " ".join(args.packages_dirs) + ")"
-        )
     return args, warnings
 
 
@@ -159,11 +154,14 @@ def handle(ns: argparse.Namespace) -> int:
     for warning in warnings:
         print(f"packhouse: warning: {warning}", file=sys.stderr)
     folder = Path(args.packages_dirs[0]) if args.packages_dirs else None
+    # pypiserver serves every PACKAGES_DIR and uploads into the first one; so does Packhouse.
+    extra = os.pathsep.join(args.packages_dirs[1:]) or None
     flags = {
         "host": args.host, "port": args.port, "passwords": args.passwords, "authenticate": args.authenticate,
         "overwrite": args.overwrite, "fallback_url": args.fallback_url, "hash_algo": args.hash_algo,
         "health_endpoint": args.health_endpoint, "max_upload_size": args.max_upload_size,
-        "packages_dir": folder, "rescan_interval": args.rescan_interval, "workers": args.workers,
+        "packages_dir": folder, "extra_packages_dirs": extra, "rescan_interval": args.rescan_interval,
+        "workers": args.workers,
         "log_format": args.log_format, "access_log": args.access_log, "metrics_auth": args.metrics_auth,
         "log_level": "debug" if args.verbose > 1 else None,
     }  # fmt: skip

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +75,16 @@ def dist_files(root: Path) -> list[str]:
     return out
 
 
+def folder_files(roots: Sequence[Path]) -> dict[str, Path]:
+    """Storage key -> file for every archive in pypiserver's PACKAGES_DIR... (first folder: the
+    relative path; folder N >= 1: ``@N/<relative path>``)."""
+    out: dict[str, Path] = {}
+    for n, root in enumerate(roots):
+        for rel in dist_files(root):
+            out[f"@{n}/{rel}" if n else rel] = root / rel
+    return out
+
+
 def _digest(path: Path) -> _Digests:
     sha, md5, blake = hashlib.sha256(), hashlib.md5(usedforsecurity=False), hashlib.blake2b(digest_size=32)
     size = 0
@@ -97,26 +107,28 @@ class FolderIndexer:
         self._broken: dict[str, tuple[int, int]] = {}
 
     async def sync_in_place(
-        self, root: Path, progress: Progress | None = None, *, settle: bool = True
+        self, roots: Sequence[Path], progress: Progress | None = None, *, settle: bool = True
     ) -> ScanReport:
-        """Index new archives under ``root`` (the storage root) where they lie; forget rows whose
-        file was deleted by hand, as pypiserver would stop listing it. ``settle=False`` (at start,
-        before any upload can run) indexes even files modified a moment ago."""
+        """Index new archives under ``roots`` where they lie (the first is the storage root; files in
+        the others get keys ``@N/<path>``, as FlatLocalStorage resolves them); forget rows whose file
+        was deleted by hand, as pypiserver would stop listing it. ``settle=False`` (at start, before
+        any upload can run) indexes even files modified a moment ago."""
         report = ScanReport()
-        present = await anyio.to_thread.run_sync(dist_files, root)
+        present = await anyio.to_thread.run_sync(folder_files, roots)
         async with self.sessions() as session:
             known = await repo.storage_keys(session)
         # Files younger than SETTLE_NS are left for the next rescan: one being copied in by hand may be
         # incomplete, and one an upload has just moved into place is about to get its own row.
         cutoff = time.time_ns() - SETTLE_NS if settle else None
-        stamps = {p: _stamp(root / p) for p in present if p not in known}
+        stamps = {key: _stamp(path) for key, path in present.items() if key not in known}
         new = [
-            p for p, st in stamps.items() if self._broken.get(p) != st and (cutoff is None or st[0] <= cutoff)
+            (key, present[key])
+            for key, st in stamps.items()
+            if self._broken.get(key) != st and (cutoff is None or st[0] <= cutoff)
         ]
         report.unchanged = len(present) - len(stamps)
-        await self._add_all(root, new, in_place_key, copy=False, report=report, progress=progress)
-        gone = set(known) - set(present)
-        for key in sorted(gone):
+        await self._add_all(new, in_place_key, copy=False, report=report, progress=progress)
+        for key in sorted(set(known) - set(present)):
             if key.endswith(DIST_SUFFIXES) and not await self.storage.exists(key):
                 await self._forget(*known[key], report)
         return report
@@ -126,34 +138,31 @@ class FolderIndexer:
     ) -> ScanReport:
         """Copy every archive under ``source`` into the store (files already indexed are skipped)."""
         report = ScanReport()
-        await self._add_all(
-            source, await anyio.to_thread.run_sync(dist_files, source), key_for, True, report, progress
-        )
+        items = [(rel, source / rel) for rel in await anyio.to_thread.run_sync(dist_files, source)]
+        await self._add_all(items, key_for, True, report, progress)
         return report
 
     async def _add_all(
         self,
-        root: Path,
-        relpaths: Iterable[str],
+        items: list[tuple[str, Path]],  # (path relative to its folder, or @N/path; the file)
         key_for: KeyFunc,
         copy: bool,
         report: ScanReport,
         progress: Progress | None,
     ) -> None:
-        relpaths = list(relpaths)
         async with self.sessions() as session:
             filenames = await repo.all_filenames(session)
-        for done, rel in enumerate(relpaths, 1):
-            name = rel.rsplit("/", 1)[-1]
+        for done, (rel, path) in enumerate(items, 1):
+            name = path.name
             if progress:
-                progress(done, len(relpaths), name)
+                progress(done, len(items), name)
             if name in filenames:
                 report.duplicates.append(rel)
                 continue
             try:
-                await self._add_one(root / rel, rel, key_for, copy)
+                await self._add_one(path, rel, key_for, copy)
             except InvalidDistributionError as exc:
-                self._broken[rel] = _stamp(root / rel)
+                self._broken[rel] = _stamp(path)
                 report.broken.append((rel, exc.detail))
                 log.warning("skipped %s: %s", rel, exc.detail)
                 continue
