@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
-import sys
 from collections.abc import Sequence
-
-from pydantic import ValidationError
 
 from app import __version__
 
@@ -28,6 +23,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
     p.add_argument("--storage", help="s3://BUCKET/PREFIX for object storage (env PACKHOUSE_STORAGE)")
     p.add_argument("--s3-endpoint-url", help="S3 endpoint; unset: AWS (env PACKHOUSE_S3_ENDPOINT_URL)")
+    p.add_argument(
+        "--files-dir", help="where files are stored (default DATA_DIR/files; env PACKHOUSE_FILES_DIR)"
+    )
+    p.add_argument("--realm", help="HTTP Basic realm (default packhouse; env PACKHOUSE_REALM)")
     p.add_argument(
         "--passwords",
         "-P",
@@ -66,6 +65,25 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1; env PACKHOUSE_WORKERS)")
     p.add_argument("--log-level", help="uvicorn log level (default info; env PACKHOUSE_LOG_LEVEL)")
+    p.add_argument("--config", help="TOML settings file: keys as the PACKHOUSE_* names in lower case "
+                   "(env PACKHOUSE_CONFIG); flags and environment variables win over it")  # fmt: skip
+    p.add_argument("--packages-dir", help="serve a pypiserver package folder in place, as 'packhouse run' "
+                   "(env PACKHOUSE_PACKAGES_DIR)")  # fmt: skip
+    p.add_argument("--extra-packages-dirs", help="further package folders, ':'-separated, served read-only "
+                   "(pypiserver's extra PACKAGES_DIRs; env PACKHOUSE_EXTRA_PACKAGES_DIRS)")  # fmt: skip
+    p.add_argument("--rescan-interval", type=float, help="seconds between rescans of --packages-dir "
+                   "(default 30; 0: never; env PACKHOUSE_RESCAN_INTERVAL)")  # fmt: skip
+    p.add_argument("--fallback-url", help="redirect unknown projects to this index; off by default "
+                   "(dependency confusion; env PACKHOUSE_FALLBACK_URL)")  # fmt: skip
+    p.add_argument("--health-endpoint", help="liveness path (default /health; env PACKHOUSE_HEALTH_ENDPOINT)")
+    p.add_argument("--no-metrics", dest="metrics", action="store_const", const=False,
+                   help="do not serve Prometheus /metrics (env PACKHOUSE_METRICS=false)")  # fmt: skip
+    p.add_argument("--metrics-auth", action="store_const", const=True,
+                   help="/metrics needs a passwords-file login (env PACKHOUSE_METRICS_AUTH)")  # fmt: skip
+    p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
+                   help="do not log every request (env PACKHOUSE_ACCESS_LOG=false)")  # fmt: skip
+    p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON objects "
+                   "(default text; env PACKHOUSE_LOG_FORMAT)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +106,7 @@ def _command_modules() -> list:  # type: ignore[type-arg]
     return [
         importlib.import_module(f"app.commands.{info.name}")
         for info in sorted(pkgutil.iter_modules(app.commands.__path__), key=lambda i: i.name)
+        if not info.name.startswith("_")  # helpers shared by commands
     ]
 
 
@@ -99,53 +118,21 @@ def _settings(args: argparse.Namespace, names: Sequence[str]) -> object:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from app import http_limits
-    from app.settings import Settings
+    # Settings from flags > PACKHOUSE_* > --config TOML; migrations once, then uvicorn (app.commands._server).
+    from app.commands._server import ConfigError, build_settings, fail, launch
 
     names = [
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
         "storage", "s3_endpoint_url",
+        "packages_dir", "rescan_interval", "fallback_url", "health_endpoint", "metrics", "metrics_auth",
+        "access_log", "log_format", "files_dir", "realm", "extra_packages_dirs",
     ]  # fmt: skip
     names += ["body_timeout", "max_header_size", "header_timeout"]  # request limits (issue 3)
     try:
-        settings = _settings(args, names)
-    except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            print(f"packhouse: error: {where + ': ' if where else ''}{err['msg']}", file=sys.stderr)
-        return 2
-    assert isinstance(settings, Settings)
-    # Bring the schema up to date once, before any worker starts.
-    from app.db.engine import build_engine
-    from app.db.migrate import upgrade_to_head
-
-    async def _migrate() -> None:
-        engine = build_engine(settings.effective_database_url, immediate=True)
-        try:
-            await upgrade_to_head(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(_migrate())
-    # Workers rebuild the same settings from the environment.
-    for name, value in settings.model_dump(exclude_none=True).items():
-        os.environ[f"PACKHOUSE_{name.upper()}"] = str(value)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        proxy_headers=True,
-        http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
-        h11_max_incomplete_event_size=settings.max_header_size,
-        timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
-    )
-    return 0
+        return launch(build_settings({name: getattr(args, name, None) for name in names}, args.config))
+    except ConfigError as exc:
+        return fail(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,17 +5,22 @@ uvicorn runs it as ``app.main:create_app --factory`` (settings from PACKHOUSE_* 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from app import __version__
+from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
-from app.api.routes import files, health, manage, search, simple, ui, upload
+from app.api.fallback import install_fallback
+from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
 from app.db.engine import build_engine, build_sessionmaker
@@ -24,9 +29,12 @@ from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
 from app.services.manage import ManageService
+from app.services.scan import FolderIndexer
+from app.services.stats import StatsService
 from app.services.upload import UploadService
 from app.settings import Settings
 from app.storage import build_storage
+from app.storage.flat import FlatLocalStorage
 
 log = logging.getLogger("packhouse")
 
@@ -37,15 +45,20 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     engine = build_engine(url)
     writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
     await upgrade_to_head(writer)
-    storage, close_storage = await build_storage(
-        settings.storage,
-        files_dir=settings.effective_files_dir,
-        staging_dir=settings.data_dir / "staging",
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_public_endpoint_url=settings.s3_public_endpoint_url,
-        s3_delivery=settings.s3_delivery,
-        s3_presign_expires=settings.s3_presign_expires,
-    )
+    # pypiserver mode (`packhouse run DIR`): the package folder itself is the store, files kept flat.
+    flat = settings.packages_dir is not None and settings.files_dir is None and not settings.storage
+    if flat:
+        storage, close_storage = FlatLocalStorage(settings.effective_files_dir, settings.extra_packages_dirs_list), None
+    else:
+        storage, close_storage = await build_storage(
+            settings.storage,
+            files_dir=settings.effective_files_dir,
+            staging_dir=settings.data_dir / "staging",
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_public_endpoint_url=settings.s3_public_endpoint_url,
+            s3_delivery=settings.s3_delivery,
+            s3_presign_expires=settings.s3_presign_expires,
+        )
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
     authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
@@ -70,17 +83,50 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.catalog = CatalogService(readers, storage)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,
-        body_timeout=settings.body_timeout,
+        body_timeout=settings.body_timeout, flat=flat,
     )  # fmt: skip
     state.manage = ManageService(writers, storage)
     state.readiness = readiness
+    state.stats = StatsService(readers)
+    state.metrics_auth = settings.metrics_auth
+    rescanner = None
+    if isinstance(storage, FlatLocalStorage):
+        indexer = FolderIndexer(writers, storage)
+        # Files already there are served from the first request on.
+        await _sync_folder(indexer, storage.roots, settle=False)
+        rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval))
     try:
         yield
     finally:
-        await close_storage()
+        if rescanner is not None:
+            rescanner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rescanner
+        if close_storage is not None:
+            await close_storage()
         await engine.dispose()
         if writer is not engine:
             await writer.dispose()
+
+
+async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:
+    report = await indexer.sync_in_place(roots, settle=settle)
+    if report.added or report.removed or report.broken:
+        log.info(
+            "package folder %s: %d file(s) indexed, %d removed, %d broken (skipped), %d unchanged",
+            ", ".join(map(str, roots)), len(report.added), len(report.removed), len(report.broken),
+            report.unchanged,
+        )  # fmt: skip
+
+
+async def _rescan(indexer: FolderIndexer, roots: list[Path], interval: float) -> None:
+    """Pick up files dropped into the package folders by hand (pypiserver lists them at once)."""
+    while interval > 0:
+        await asyncio.sleep(interval)
+        try:
+            await _sync_folder(indexer, roots)
+        except Exception:  # a failed rescan must not stop the next one
+            log.exception("rescan of %s failed", roots)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -94,7 +140,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
+    if settings.metrics:
+        app.state.metrics = metrics_api.Metrics()
+        app.add_middleware(metrics_api.MetricsMiddleware, metrics=app.state.metrics)
+        app.include_router(metrics_api.router)
+    if settings.fallback_url:
+        install_fallback(app, settings.fallback_url)
+    if settings.health_endpoint != "/health":  # pypiserver: --health-endpoint
+        app.add_api_route(
+            settings.health_endpoint, health.health, methods=["GET"], response_model=health.Health
+        )
     ui.install_error_pages(app)  # HTML 404s for browsers under /ui/
+    app.include_router(packages.router)
     for module in (health, files, upload, manage, simple, search, ui):
         app.include_router(module.router)
     app.include_router(simple.root_router)  # last: /{project}/ would shadow everything else

@@ -8,6 +8,7 @@ Every field is also an environment variable with the ``PACKHOUSE_`` prefix
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -96,6 +97,35 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     realm: str = Field("packhouse", description="HTTP Basic realm.")
     log_level: str = Field("info", description="uvicorn log level.")
+    # --- pypiserver compatibility and operations (issue 4) ---
+    packages_dir: Path | None = Field(
+        None,
+        description="pypiserver mode (packhouse run): serve this folder in place; uploads are stored "
+        "flat in it and the database lives in PACKAGES_DIR/.packhouse/ (pypiserver: PACKAGES_DIR).",
+    )
+    extra_packages_dirs: str | None = Field(
+        None,
+        description="pypiserver's further PACKAGES_DIRs, separated by the OS path separator (':'): "
+        "served read-only beside packages_dir.",
+    )
+    rescan_interval: float = Field(
+        30.0, ge=0, description="Seconds between rescans of packages_dir for files added by hand; 0: never."
+    )
+    fallback_url: str | None = Field(
+        None,
+        description="Redirect unknown projects here (pypiserver: --fallback-url). Off by default: a "
+        "fallback to a public index invites dependency confusion.",
+    )
+    health_endpoint: str = Field(
+        "/health", pattern=r"^/", description="Liveness path (pypiserver: --health-endpoint)."
+    )
+    hash_algo: str = Field(
+        "sha256", description="Link hash (pypiserver: --hash-algo); Packhouse always links sha256."
+    )
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_auth: bool = Field(False, description="/metrics needs the credentials of any htpasswd user.")
+    access_log: bool = Field(True, description="Log every request (uvicorn access log).")
+    log_format: str = Field("text", pattern="^(text|json)$", description="Log lines as text or JSON.")
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -109,6 +139,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"--authenticate {self.authenticate} needs a passwords file: give --passwords FILE "
                 "(an htpasswd file), or --authenticate . for an open server"
+            )
+        if self.metrics_auth and self.passwords_file is None:
+            raise ValueError(
+                "--metrics-auth needs a passwords file (--passwords FILE) to check logins against"
             )
         return self
 
@@ -135,8 +169,20 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'packhouse.db'}"
+        return self.database_url or f"sqlite+aiosqlite:///{self.state_dir / 'packhouse.db'}"
 
     @property
     def effective_files_dir(self) -> Path:
+        if self.packages_dir is not None:
+            return self.files_dir or self.packages_dir
         return self.files_dir or self.data_dir / "files"
+
+    @property
+    def extra_packages_dirs_list(self) -> list[Path]:
+        return [Path(p) for p in (self.extra_packages_dirs or "").split(os.pathsep) if p]
+
+    @property
+    def state_dir(self) -> Path:
+        """Where the SQLite database lives: DATA_DIR, or (pypiserver mode) a hidden folder in
+        PACKAGES_DIR, so the package folder stays a valid pypiserver folder."""
+        return self.packages_dir / ".packhouse" if self.packages_dir is not None else self.data_dir

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,7 +126,7 @@ class HtpasswdAuthenticator:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, str] = {}
         self._cache: dict[bytes, float] = {}
         self._reload()
@@ -138,7 +139,8 @@ class HtpasswdAuthenticator:
                 log.warning("passwords file %s does not exist: nobody can log in", self.path)
             self._stamp, self._users = None, {}
             return
-        stamp = (st.st_mtime, st.st_size)
+        # The inode too: 'packhouse user' replaces the file atomically, maybe within one mtime tick.
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp:
             self._users = parse_htpasswd(self.path.read_text("utf-8", errors="replace"), str(self.path))
             self._stamp = stamp
@@ -165,3 +167,42 @@ class HtpasswdAuthenticator:
                 self._cache.clear()
             self._cache[key] = now + _CACHE_SECONDS
         return ok
+
+
+def edit_htpasswd(path: Path, username: str, hashed: str | None) -> bool:
+    """Set (``hashed``) or remove (``None``) one user's line, atomically: the new file is written
+    beside the old one and renamed over it, so a running server never reads half a file (and sees
+    the change by its mtime). Other lines, comments and hash formats are kept. The file is created
+    if missing. Returns whether the user existed before."""
+    if not username or ":" in username or any(c.isspace() for c in username):
+        raise ValueError(f"invalid user name {username!r} (no ':' or spaces)")
+    try:
+        lines = path.read_text("utf-8").splitlines()
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        lines, mode = [], 0o640
+    existed = False
+    out = []
+    for line in lines:
+        if line.partition(":")[0].strip() == username and not line.lstrip().startswith("#"):
+            existed = True
+            if hashed is not None:
+                out.append(f"{username}:{hashed}")
+                hashed = None  # written once
+            continue
+        out.append(line)
+    if hashed is not None:
+        out.append(f"{username}:{hashed}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write("".join(f"{line}\n" for line in out))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return existed

@@ -123,3 +123,20 @@ async def project_events(session: AsyncSession, normalized_name: str, limit: int
         select(Event).where(Event.project == normalized_name).order_by(Event.id.desc()).limit(limit)
     )
     return result.scalars().all()
+
+
+async def storage_keys(session: AsyncSession) -> dict[str, tuple[int, int, str]]:
+    """storage key -> (file id, project id, filename), for reconciling a folder with the index."""
+    result = await session.execute(select(File.storage_key, File.id, File.project_id, File.filename))
+    return {key: (fid, pid, name) for key, fid, pid, name in result.all()}
+
+
+async def all_filenames(session: AsyncSession) -> set[str]:
+    return set((await session.execute(select(File.filename))).scalars().all())
+
+
+async def counts(session: AsyncSession) -> tuple[int, int]:
+    """(projects with at least one file, files)."""
+    files = (await session.execute(select(func.count(File.id)))).scalar_one()
+    projects = (await session.execute(select(func.count(func.distinct(File.project_id))))).scalar_one()
+    return projects, files

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import repo
+from app.db.models import Project
 from app.errors import DistFileNotFoundError
 from app.storage.base import Delivery, Storage
 
@@ -49,3 +50,15 @@ class FileService:
         sha = row.metadata_sha256 if want_metadata else row.sha256
         assert sha is not None
         return FileDownload(filename, delivery, sha, None if want_metadata else row.size, modified)
+
+
+async def find_by_filename(service: FileService, filename: str) -> FileDownload:
+    """pypiserver's ``/packages/<filename>`` URLs (still found in old requirements files): filenames
+    are unique in the index, so the filename alone finds the file. Raises DistFileNotFoundError."""
+    dist_name = filename[: -len(METADATA_SUFFIX)] if filename.endswith(METADATA_SUFFIX) else filename
+    async with service.sessions() as session:
+        row = await repo.file_by_filename(session, dist_name)
+        project = (await session.get(Project, row.project_id)) if row is not None else None
+    if row is None or project is None:
+        raise DistFileNotFoundError(f"No file {filename!r} in this index.")
+    return await service.find(project.normalized_name, filename)

@@ -72,12 +72,16 @@ class UploadService:
         max_upload_size: int,
         overwrite: bool = False,
         body_timeout: float = 60.0,
+        flat: bool = False,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
         self.limits = FormLimits(max_file_bytes=max_upload_size, chunk_timeout=body_timeout)
         self.overwrite = overwrite
         self.manage = ManageService(sessions, storage)
+        # pypiserver mode: files are stored as PACKAGES_DIR/<filename>, so the folder stays one that
+        # pypiserver (and a human) can read; filenames are unique in the index, so keys are too.
+        self.flat = flat
 
     def check_content_length(self, content_length: str | None) -> None:
         """Refuse an announced oversized body before reading any of it (-> 413)."""
@@ -150,9 +154,21 @@ class UploadService:
         if answer is not None:
             return answer
 
-        key = storage_key(digests.sha256, filename)
-        await self.storage.commit(form.staged, key)
-        form.staged = None
+        key = filename if self.flat else storage_key(digests.sha256, filename)
+        if self.flat:
+            # Flat names are not content-addressed: claim the name atomically, so two racing uploads
+            # (or a file copied in by hand) can never have their bytes replaced.
+            staged, form.staged = form.staged, None
+            try:
+                await self.storage.commit(staged, key, exclusive=existing is None)  # type: ignore[call-arg]
+            except FileExistsError:
+                raise FileExistsInIndexError(
+                    f"File already exists: {filename} is already in the package folder (copied there by "
+                    "hand, or being uploaded right now); it is listed after the next rescan."
+                ) from None
+        else:
+            await self.storage.commit(form.staged, key)
+            form.staged = None
         metadata_sha256 = None
         if dist.kind is dists.DistKind.WHEEL:
             # PEP 658: the wheel's METADATA, byte for byte, beside the file.

@@ -26,10 +26,11 @@ def _file(f: DistFile) -> dict[str, Any]:
     }
     if f.requires_python:
         out["requires-python"] = f.requires_python
-    # PEP 714: "core-metadata" is the key; "dist-info-metadata" is kept for older clients.
+    # PEP 714: "core-metadata" is the key. The old "dist-info-metadata" key is NOT emitted in JSON:
+    # pip 22.3-23.1 crash on it ("unhashable type: 'dict'"), and pip 23.0.1 is Debian 12's python3-pip;
+    # PEP 714 says servers should not emit it in JSON unless no such pip can reach them.
     metadata: dict[str, str] | bool = {"sha256": f.core_metadata_sha256} if f.core_metadata_sha256 else False
     out["core-metadata"] = metadata
-    out["dist-info-metadata"] = metadata
     out["yanked"] = f.yanked
     out["size"] = f.size
     out["upload-time"] = f.upload_time

@@ -52,13 +52,21 @@ class LocalStorage:
     def stage(self) -> LocalStaged:
         return LocalStaged(self.tmp)
 
-    async def commit(self, staged: LocalStaged, key: str) -> None:  # type: ignore[override]
+    async def commit(self, staged: LocalStaged, key: str, *, exclusive: bool = False) -> None:  # type: ignore[override]
+        """Move the staged file to ``key``. ``exclusive``: never replace an existing file (raises
+        FileExistsError) -- for keys that are not content-addressed, such as pypiserver's flat names."""
         target = self._path(key)
 
         def _commit() -> None:
             staged.finish()
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staged.path, target)
+            if exclusive:
+                try:
+                    os.link(staged.path, target)  # atomic, and fails if the name is taken
+                finally:
+                    staged.path.unlink(missing_ok=True)
+            else:
+                os.replace(staged.path, target)
             _fsync_dir(target.parent)
 
         await anyio.to_thread.run_sync(_commit)

@@ -1,0 +1,57 @@
+# Packhouse container: a drop-in for the pypiserver image.
+#
+#   docker build -t packhouse .
+#   docker run -p 8081:8080 -v packages:/data/packages packhouse -P . -a . /data/packages
+#
+# The entrypoint is `packhouse run`, so a pypiserver compose `command:` line works unchanged.
+# Behind a private mirror, or with no internet access at build time, give the index to install from:
+#   docker build --build-arg PIP_INDEX_URL=https://mirror.example/simple/ -t packhouse .
+#
+# Volume permissions (pypiserver issue #256): the server runs as uid/gid 9898, never root.
+# - Named volumes (the default compose setup) just work: Docker copies the ownership of the image's
+#   /data/packages (9898) into a new, empty volume.
+# - A bind-mounted host folder must be writable by 9898: `sudo chown -R 9898:9898 ./packages`, or run
+#   the container as the folder's owner instead (compose `user: "1000:1000"`, docker `--user 1000:1000`).
+#   Packhouse checks this at start and says which of the two to do, instead of failing on the first upload.
+# - Or build the image with your own ids: --build-arg UID=1000 --build-arg GID=1000.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+ARG PIP_INDEX_URL=https://pypi.org/simple/
+ENV PIP_INDEX_URL=${PIP_INDEX_URL} \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+RUN python3 -m venv /opt/packhouse
+COPY pyproject.toml README.md alembic.ini ./
+COPY migrations ./migrations
+COPY app ./app
+# The project itself and its dependencies (bounded by pyproject.toml); nothing else lands in the venv.
+# hadolint ignore=DL3013
+RUN /opt/packhouse/bin/pip install --no-cache-dir . \
+    && /opt/packhouse/bin/packhouse --version
+
+FROM ${PYTHON_IMAGE}
+ARG UID=9898
+ARG GID=9898
+LABEL org.opencontainers.image.title="Packhouse" \
+      org.opencontainers.image.description="A private Python package index; drop-in for pypiserver"
+RUN groupadd --system --gid "${GID}" packhouse \
+    && useradd --system --uid "${UID}" --gid "${GID}" --home-dir /data --no-create-home \
+       --shell /usr/sbin/nologin packhouse \
+    && mkdir -p /data/packages /data/auth \
+    && chown -R "${UID}:${GID}" /data
+COPY --from=build /opt/packhouse /opt/packhouse
+ENV PATH=/opt/packhouse/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+USER ${UID}:${GID}
+WORKDIR /data
+VOLUME /data
+EXPOSE 8080
+# Liveness on the default port and path (change both here if you pass -p or --health-endpoint).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+ENTRYPOINT ["packhouse", "run"]
+CMD ["-p", "8080", "/data/packages"]

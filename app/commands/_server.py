@@ -1,0 +1,121 @@
+"""Shared by ``packhouse serve`` and ``packhouse run``: settings from flags, environment and a TOML
+file (in that order of precedence), then migrations and uvicorn."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from app.settings import Settings
+
+CONFIG_ENV = "PACKHOUSE_CONFIG"
+
+
+class ConfigError(Exception):
+    pass
+
+
+def read_config(path: str | None) -> dict[str, Any]:
+    """A TOML file of settings: the same names as the PACKHOUSE_* variables, in lower case
+    (``port = 8080``, ``passwords = "/data/auth/htpasswd"``). A ``[packhouse]`` table also works."""
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return {}
+    try:
+        data = tomllib.loads(Path(path).read_text("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    data = data.get("packhouse", data)
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def build_settings(
+    flags: dict[str, Any], config_path: str | None = None, defaults: dict[str, Any] | None = None
+) -> Settings:
+    """flags > PACKHOUSE_* environment > config file > ``defaults`` > Settings' defaults.
+
+    Raises ConfigError."""
+    file_values = {**(defaults or {}), **read_config(config_path)}
+    from_file = {k: v for k, v in file_values.items() if f"PACKHOUSE_{k.upper()}" not in os.environ}
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        return Settings(**{**from_file, **given})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            lines.append(f"{where + ': ' if where else ''}{err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def fail(message: str) -> int:
+    for line in message.splitlines():
+        print(f"packhouse: error: {line}", file=sys.stderr)
+    return 2
+
+
+def launch(settings: Settings) -> int:
+    """Migrate once, before any worker starts; then run uvicorn (workers rebuild the settings)."""
+    import uvicorn
+
+    from app import http_limits
+    from app.db.engine import build_engine
+    from app.db.migrate import upgrade_to_head
+    from app.logs import log_config
+
+    if settings.packages_dir is not None:
+        problem = check_writable(settings.packages_dir)
+        if problem:
+            return fail(problem)
+
+    async def _migrate() -> None:
+        engine = build_engine(settings.effective_database_url, immediate=True)
+        try:
+            await upgrade_to_head(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_migrate())
+    for name, value in settings.model_dump(exclude_none=True).items():
+        os.environ[f"PACKHOUSE_{name.upper()}"] = str(value)
+    os.environ.pop(CONFIG_ENV, None)  # already folded into the variables above
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=log_config(settings.log_level, settings.log_format),
+        access_log=settings.access_log,
+        proxy_headers=True,
+        http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
+        h11_max_incomplete_event_size=settings.max_header_size,
+        timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
+    )
+    return 0
+
+
+def check_writable(folder: Path) -> str | None:
+    """The classic container problem (pypiserver issue #256): a bind-mounted package folder owned by
+    another user. Say what to do instead of failing later with a traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".packhouse-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return (
+            f"cannot write to the package folder {folder} ({exc.strerror}) as uid {os.getuid()}.\n"
+            f"Give it to this user, e.g. on the host: sudo chown -R {os.getuid()}:{os.getgid()} <folder>,\n"
+            'or run the container as the folder\'s owner (compose: user: "UID:GID").'
+        )
+    return None

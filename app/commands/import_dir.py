@@ -1,0 +1,86 @@
+"""``packhouse import DIR``: copy a folder of wheels and sdists (flat or nested, e.g. an old
+pypiserver folder) into the index, reading each archive's metadata; broken archives are reported
+and skipped. The upload time of each file is its mtime."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from app.commands._server import ConfigError, build_settings, fail
+from app.settings import Settings
+
+
+def progress_bar(done: int, total: int, name: str, width: int = 30) -> None:
+    filled = width * done // max(total, 1)
+    line = f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name[:50]:<50}"
+    print(line, end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
+    from app.db.engine import build_engine, build_sessionmaker
+    from app.db.migrate import upgrade_to_head
+    from app.services.scan import FolderIndexer
+    from app.services.upload import storage_key
+    from app.storage.flat import FlatLocalStorage
+    from app.storage.local import LocalStorage
+
+    engine = build_engine(settings.effective_database_url, immediate=True)
+    try:
+        await upgrade_to_head(engine)
+        flat = settings.packages_dir is not None and settings.files_dir is None
+        root = settings.effective_files_dir
+        storage = FlatLocalStorage(root) if flat else LocalStorage(root)
+        indexer = FolderIndexer(build_sessionmaker(engine), storage)
+        if flat and source == storage.root:
+            progress = progress_bar if show_progress else None
+            report = await indexer.sync_in_place([storage.root], progress, settle=False)
+        else:
+
+            def key_for(sha: str, filename: str, _rel: str) -> str:
+                return filename if flat else storage_key(sha, filename)
+
+            report = await indexer.import_folder(source, key_for, progress_bar if show_progress else None)
+    finally:
+        await engine.dispose()
+    print(
+        f"imported {len(report.added)} file(s); {len(report.duplicates)} already in the index; "
+        f"{len(report.broken)} broken (skipped)",
+        file=sys.stderr,
+    )
+    for path, why in report.broken:
+        print(f"  skipped {path}: {why}", file=sys.stderr)
+    return 0
+
+
+def handle(args: argparse.Namespace) -> int:
+    source = Path(args.directory)
+    if not source.is_dir():
+        return fail(f"{source} is not a directory")
+    flags = {"data_dir": args.data_dir, "packages_dir": args.packages_dir, "database_url": args.database_url}
+    try:
+        settings = build_settings(flags, args.config)
+    except ConfigError as exc:
+        return fail(str(exc))
+    return asyncio.run(_import(settings, source.resolve(), not args.quiet))
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "import",
+        help="import a folder of wheels and sdists into the index",
+        description="Copy every .whl, .tar.gz and .zip under DIRECTORY into the index (of 'serve' "
+        "with --data-dir, or of 'run' with --packages-dir), with a progress bar. Archives already "
+        "indexed are skipped; broken ones are reported and skipped.",
+    )
+    p.add_argument("directory", metavar="DIRECTORY")
+    p.add_argument("--data-dir", help="the data folder of 'packhouse serve' (env PACKHOUSE_DATA_DIR)")
+    p.add_argument(
+        "--packages-dir", help="the package folder of 'packhouse run' (env PACKHOUSE_PACKAGES_DIR)"
+    )
+    p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (env PACKHOUSE_CONFIG)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=handle)

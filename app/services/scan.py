@@ -1,0 +1,273 @@
+"""Indexing files that did not come through the upload API.
+
+Two uses: ``packhouse run PACKAGES_DIR`` indexes the files already in a pypiserver folder *in place*
+(flat or nested; the storage key is the path relative to the folder) at start and on every rescan,
+and ``packhouse import DIR`` copies a folder's archives into the store. Either way each archive is
+hashed and its metadata read with ``app.dists.read_metadata`` (requires-python, the PEP 658 METADATA
+file), its upload time is the file's mtime, and a broken archive is reported and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app import dists
+from app.db import repo
+from app.errors import InvalidDistributionError
+from app.storage.base import Storage
+
+log = logging.getLogger("packhouse.scan")
+
+DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
+CHUNK = 1024 * 1024
+SETTLE_NS = 2_000_000_000
+KeyFunc = Callable[[str, str, str], str]  # (sha256, filename, relative path) -> storage key
+Progress = Callable[[int, int, str], None]  # (done, total, current filename)
+
+
+@dataclass
+class ScanReport:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    broken: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    duplicates: list[str] = field(default_factory=list)  # same filename already indexed
+    unchanged: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Digests:
+    sha256: str
+    md5: str
+    blake2_256: str
+    size: int
+
+
+def in_place_key(_sha256: str, _filename: str, relpath: str) -> str:
+    return relpath
+
+
+def dist_files(root: Path) -> list[str]:
+    """Archive paths under ``root`` relative to it, skipping hidden files and folders (as pypiserver)."""
+    out = []
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath, name)
+            if name.startswith(".") or not name.endswith(DIST_SUFFIXES):
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                log.warning("skipped %s: a symlink to outside the package folder", path)
+                continue  # the store refuses to serve anything outside its root
+            out.append(path.relative_to(root).as_posix())
+    return out
+
+
+def folder_files(roots: Sequence[Path]) -> dict[str, Path]:
+    """Storage key -> file for every archive in pypiserver's PACKAGES_DIR... (first folder: the
+    relative path; folder N >= 1: ``@N/<relative path>``)."""
+    out: dict[str, Path] = {}
+    for n, root in enumerate(roots):
+        for rel in dist_files(root):
+            out[f"@{n}/{rel}" if n else rel] = root / rel
+    return out
+
+
+def _digest(path: Path) -> _Digests:
+    sha, md5, blake = hashlib.sha256(), hashlib.md5(usedforsecurity=False), hashlib.blake2b(digest_size=32)
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+            blake.update(chunk)
+            size += len(chunk)
+    return _Digests(sha.hexdigest(), md5.hexdigest(), blake.hexdigest(), size)
+
+
+class FolderIndexer:
+    """Reconciles a folder of archives with the index."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+        self.sessions = sessions
+        self.storage = storage
+        # Broken archives found by earlier rescans, by (mtime_ns, size): reported once, not every rescan.
+        self._broken: dict[str, tuple[int, int]] = {}
+
+    async def sync_in_place(
+        self, roots: Sequence[Path], progress: Progress | None = None, *, settle: bool = True
+    ) -> ScanReport:
+        """Index new archives under ``roots`` where they lie (the first is the storage root; files in
+        the others get keys ``@N/<path>``, as FlatLocalStorage resolves them); forget rows whose file
+        was deleted by hand, as pypiserver would stop listing it. ``settle=False`` (at start, before
+        any upload can run) indexes even files modified a moment ago."""
+        report = ScanReport()
+        present = await anyio.to_thread.run_sync(folder_files, roots)
+        async with self.sessions() as session:
+            known = await repo.storage_keys(session)
+        # Files younger than SETTLE_NS are left for the next rescan: one being copied in by hand may be
+        # incomplete, and one an upload has just moved into place is about to get its own row.
+        cutoff = time.time_ns() - SETTLE_NS if settle else None
+        stamps = {key: _stamp(path) for key, path in present.items() if key not in known}
+        new = [
+            (key, present[key])
+            for key, st in stamps.items()
+            if self._broken.get(key) != st and (cutoff is None or st[0] <= cutoff)
+        ]
+        report.unchanged = len(present) - len(stamps)
+        await self._add_all(new, in_place_key, copy=False, report=report, progress=progress)
+        for key in sorted(set(known) - set(present)):
+            if key.endswith(DIST_SUFFIXES) and not await self.storage.exists(key):
+                await self._forget(*known[key], report)
+        return report
+
+    async def import_folder(
+        self, source: Path, key_for: KeyFunc, progress: Progress | None = None
+    ) -> ScanReport:
+        """Copy every archive under ``source`` into the store (files already indexed are skipped)."""
+        report = ScanReport()
+        items = [(rel, source / rel) for rel in await anyio.to_thread.run_sync(dist_files, source)]
+        await self._add_all(items, key_for, True, report, progress)
+        return report
+
+    async def _add_all(
+        self,
+        items: list[tuple[str, Path]],  # (path relative to its folder, or @N/path; the file)
+        key_for: KeyFunc,
+        copy: bool,
+        report: ScanReport,
+        progress: Progress | None,
+    ) -> None:
+        async with self.sessions() as session:
+            filenames = await repo.all_filenames(session)
+        for done, (rel, path) in enumerate(items, 1):
+            name = path.name
+            if progress:
+                progress(done, len(items), name)
+            if name in filenames:
+                report.duplicates.append(rel)
+                continue
+            try:
+                await self._add_one(path, rel, key_for, copy)
+            except InvalidDistributionError as exc:
+                self._broken[rel] = _stamp(path)
+                report.broken.append((rel, exc.detail))
+                log.warning("skipped %s: %s", rel, exc.detail)
+                continue
+            except IntegrityError:  # another worker indexed it first
+                report.duplicates.append(rel)
+                continue
+            filenames.add(name)
+            report.added.append(rel)
+
+    async def _add_one(self, path: Path, rel: str, key_for: KeyFunc, copy: bool) -> None:
+        filename = path.name
+        dist = dists.parse_dist_filename(filename)
+        try:
+            mtime = (await anyio.Path(path).stat()).st_mtime
+            digests = await anyio.to_thread.run_sync(_digest, path)
+        except OSError as exc:
+            raise InvalidDistributionError(f"{rel} could not be read ({exc})") from None
+        if digests.size == 0:
+            raise InvalidDistributionError(f"{rel} is empty (0 bytes)")
+        meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
+        if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
+            raise InvalidDistributionError(
+                f"the metadata inside {rel} says {meta.name} {meta.version}, not what its filename says"
+            )
+        key = key_for(digests.sha256, filename, rel)
+        if copy:
+            await self._copy(path, key)
+        metadata_sha256 = None
+        if dist.kind is dists.DistKind.WHEEL:
+            await self.storage.put_bytes(key + ".metadata", meta.raw)  # PEP 658
+            metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
+        async with self.sessions() as session, session.begin():
+            project = await repo.ensure_project(session, meta.name, dist.name)
+            await repo.add_file(
+                session,
+                project_id=project.id,
+                version=str(dist.version),
+                filename=filename,
+                filetype=dist.kind.value,
+                pyversion=_pyversion(filename, dist),
+                size=digests.size,
+                sha256=digests.sha256,
+                md5=digests.md5,
+                blake2_256=digests.blake2_256,
+                storage_key=key,
+                metadata_version=meta.metadata_version,
+                summary=meta.summary,
+                requires_python=meta.requires_python,
+                requires_dist=json.dumps(list(meta.requires_dist)),
+                description=meta.description,
+                description_content_type=meta.description_content_type,
+                metadata_sha256=metadata_sha256,
+                upload_time=datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
+                uploader=None,
+            )
+            await repo.record_event(
+                session,
+                project.id,
+                action="import",
+                project=dist.name,
+                version=str(dist.version),
+                filename=filename,
+                sha256=digests.sha256,
+                actor=None,
+                detail=rel,
+            )
+        log.info("indexed %s (%d bytes, sha256 %s)", rel, digests.size, digests.sha256)
+
+    async def _copy(self, path: Path, key: str) -> None:
+        staged = self.storage.stage()
+        try:
+
+            def _fill() -> None:
+                with path.open("rb") as fh:
+                    while chunk := fh.read(CHUNK):
+                        staged.write(chunk)
+
+            await anyio.to_thread.run_sync(_fill)
+            await self.storage.commit(staged, key)
+        except BaseException:
+            await self.storage.discard(staged)
+            raise
+
+    async def _forget(self, file_id: int, project_id: int, filename: str, report: ScanReport) -> None:
+        async with self.sessions() as session, session.begin():
+            await repo.delete_file(session, file_id)
+            await repo.record_event(
+                session, project_id, action="remove", project=dists.parse_dist_filename(filename).name,
+                filename=filename, actor=None,
+                detail="file deleted from the package folder",
+            )  # fmt: skip
+        report.removed.append(filename)
+        log.info("removed %s from the index: its file was deleted from the package folder", filename)
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    try:
+        st = path.stat()
+    except OSError:
+        return (0, -1)
+    return (st.st_mtime_ns, st.st_size)
+
+
+def _pyversion(filename: str, dist: dists.DistFilename) -> str | None:
+    if dist.kind is dists.DistKind.SDIST:
+        return "source"
+    # PEP 427: {name}-{ver}(-{build})?-{python tag}-{abi tag}-{platform tag}.whl
+    return filename[: -len(".whl")].split("-")[-3]

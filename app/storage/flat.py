@@ -1,0 +1,61 @@
+"""A pypiserver-compatible package folder as storage (``packhouse run PACKAGES_DIR``).
+
+The folder stays a valid pypiserver folder: distribution files sit in it under their own names (flat,
+or in the subfolders pypiserver also reads), and everything Packhouse adds lives in one hidden
+subfolder, ``.packhouse/`` (temporary uploads, PEP 658 metadata files, the SQLite database), which
+pypiserver ignores. Switching back to pypiserver is therefore just pointing it at the same folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.storage.local import LocalStorage
+
+STATE_DIR = ".packhouse"
+METADATA_SUFFIX = ".metadata"
+
+
+class FlatLocalStorage(LocalStorage):
+    """``root`` receives uploads; ``extra_roots`` (pypiserver's further PACKAGES_DIRs) are served
+    read-only, their files keyed ``@N/<relative path>`` (N from 1)."""
+
+    def __init__(self, root: Path, extra_roots: Sequence[Path] = ()) -> None:
+        self.root = root.resolve()
+        self.extra_roots = [r.resolve() for r in extra_roots]
+        self.state = self.root / STATE_DIR
+        self.tmp = self.state / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def roots(self) -> list[Path]:
+        return [self.root, *self.extra_roots]
+
+    def _path(self, key: str) -> Path:
+        # PEP 658 metadata files would look like stray files to pypiserver: keep them hidden.
+        if key.endswith(METADATA_SUFFIX):
+            return super()._path(f"{STATE_DIR}/metadata/{key}")
+        if key.startswith("@"):
+            n, _, rel = key[1:].partition("/")
+            if not n.isdigit() or not 1 <= int(n) <= len(self.extra_roots) or not rel:
+                raise ValueError(f"invalid storage key {key!r}")
+            extra = self.extra_roots[int(n) - 1]
+            path = (extra / rel).resolve()
+            if not path.is_relative_to(extra) or path == extra or "\0" in rel:
+                raise ValueError(f"storage key {key!r} resolves outside its package folder")
+            return path
+        path = super()._path(key)
+        if path.is_relative_to(self.state):
+            raise ValueError(f"storage key {key!r} is inside Packhouse's own {STATE_DIR}/ folder")
+        return path
+
+    def keys(self) -> list[str]:
+        """Every file in the package folder, skipping hidden folders and files (as pypiserver does)."""
+        out = []
+        for path in sorted(self.root.rglob("*")):
+            rel = path.relative_to(self.root)
+            if any(part.startswith(".") for part in rel.parts) or not path.is_file():
+                continue
+            out.append(rel.as_posix())
+        return out

@@ -1,0 +1,166 @@
+"""Operations and pypiserver compatibility, in process: /metrics, fallback, health path, /packages/,
+settings from flags, environment and TOML, `packhouse import`, `packhouse user` file edits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from app.auth.htpasswd import edit_htpasswd, hash_password, parse_htpasswd, verify_hash
+from app.cli import build_parser
+from app.commands import run as run_cmd
+from app.commands._server import ConfigError, build_settings
+from app.settings import Settings
+from tests.conftest import ROOT, basic, clean_env
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.forms import upload_form
+
+
+def _wheel(tmp_path: Path, name: str, version: str = "1.0") -> Path:
+    out = tmp_path / "dist"
+    out.mkdir(exist_ok=True)
+    return make_wheel(out, name, version)
+
+
+def test_fallback_is_off_by_default_and_redirects_when_given(make_client):
+    assert make_client().get("/simple/unknown-project/").status_code == 404
+    client = make_client(fallback_url="https://mirror.example/simple")
+    r = client.get("/simple/unknown-project/", follow_redirects=False)
+    assert r.status_code == 302
+    assert r.headers["location"] == "https://mirror.example/simple/unknown-project/"
+
+
+def test_packages_url_and_custom_health_endpoint(make_client, tmp_path):
+    client = make_client(health_endpoint="/healthz")
+    assert client.get("/healthz").json()["status"] == "ok"
+    wheel = _wheel(tmp_path, "oldstyle")
+    data, files = upload_form(wheel)
+    assert client.post("/legacy/", data=data, files=files).status_code == 200
+    r = client.get(f"/packages/{wheel.name}")
+    assert r.status_code == 200 and r.content == wheel.read_bytes()
+    assert client.get(f"/packages/{wheel.name}.metadata").status_code == 200
+    assert client.get("/packages/nothing-1.0.tar.gz").status_code == 404
+    assert client.head(f"/packages/{wheel.name}").status_code == 200
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert "/packages/{filename}" in client.get("/openapi.json").json()["paths"]
+    assert not [w for w in caught if "pypiserver_file" in str(w.message)]  # no duplicate operation ids
+
+
+def test_metrics_count_uploads_and_can_require_a_login(make_client, tmp_path):
+    passwords = tmp_path / "htpasswd"
+    edit_htpasswd(passwords, "ops", hash_password("secret"))
+    client = make_client(passwords=str(passwords), authenticate="update", metrics_auth=True)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=basic("ops", "wrong")).status_code == 401
+    data, files = upload_form(_wheel(tmp_path, "metered"))
+    assert client.post("/legacy/", data=data, files=files, headers=basic("ops", "secret")).status_code == 200
+    r = client.get("/metrics", headers=basic("ops", "secret"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "packhouse_uploads_total 1.0" in r.text
+    assert "packhouse_files 1.0" in r.text and "packhouse_projects 1.0" in r.text
+    assert make_client(metrics=False).get("/metrics").status_code in (401, 404)
+
+
+def test_settings_precedence_flags_env_toml(tmp_path, monkeypatch):
+    config = tmp_path / "packhouse.toml"
+    config.write_text('port = 9000\nhost = "0.0.0.0"\nlog-format = "json"\nrescan_interval = 5\n')
+    monkeypatch.setenv("PACKHOUSE_HOST", "127.0.0.2")
+    settings = build_settings({"rescan_interval": 7.0, "port": None}, str(config))
+    assert (settings.port, settings.host, settings.log_format, settings.rescan_interval) == (
+        9000, "127.0.0.2", "json", 7.0,
+    )  # fmt: skip
+    monkeypatch.setenv("PACKHOUSE_CONFIG", str(config))
+    assert build_settings({}).port == 9000
+    config.write_text("nonsense = 1\n")
+    with pytest.raises(ConfigError, match="nonsense"):
+        build_settings({})
+    config.write_text("port = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        build_settings({})
+
+
+def test_run_defaults_yield_to_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("PACKHOUSE_PACKAGES_DIR", str(tmp_path / "from-env"))
+    settings = build_settings({"packages_dir": None}, defaults={"host": "0.0.0.0", "packages_dir": "~/x"})
+    assert settings.packages_dir == tmp_path / "from-env" and settings.host == "0.0.0.0"
+
+
+def test_run_mode_settings_keep_state_inside_the_package_folder(tmp_path):
+    settings = Settings(packages_dir=tmp_path / "pk")
+    assert settings.effective_files_dir == tmp_path / "pk"
+    assert settings.effective_database_url.endswith(f"{tmp_path}/pk/.packhouse/packhouse.db")
+
+
+def test_pypiserver_flags_parse_as_pypiserver_does():
+    args, warnings = run_cmd.parse(["run", "-P", ".", "-a", ".", "--server", "auto", "/data/packages"])
+    assert (args.passwords, args.authenticate, args.packages_dirs) == (".", ".", ["/data/packages"])
+    assert warnings == ["pypiserver's --server is ignored: Packhouse always runs on uvicorn"]
+    args, _ = run_cmd.parse(
+        ["-i", "0.0.0.0", "-p", "8080", "-o", "--hash-algo", "sha256", "--disable-fallback"]
+    )
+    assert (args.host, args.port, args.overwrite, args.packages_dirs) == ("0.0.0.0", 8080, True, [])
+    _, warnings = run_cmd.parse(["--hash-algo", "md5", "x"])
+    assert "always links files with #sha256=" in warnings[0]
+    with pytest.raises(run_cmd._UsageError, match="contradict"):
+        run_cmd.parse(["--fallback-url", "https://x", "--disable-fallback", "x"])
+
+
+def test_serve_help_lists_every_setting_and_version_is_reported():
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    help_text = serve.format_help()
+    # hash_algo only exists for `packhouse run` (pypiserver's --hash-algo).
+    flag_for = {"metrics": "--no-metrics", "access_log": "--no-access-log", "hash_algo": None}
+    for name in Settings.model_fields:
+        flag = flag_for.get(name, "--" + name.replace("_", "-"))
+        if flag:
+            assert flag in help_text, f"packhouse serve --help does not mention {flag}"
+    out = subprocess.run([sys.executable, "-m", "app", "--version"], capture_output=True, text=True, cwd=ROOT)
+    from app import __version__
+
+    assert out.stdout.strip() == f"packhouse {__version__}"
+
+
+def test_import_command_reports_broken_archives_and_serves_the_rest(tmp_path, make_client):
+    source = tmp_path / "wheelhouse"
+    (source / "deep").mkdir(parents=True)
+    make_wheel(source, "imported-lib", "1.2")
+    make_sdist(source / "deep", "imported-app", "0.9")
+    (source / "deep" / "truncated-1.0.tar.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    data_dir = tmp_path / "data"
+    cmd = [sys.executable, "-m", "app", "import", str(source), "--data-dir", str(data_dir)]
+    env = clean_env(tmp_path / "home")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "3/3" in proc.stderr  # the progress bar ran to the end
+    assert "imported 2 file(s)" in proc.stderr and "1 broken" in proc.stderr
+    assert "skipped deep/truncated-1.0.tar.gz" in proc.stderr
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert "imported 0 file(s); 2 already in the index" in again.stderr
+    client = make_client(data_dir=data_dir)
+    page = client.get(
+        "/simple/imported-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    ).json()
+    assert page["files"][0]["core-metadata"]
+    filename = page["files"][0]["filename"]
+    assert client.get(f"/files/imported-lib/{filename}").content == (source / filename).read_bytes()
+    assert client.get("/simple/imported-app/").status_code == 200
+
+
+def test_htpasswd_edits_are_atomic_bcrypt_and_keep_other_lines(tmp_path):
+    path = tmp_path / "sub" / "htpasswd"
+    assert edit_htpasswd(path, "carol", hash_password("pw1")) is False  # created if missing
+    path.write_text("# team\nold:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\n" + path.read_text())
+    assert edit_htpasswd(path, "carol", hash_password("pw2")) is True
+    users = parse_htpasswd(path.read_text())
+    assert users["carol"].startswith("$2y$") and verify_hash("pw2", users["carol"])
+    assert path.read_text().startswith("# team\nold:{SHA}")
+    assert edit_htpasswd(path, "carol", None) is True
+    assert list(parse_htpasswd(path.read_text())) == ["old"]
+    assert [p.name for p in path.parent.iterdir()] == ["htpasswd"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="invalid user name"):
+        edit_htpasswd(path, "a:b", hash_password("x"))

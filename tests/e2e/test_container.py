@@ -1,0 +1,155 @@
+"""The Dockerfile and compose.yaml: linted on every run; built and run on a real engine (slow).
+
+The slow test follows the classic pypiserver guide with Packhouse's image: `docker compose up` of the
+default service (port published, named volume, `command: -P . -a . /data/packages`), `twine upload`
+to it, `pip install --index-url http://host:port` from it; then the guide's authenticated variant
+(htpasswd bind, `-P /data/auth/htpasswd.txt -a update,download,list`) on the same volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, basic, clean_env, free_port, run, tool
+from tests.support import docker_engine
+from tests.support.builders import make_wheel
+from tests.support.runserver import RunServer
+
+
+def test_dockerfile_passes_hadolint(client_env):
+    run([tool("hadolint"), str(ROOT / "Dockerfile")], client_env)
+
+
+def test_compose_file_is_valid(client_env):
+    run([tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config", "-q"], client_env)
+    out = run([tool("docker-compose"), "-f", str(ROOT / "compose.yaml"), "config"], client_env).stdout
+    assert 'published: "8081"' in out and "target: 8080" in out  # the classic 8081 -> 8080
+    assert "target: /data/packages" in out and "-P" in out
+
+
+def _image_wheels() -> Path:
+    """Packhouse's dependencies (and its build backend) as wheels for the image's Python 3.11,
+    downloaded once from the package registry (test setup) and cached."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    reqs = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    key = hashlib.sha256("\n".join(sorted(reqs)).encode()).hexdigest()[:12]
+    cache = docker_engine.CACHE / f"wheels-{key}"
+    if not (cache / ".complete").exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        # The machine's own pip configuration applies here (it names the reachable registry).
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(cache),
+             "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
+             "--abi", "none", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+             "--platform", "manylinux2014_x86_64", "--platform", "any", *reqs],
+            check=True, timeout=300,
+        )  # fmt: skip
+        (cache / ".complete").write_text("ok")
+    return cache
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    try:
+        eng = docker_engine.start_engine(tmp_path_factory.mktemp("dockerd"))
+    except docker_engine.EngineUnavailableError as exc:
+        pytest.fail(f"the container test cannot run on this machine: {exc}")
+    yield eng
+    docker_engine.stop_engine(eng)
+
+
+def _wait_healthy(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url}/health did not answer")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_image_and_compose_service_end_to_end(engine, tmp_path, client_env):
+    base = docker_engine.ensure_base_image(engine)
+    # Serve the image's dependencies from a Packhouse on the host: no network route leaves a build here.
+    wheels = tmp_path / "wheelhouse"
+    shutil.copytree(_image_wheels(), wheels, ignore=shutil.ignore_patterns(".complete"))
+    port = free_port()
+    host_index = RunServer(
+        ["-P", ".", "-a", ".", str(wheels)], clean_env(tmp_path / "idx"), tmp_path / "idx.log", port
+    )
+    host_index.start(timeout=60)
+    image = "packhouse-e2e:test"
+    try:
+        engine.docker(
+            "build", "--network", "host", "--build-arg", f"PIP_INDEX_URL={host_index.url}/simple/",
+            "--build-arg", f"PYTHON_IMAGE={base}", "-t", image, str(ROOT), timeout=600,
+        )  # fmt: skip
+    finally:
+        host_index.stop()
+
+    host_port = free_port()
+    project = f"phe2e{os.getpid()}"
+    compose_env = engine.env({**client_env, "PACKHOUSE_IMAGE": image, "PACKHOUSE_HOST_PORT": str(host_port)})
+    compose = [tool("docker-compose"), "-p", project, "-f", str(ROOT / "compose.yaml")]
+    url = f"http://127.0.0.1:{host_port}"
+    try:
+        run([*compose, "up", "-d", "--no-build"], compose_env, timeout=180)
+        _wait_healthy(url)
+        # The classic guide, unauthenticated: upload with twine, install with pip from the root URL.
+        dist = tmp_path / "dist"
+        dist.mkdir()
+        wheel = make_wheel(dist, "podsearch", "0.3.1", module_code="ANSWER = 'from the container'\n")
+        run(
+            [tool("twine"), "upload", "--non-interactive", "--repository-url", url + "/", "-u", "user",
+             "-p", "password", str(wheel)],
+            client_env,
+        )  # fmt: skip
+        venv = tmp_path / "venv"
+        run([sys.executable, "-m", "venv", str(venv)], client_env)
+        pip = str(venv / "bin/pip")
+        run([pip, "install", "--index-url", url, "--trusted-host", "127.0.0.1", "podsearch"], client_env)
+        out = run([str(venv / "bin/python"), "-c", "import podsearch; print(podsearch.ANSWER)"], client_env)
+        assert out.stdout.strip() == "from the container"
+        # Non-root with the fixed uid; the upload sits flat in the named volume, pypiserver-style.
+        ls = run([*compose, "exec", "-T", "packhouse", "sh", "-c", "id -u; ls /data/packages"], compose_env)
+        assert ls.stdout.split()[0] == "9898" and wheel.name in ls.stdout.split()
+        health = engine.docker("inspect", "--format", "{{json .Config.Healthcheck.Test}}", image).stdout
+        assert "/health" in health
+
+        # The guide's authenticated variant: htpasswd -s file bound at /data/auth, same volume.
+        auth = tmp_path / "auth"
+        auth.mkdir()
+        run(["htpasswd", "-sbc", str(auth / "htpasswd.txt"), "username", "pass"], client_env)
+        (auth / "htpasswd.txt").chmod(0o644)
+        override = tmp_path / "auth.yaml"
+        override.write_text(
+            "services:\n  packhouse:\n    volumes:\n"
+            f"      - type: bind\n        source: {auth}\n        target: /data/auth\n"
+            "    command: -P /data/auth/htpasswd.txt -a update,download,list /data/packages\n"
+        )
+        run([*compose, "-f", str(override), "up", "-d", "--no-build"], compose_env, timeout=180)
+        _wait_healthy(url)
+        assert httpx.get(url + "/simple/").status_code == 401
+        r = httpx.get(url + "/simple/podsearch/", headers=basic("username", "pass"))
+        assert r.status_code == 200 and wheel.name in r.text
+    except BaseException:
+        logs = subprocess.run([*compose, "logs"], env=compose_env, capture_output=True, text=True)
+        print(logs.stdout[-5000:], logs.stderr[-2000:])
+        raise
+    finally:
+        subprocess.run([*compose, "down", "-v", "--remove-orphans"], env=compose_env, capture_output=True,
+                       timeout=120)  # fmt: skip

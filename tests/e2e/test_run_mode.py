@@ -1,0 +1,214 @@
+"""``packhouse run`` with pypiserver's command lines, driven by real clients (twine, pip)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT, basic, clean_env, free_port, run, tool
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.runserver import RunServer
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def run_server(tmp_path: Path):
+    """Factory: ``run_server("-P", ".", "-a", ".", str(folder))`` starts ``packhouse run``."""
+    servers: list[RunServer] = []
+
+    def factory(*args: str, env: dict[str, str] | None = None) -> RunServer:
+        port = free_port()
+        server = RunServer(
+            list(args), clean_env(tmp_path / "server-home", env), tmp_path / f"run-{port}.log", port
+        )
+        servers.append(server)
+        return server.start()
+
+    yield factory
+    for server in servers:
+        server.stop()
+
+
+def _dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _project_json(url: str, project: str, auth: dict[str, str] | None = None) -> dict:
+    r = httpx.get(
+        f"{url}/simple/{project}/",
+        headers={"Accept": "application/vnd.pypi.simple.v1+json", **(auth or {})},
+    )
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_existing_folder_is_served_in_place(run_server, tmp_path, client_env):
+    """A pypiserver folder (flat and nested files, one broken archive) is indexed at start and
+    installable with the classic guide's pip line (index URL at the server root)."""
+    packages = tmp_path / "packages"
+    (packages / "nested").mkdir(parents=True)
+    lib = make_wheel(packages, "classic-lib", "1.0", module_code="VALUE = 42\n")
+    app_sdist = make_sdist(packages / "nested", "classic-app", "2.0")
+    old = datetime(2021, 5, 8, 20, 0, tzinfo=UTC).timestamp()
+    os.utime(lib, (old, old))
+    (packages / "broken-1.0-py3-none-any.whl").write_bytes(b"this is not a zip archive")
+
+    server = run_server("-P", ".", "-a", ".", str(packages))
+    page = _project_json(server.url, "classic-lib")
+    (f,) = page["files"]
+    assert f["upload-time"].startswith("2021-05-08T20:00:00")  # the file's mtime
+    assert f["core-metadata"] and "dist-info-metadata" not in f  # PEP 658 metadata read from the wheel
+    assert _project_json(server.url, "classic-app")["files"][0]["filename"] == app_sdist.name
+    assert "broken" in server.log() and "not a valid distribution" in server.log()
+    assert httpx.get(server.url + "/simple/broken/").status_code == 404
+    # pypiserver's file URLs keep working.
+    r = httpx.get(f"{server.url}/packages/{lib.name}")
+    assert r.status_code == 200 and r.content == lib.read_bytes()
+    # The folder stays a pypiserver folder: nothing but Packhouse's hidden .packhouse/ is added.
+    assert sorted(p.name for p in packages.iterdir()) == sorted(
+        [".packhouse", lib.name, "nested", "broken-1.0-py3-none-any.whl"]
+    )
+    venv = tmp_path / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], client_env)
+    run(
+        [str(venv / "bin" / "pip"), "install", "--index-url", server.url, "--trusted-host", "127.0.0.1",
+         "classic-lib"],
+        client_env,
+    )  # fmt: skip
+    out = run(
+        [str(venv / "bin" / "python"), "-c", "import classic_lib; print(classic_lib.VALUE)"], client_env
+    )
+    assert out.stdout.strip() == "42"
+
+
+def test_open_compose_command_uploads_flat_and_rescans(run_server, tmp_path, client_env):
+    """`command: -P . -a . /data/packages`: twine uploads land as PACKAGES_DIR/<filename>; files
+    dropped in (or deleted) by hand are picked up by the rescan."""
+    packages = tmp_path / "packages"
+    server = run_server("-P", ".", "-a", ".", "--rescan-interval", "0.3", str(packages))
+    dist = tmp_path / "dist"
+    wheel = make_wheel(_dir(dist), "uploaded", "0.1")
+    run(
+        [tool("twine"), "upload", "--non-interactive", "--repository-url", server.url + "/",
+         "-u", "anyone", "-p", "anything", str(wheel)],
+        client_env,
+    )  # fmt: skip
+    assert (packages / wheel.name).read_bytes() == wheel.read_bytes()
+
+    dropped = make_wheel(_dir(tmp_path / "elsewhere"), "dropped", "3.0")
+    dropped.rename(packages / dropped.name)
+    _wait_for(lambda: httpx.get(server.url + "/simple/dropped/").status_code == 200)
+    (packages / dropped.name).unlink()
+    _wait_for(lambda: httpx.get(server.url + "/simple/").text.count("dropped") == 0)
+    # A restart re-uses the index kept in PACKAGES_DIR/.packhouse/.
+    server.stop()
+    server2 = run_server("-P", ".", "-a", ".", str(packages))
+    assert _project_json(server2.url, "uploaded")["files"][0]["filename"] == wheel.name
+
+
+def test_auth_compose_command_with_htpasswd_and_live_user_edits(run_server, tmp_path, client_env):
+    """`command: -P /data/auth/htpasswd.txt -a update,download,list /data/packages` with a SHA1 file
+    made by `htpasswd -sc`, then users added and removed with `packhouse user` while it runs."""
+    auth = tmp_path / "auth" / "htpasswd.txt"
+    auth.parent.mkdir()
+    run(["htpasswd", "-sbc", str(auth), "alice", "wonderland"], client_env)
+    packages = _dir(tmp_path / "packages")
+    make_wheel(packages, "private-lib", "1.0")
+    server = run_server("-P", str(auth), "-a", "update,download,list", str(packages))
+    assert httpx.get(server.url + "/simple/").status_code == 401
+    assert _project_json(server.url, "private-lib", basic("alice", "wonderland"))["files"]
+
+    # No restart: the server re-reads the file after `packhouse user add`.
+    packhouse = [sys.executable, "-m", "app"]
+    proc = subprocess.run(
+        [*packhouse, "user", "add", "bob", "--passwords", str(auth), "--password-stdin"],
+        input="builder\n", capture_output=True, text=True, cwd=ROOT, env=client_env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert auth.read_text().splitlines()[0].startswith("alice:{SHA}")  # other lines are kept as they were
+    assert httpx.get(server.url + "/simple/", headers=basic("bob", "builder")).status_code == 200
+    wheel = make_wheel(_dir(tmp_path / "dist"), "bobs-lib", "1.0")
+    run(
+        [tool("twine"), "upload", "--non-interactive", "--repository-url", server.url + "/",
+         "-u", "bob", "-p", "builder", str(wheel)],
+        client_env,
+    )  # fmt: skip
+    listed = run([*packhouse, "user", "list", "--passwords", str(auth)], client_env, cwd=ROOT)
+    assert listed.stdout.split() == ["alice", "bob"]
+    run([*packhouse, "user", "remove", "bob", "--passwords", str(auth)], client_env, cwd=ROOT)
+    assert httpx.get(server.url + "/simple/", headers=basic("bob", "builder")).status_code == 401
+
+
+def test_several_package_folders_as_pypiserver(run_server, tmp_path, client_env):
+    """`packhouse run DIR1 DIR2`: both are served; uploads go to the first (as pypiserver)."""
+    first, second = _dir(tmp_path / "first"), _dir(tmp_path / "second" / "nested")
+    in_second = make_wheel(second, "second-lib", "1.0")
+    server = run_server("-P", ".", "-a", ".", str(first), str(tmp_path / "second"))
+    assert httpx.get(f"{server.url}/packages/{in_second.name}").content == in_second.read_bytes()
+    (f,) = _project_json(server.url, "second-lib")["files"]
+    assert httpx.get(f"{server.url}/files/second-lib/{f['filename']}").status_code == 200
+    wheel = make_wheel(_dir(tmp_path / "dist"), "first-lib", "1.0")
+    run(
+        [tool("twine"), "upload", "--non-interactive", "--repository-url", server.url + "/",
+         "-u", "x", "-p", "y", str(wheel)],
+        client_env,
+    )  # fmt: skip
+    assert (first / wheel.name).exists() and not (tmp_path / "second" / wheel.name).exists()
+
+
+def test_json_logs_and_metrics(run_server, tmp_path):
+    packages = _dir(tmp_path / "packages")
+    make_wheel(packages, "counted", "1.0")
+    server = run_server("-P", ".", "-a", ".", "--log-format", "json", str(packages))
+    wheel_url = f"{server.url}/packages/counted-1.0-py3-none-any.whl"
+    size = len(httpx.get(wheel_url).content)
+    text = httpx.get(server.url + "/metrics").text
+    assert 'packhouse_http_requests_total{method="GET",route="/packages/{filename}",status="200"} 1.0' in text
+    assert "packhouse_downloads_total 1.0" in text
+    assert f"packhouse_bytes_served_total {float(size)}" in text
+    assert "packhouse_files 1.0" in text and "packhouse_projects 1.0" in text
+    assert "packhouse_http_request_duration_seconds_bucket" in text
+    server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [rec for rec in lines if rec["logger"] == "uvicorn.access"]
+    assert any(
+        rec["path"] == "/packages/counted-1.0-py3-none-any.whl" and rec["status"] == 200 for rec in access
+    )
+    assert any(rec["logger"] == "packhouse.scan" for rec in lines)
+
+
+def test_bad_flags_get_a_clear_message(tmp_path):
+    env = clean_env(tmp_path / "home")
+    blocker = tmp_path / "not-a-folder"  # stands in for an unwritable volume (root can write anywhere)
+    blocker.write_text("")
+    for args, expected in (
+        (["--mirror", str(tmp_path)], "pypiserver's --mirror is not supported"),
+        (["--frobnicate", str(tmp_path)], "unknown option(s) --frobnicate"),
+        (["-a", "update", str(tmp_path)], "needs a passwords file"),
+        (["-P", ".", "-a", ".", str(blocker / "packages")], "cannot write to the package folder"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "app", "run", *args], capture_output=True, text=True, cwd=ROOT, env=env
+        )
+        assert proc.returncode == 2, proc
+        assert expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
