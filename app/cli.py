@@ -23,6 +23,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
     p.add_argument("--storage", help="s3://BUCKET/PREFIX for object storage (env PACKHOUSE_STORAGE)")
     p.add_argument("--s3-endpoint-url", help="S3 endpoint; unset: AWS (env PACKHOUSE_S3_ENDPOINT_URL)")
+    p.add_argument("--s3-delivery", choices=["stream", "redirect"],
+                   help="S3 downloads streamed through Packhouse, or a 302 to a presigned URL "
+                   "(default stream; env PACKHOUSE_S3_DELIVERY)")  # fmt: skip
+    p.add_argument("--s3-presign-expires", type=int,
+                   help="lifetime of presigned URLs in seconds (default 300; env PACKHOUSE_S3_PRESIGN_EXPIRES)")  # fmt: skip
+    p.add_argument("--s3-public-endpoint-url",
+                   help="host used in presigned URLs, if clients reach S3 by another name "
+                   "(env PACKHOUSE_S3_PUBLIC_ENDPOINT_URL)")  # fmt: skip
     p.add_argument(
         "--files-dir", help="where files are stored (default DATA_DIR/files; env PACKHOUSE_FILES_DIR)"
     )
@@ -124,7 +132,7 @@ def serve(args: argparse.Namespace) -> int:
     names = [
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
-        "storage", "s3_endpoint_url",
+        "storage", "s3_endpoint_url", "s3_delivery", "s3_presign_expires", "s3_public_endpoint_url",
         "packages_dir", "rescan_interval", "fallback_url", "health_endpoint", "metrics", "metrics_auth",
         "access_log", "log_format", "files_dir", "realm", "extra_packages_dirs",
     ]  # fmt: skip

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from app import __version__
 from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
+from app.api.guards import RejectNulMiddleware
 from app.api.fallback import install_fallback
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
+    app.add_middleware(RejectNulMiddleware)
     if settings.metrics:
         app.state.metrics = metrics_api.Metrics()
         app.add_middleware(metrics_api.MetricsMiddleware, metrics=app.state.metrics)

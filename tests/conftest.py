@@ -32,6 +32,7 @@ from starlette.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
+from tests.support import dbaccess
 from tests.support.postgres import PostgresCluster
 from tests.support.s3 import CREDENTIALS, MotoServer, S3Target
 
@@ -99,6 +100,7 @@ def database_url_for(db_backend: str, request: pytest.FixtureRequest, tmp_path: 
     PostgreSQL database per data folder for this test. On PostgreSQL, PACKHOUSE_DATABASE_URL is also
     set for the test's process, so anything building ``Settings()`` from the environment follows."""
     if db_backend == "sqlite":
+        dbaccess.register(None)
         yield lambda data_dir=None: None
         return
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
@@ -111,7 +113,9 @@ def database_url_for(db_backend: str, request: pytest.FixtureRequest, tmp_path: 
         return cluster.url(databases[key])
 
     monkeypatch.setenv("PACKHOUSE_DATABASE_URL", url_for())
+    dbaccess.register(url_for)
     yield url_for
+    dbaccess.register(None)
     for name in databases.values():
         cluster.drop_database(name)
 

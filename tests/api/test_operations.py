@@ -125,7 +125,7 @@ def test_serve_help_lists_every_setting_and_version_is_reported():
     assert out.stdout.strip() == f"packhouse {__version__}"
 
 
-def test_import_command_reports_broken_archives_and_serves_the_rest(tmp_path, make_client):
+def test_import_command_reports_broken_archives_and_serves_the_rest(tmp_path, make_client, database_url_for):
     source = tmp_path / "wheelhouse"
     (source / "deep").mkdir(parents=True)
     make_wheel(source, "imported-lib", "1.2")
@@ -133,7 +133,8 @@ def test_import_command_reports_broken_archives_and_serves_the_rest(tmp_path, ma
     (source / "deep" / "truncated-1.0.tar.gz").write_bytes(b"\x1f\x8b\x08 truncated")
     data_dir = tmp_path / "data"
     cmd = [sys.executable, "-m", "app", "import", str(source), "--data-dir", str(data_dir)]
-    env = clean_env(tmp_path / "home")
+    url = database_url_for(data_dir)
+    env = clean_env(tmp_path / "home", {"PACKHOUSE_DATABASE_URL": url} if url else None)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "3/3" in proc.stderr  # the progress bar ran to the end

@@ -55,7 +55,9 @@ def test_project_json_pep_691_700_658(client, published):
     assert whl["yanked"] is False
     assert whl["upload-time"].endswith("Z") and len(whl["upload-time"]) == 27
     assert whl["url"] == "../../files/my-project/my_project-1.0-py3-none-any.whl"
-    assert whl["core-metadata"] == whl["dist-info-metadata"]
+    # PEP 714: JSON carries only "core-metadata"; pip 22.3-23.0 (Debian 12's pip) crashes on a
+    # dict under the old "dist-info-metadata" key.
+    assert "dist-info-metadata" not in whl
     sdist = by_name["my_project-1.0.tar.gz"]
     assert sdist["core-metadata"] is False
 
@@ -175,3 +177,12 @@ def test_openapi_docs(client):
     spec = client.get("/openapi.json").json()
     assert "/simple/{project}/" in spec["paths"] and "/legacy/" in spec["paths"]
     assert spec["paths"]["/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+
+
+@pytest.mark.parametrize(
+    "url", ["/simple/%00/", "/files/x/%00.whl", "/api/search?q=%00", "/%00/", "/simple/?format=%00"]
+)
+def test_nul_in_the_url_is_400_not_500(client, url):
+    r = client.get(url)
+    assert r.status_code == 400
+    assert "NUL" in r.json()["detail"]

@@ -9,6 +9,11 @@ import pytest
 
 from tests.support import catalog as data
 
+# The UI's fixtures write some rows straight into the SQLite file (a 200-file project, yanks, a
+# filename that uploads would refuse), so these run on SQLite; the UI's queries are plain SQLAlchemy,
+# and its read path on PostgreSQL is covered by the replica e2e tests.
+pytestmark = pytest.mark.sqlite_only
+
 
 @pytest.fixture
 def seeded(make_client, tmp_path: Path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 
 import pytest
 
+from tests.support import dbaccess
 from tests.support.builders import make_sdist, make_wheel, metadata_text
 from tests.support.forms import upload_form
 
@@ -23,8 +23,7 @@ def stored_files(settings_dir) -> dict[str, str]:
 
 
 def rows(data_dir) -> list[tuple]:
-    with sqlite3.connect(data_dir / "packhouse.db") as db:
-        return db.execute("SELECT filename, sha256, size, version FROM files ORDER BY id").fetchall()
+    return dbaccess.query("SELECT filename, sha256, size, version FROM files ORDER BY id", data_dir)
 
 
 @pytest.fixture
@@ -45,10 +44,11 @@ def test_upload_records_metadata(client, tmp_path, data_dir):
     r = post(client, whl, url="/")
     assert r.status_code == 200, r.text
     assert r.text == "Stored: rich_pkg-1.0.0-py3-none-any.whl\n"
-    with sqlite3.connect(data_dir / "packhouse.db") as db:
-        db.row_factory = sqlite3.Row
-        project = db.execute("SELECT * FROM projects").fetchone()
-        row = db.execute("SELECT * FROM files").fetchone()
+    names = ("name", "normalized_name")
+    project = dict(zip(names, dbaccess.query("SELECT name, normalized_name FROM projects", data_dir)[0], strict=True))
+    columns = ("sha256", "md5", "blake2_256", "size", "summary", "requires_python", "requires_dist", "description",
+               "description_content_type", "filetype", "upload_time", "storage_key", "metadata_sha256")  # fmt: skip
+    row = dict(zip(columns, dbaccess.query(f"SELECT {', '.join(columns)} FROM files", data_dir)[0], strict=True))
     assert (project["name"], project["normalized_name"]) == ("Rich-Pkg", "rich-pkg")
     raw = whl.read_bytes()
     assert row["sha256"] == hashlib.sha256(raw).hexdigest()

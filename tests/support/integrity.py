@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
+
+from tests.support import dbaccess
 
 TABLES = ("projects", "files", "events")
 
@@ -20,20 +21,14 @@ def fingerprint(root: Path, db: Path | None = None) -> dict[str, object]:
         if p.is_file() and not p.name.startswith("packhouse.db") and not p.name.endswith(".log")
     }
     db = db or root / "data" / "packhouse.db"
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = {t: con.execute(f"SELECT * FROM {t} ORDER BY id").fetchall() for t in TABLES}  # noqa: S608
-    finally:
-        con.close()
+    rows = {t: db_rows(db, t) for t in TABLES}
     return {"files": files, "rows": rows}
 
 
 def db_rows(db: Path, table: str) -> list[tuple]:
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()  # noqa: S608
-    finally:
-        con.close()
+    """Rows of ``table`` in the database beside ``db`` (the SQLite path names the data folder; on the
+    PostgreSQL variant the same folder's database is read)."""
+    return dbaccess.query(f"SELECT * FROM {table} ORDER BY id", db.parent)  # noqa: S608
 
 
 BOUNDARY = "packhouse-test-boundary-7d1f"

@@ -51,12 +51,12 @@ def test_detail_json_bytes():
             '{"meta":{"api-version":"1.1"},"name":"x","versions":["1.0","2.0"],"files":['
             '{"filename":"evil<b>\\"&\'.whl","url":"../../files/x/evil%3Cb%3E%22%26%27.whl",'
             f'"hashes":{{"sha256":"{"ab" * 32}"}},"requires-python":">=3.8,<\\"4\\"&",'
-            f'"core-metadata":{{"sha256":"{"cd" * 32}"}},"dist-info-metadata":{{"sha256":"{"cd" * 32}"}},'
+            f'"core-metadata":{{"sha256":"{"cd" * 32}"}},'
             '"yanked":"bad <script>alert(\\"x\\")</script> & worse","size":10,'
             '"upload-time":"2024-01-02T03:04:05.000006Z"},'
             '{"filename":"x-1.0.tar.gz","url":"../../files/x/x-1.0.tar.gz",'
             f'"hashes":{{"sha256":"{"ef" * 32}"}},'
-            '"core-metadata":false,"dist-info-metadata":false,"yanked":false,"size":3,'
+            '"core-metadata":false,"yanked":false,"size":3,'
             '"upload-time":"2024-01-01T00:00:00.000000Z"}]}'
         ).encode()
     )
