@@ -19,8 +19,8 @@ from sqlalchemy import text
 from app import __version__
 from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
-from app.api.guards import RejectNulMiddleware
 from app.api.fallback import install_fallback
+from app.api.guards import RejectNulMiddleware
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy

@@ -16,9 +16,7 @@ class RejectNulMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (
-            "\x00" in scope["path"] or b"%00" in scope.get("query_string", b"").lower()
-        ):
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"").lower()):
             response = problem(400, "Bad request", "The URL contains a NUL character (%00); remove it.")
             await response(scope, receive, send)
             return
