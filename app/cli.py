@@ -27,7 +27,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="S3 downloads streamed through Packhouse, or a 302 to a presigned URL "
                    "(default stream; env PACKHOUSE_S3_DELIVERY)")  # fmt: skip
     p.add_argument("--s3-presign-expires", type=int,
-                   help="lifetime of presigned URLs in seconds (default 300; env PACKHOUSE_S3_PRESIGN_EXPIRES)")  # fmt: skip
+                   help="lifetime of presigned URLs in seconds "
+                   "(default 300; env PACKHOUSE_S3_PRESIGN_EXPIRES)")  # fmt: skip
     p.add_argument("--s3-public-endpoint-url",
                    help="host used in presigned URLs, if clients reach S3 by another name "
                    "(env PACKHOUSE_S3_PUBLIC_ENDPOINT_URL)")  # fmt: skip
