@@ -18,8 +18,9 @@ from app.api.errors import install_error_handlers
 from app.api.routes import files, health, landing, simple, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
-from app.db.engine import build_engine, build_sessionmaker
+from app.db.engine import build_engine, build_sessionmaker, sqlite_path
 from app.db.migrate import upgrade_to_head
+from app.db.serials import SessionSerials, SqliteSerials
 from app.services.files import FileService
 from app.services.index import IndexService
 from app.services.upload import UploadService
@@ -55,7 +56,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
 
     state = app.state
     state.policy = Policy(settings.required_actions, settings.anonymous_upload, authenticator)
-    state.index = IndexService(readers)
+    db_file = sqlite_path(url)
+    serials = SqliteSerials(db_file) if db_file else SessionSerials(readers)
+    state.index = IndexService(readers, serials=serials)
     state.files = FileService(readers, storage)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite
@@ -64,6 +67,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        serials.close()
         await engine.dispose()
         if writer is not engine:
             await writer.dispose()
