@@ -23,6 +23,12 @@ _FILE_RESPONSES: dict[int | str, dict[str, object]] = {
 }
 
 
+class LargeChunkFileResponse(FileResponse):
+    # Starlette reads 64 KiB per worker-thread hop; 1 MiB makes a large download several times
+    # cheaper per byte (fewer hops and fewer, larger socket writes) at a bounded 1 MiB per download.
+    chunk_size = 1024 * 1024
+
+
 def deliver(request: Request, found: FileDownload) -> Response:
     etag = f'"{found.sha256}"'
     headers = {
@@ -34,7 +40,7 @@ def deliver(request: Request, found: FileDownload) -> Response:
         return Response(status_code=304, headers=headers)
     if isinstance(found.delivery, LocalPath):
         # FileResponse answers HEAD and Range (206) itself; never a Content-Encoding.
-        return FileResponse(
+        return LargeChunkFileResponse(
             found.delivery.path, media_type="application/octet-stream", headers=headers, filename=None
         )
     return RedirectResponse(found.delivery.url, status_code=302, headers={"Cache-Control": "no-store"})
