@@ -254,7 +254,7 @@ def pypiserver_gunicorn(bin_dir: Path, root: Path, probe: str, workers: int = 2)
 NGINX_CONF = """
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes auto;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log;
 user root;
