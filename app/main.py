@@ -64,6 +64,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite
     )
     state.readiness = readiness
+    state.file_offload = files.Offload(settings.x_accel_redirect, settings.x_sendfile, storage.root)
     try:
         yield
     finally:

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     realm: str = Field("packhouse", description="HTTP Basic realm.")
     log_level: str = Field("info", description="uvicorn log level.")
+    x_accel_redirect: str | None = Field(
+        None,
+        description="Behind nginx: the internal location (e.g. /_packhouse_files/) that aliases the files "
+        "folder; downloads answer with X-Accel-Redirect and nginx sends the bytes (sendfile).",
+    )
+    x_sendfile: bool = Field(
+        False, description="Behind Apache (mod_xsendfile) or lighttpd: answer downloads with X-Sendfile."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
