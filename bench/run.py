@@ -62,7 +62,8 @@ def _show(value: object) -> str:
         return " ".join(
             f"{k}={v}"
             for k, v in value.items()
-            if k in ("rps", "mb_s", "seconds", "bad", "p50_ms", "rss_mb", "growth_mb", "per_s")
+            if k
+            in ("rps", "mb_s", "seconds", "bad", "p50_ms", "rss_mb", "growth_mb", "per_s", "cpu_s", "note")
         )
     return str(value)
 
@@ -531,11 +532,17 @@ def main() -> int:
             servers.load_packhouse(big, WORK / f"corpus-{args.projects}", bdir)
         srv = servers.packhouse(bdir, 1, f"/simple/{probe_project}/").start()
         rss = sum(rss_kib(p) for p in srv.pids())
+        cpu = servers.cpu_seconds(srv.pids()[0])
         srv.stop()
         ctx.put(
             "cold_start",
             srv.name,
-            {"seconds": round(srv.ready_after, 3), "rss_mb": round(rss / 1024, 1), "files": len(big)},
+            {
+                "seconds": round(srv.ready_after, 3),
+                "cpu_s": cpu,
+                "rss_mb": round(rss / 1024, 1),
+                "files": len(big),
+            },
         )
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
