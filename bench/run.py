@@ -198,20 +198,49 @@ def client_env(kind: str) -> dict[str, str]:
     return env
 
 
-def time_client(argv: list[str], runs: int) -> dict[str, object]:
-    times = []
-    for i in range(runs + 1):
-        start = time.perf_counter()
-        proc = subprocess.run(argv, capture_output=True, text=True, env=client_env(argv[0]))
-        elapsed = time.perf_counter() - start
-        if proc.returncode != 0:
-            return {"error": (proc.stdout + proc.stderr)[-2000:]}
-        if i:  # the first run warms the server's caches (and the OS's); not counted
-            times.append(elapsed)
-    return {"seconds": round(statistics.median(times), 3), "runs": [round(t, 3) for t in times]}
-
-
 # --- phases --------------------------------------------------------------------------------------
+
+
+def client_commands(srv: Server, peer_bin: Path) -> dict[str, list[str]]:
+    index = f"{srv.url}/simple/"
+    reqs = WORK / "requirements.in"
+    reqs.write_text("\n".join(corpus.CLIENT_PACKAGES) + "\n")
+    uv = str(Path(sys.executable).parent / "uv")
+    return {
+        "uv_pip_compile": [uv, "pip", "compile", "-q", "--no-cache", "--index-url", index, "--python-version",
+                           "3.11", "--output-file", str(WORK / "compiled.txt"), str(reqs)],
+        "pip_install_dry_run": [str(peer_bin / "pip"), "install", "--dry-run", "--ignore-installed",
+                                "--no-cache-dir", "-q", "--index-url", index, *corpus.CLIENT_PACKAGES],
+    }  # fmt: skip
+
+
+def clients_phase(ctx: Ctx, running: list[Server], peer_bin: Path, runs: int) -> None:
+    """The real clients against every server, runs interleaved (A B C A B C ...): a few seconds of
+    other load on the machine then slows every server alike instead of whichever ran then."""
+    commands = {srv.name: client_commands(srv, peer_bin) for srv in running}
+    times: dict[tuple[str, str], list[float]] = {}
+    errors: dict[tuple[str, str], str] = {}
+    for i in range(runs + 1):
+        for srv in running:
+            for row, argv in commands[srv.name].items():
+                start = time.perf_counter()
+                proc = subprocess.run(argv, capture_output=True, text=True, env=client_env(argv[0]))
+                elapsed = time.perf_counter() - start
+                if proc.returncode != 0:
+                    errors[(row, srv.name)] = (proc.stdout + proc.stderr)[-2000:]
+                elif i:  # the first round warms the servers' caches (and the OS's); not counted
+                    times.setdefault((row, srv.name), []).append(elapsed)
+    for srv in running:
+        for row in commands[srv.name]:
+            if (row, srv.name) in errors:
+                ctx.put(row, srv.name, {"error": errors[(row, srv.name)]})
+            else:
+                t = times[(row, srv.name)]
+                ctx.put(
+                    row,
+                    srv.name,
+                    {"seconds": round(statistics.median(t), 3), "runs": [round(x, 3) for x in t]},
+                )
 
 
 def file_url(server: Server, dist: corpus.Dist) -> str:
@@ -244,49 +273,6 @@ def small_phase(
     ctx.put("range_50mb_file", name, wrk(url, d, conns=4, headers=rng))
     ctx.put("head_50mb_file_seq", name, sequential(url, min(d, 5), method="HEAD"))
     ctx.put("range_50mb_file_seq", name, sequential(url, min(d, 5), headers=rng))
-    index = f"{srv.url}/simple/"
-    reqs = WORK / "requirements.in"
-    reqs.write_text("\n".join(corpus.CLIENT_PACKAGES) + "\n")
-    uv = str(Path(sys.executable).parent / "uv")
-    ctx.put(
-        "uv_pip_compile",
-        name,
-        time_client(
-            [
-                uv,
-                "pip",
-                "compile",
-                "-q",
-                "--no-cache",
-                "--index-url",
-                index,
-                "--python-version",
-                "3.11",
-                "--output-file",
-                str(WORK / "compiled.txt"),
-                str(reqs),
-            ],
-            runs,
-        ),
-    )
-    ctx.put(
-        "pip_install_dry_run",
-        name,
-        time_client(
-            [
-                str(peer_bin / "pip"),
-                "install",
-                "--dry-run",
-                "--ignore-installed",
-                "--no-cache-dir",
-                "-q",
-                "--index-url",
-                index,
-                *corpus.CLIENT_PACKAGES,
-            ],
-            runs,
-        ),
-    )
     # Uploads last: they change the index.
     times = []
     for dist in uploads["big"]:
@@ -440,13 +426,13 @@ def main() -> int:
         "--versions", type=int, default=2, help="versions per filler project (default 2: 3 files)"
     )
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for Packhouse (default 2)")
-    ap.add_argument("--runs", type=int, default=3, help="timed runs per client command (default 3)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per client command (default 5)")
     ap.add_argument("--big-mb", type=int, default=50)
     ap.add_argument("--huge-upload-mb", type=int, default=1000, help="RSS test upload size (0 to skip)")
-    ap.add_argument("--only", default="", help="comma list of phases: small,big,cold,nginx,rss")
+    ap.add_argument("--only", default="", help="comma list of phases: clients,small,big,cold,nginx,rss")
     ap.add_argument("--servers", default="packhouse,pypiserver,gunicorn", help="comma list")
     args = ap.parse_args()
-    phases = set(args.only.split(",")) if args.only else {"small", "big", "cold", "nginx", "rss"}
+    phases = set(args.only.split(",")) if args.only else {"clients", "small", "big", "cold", "nginx", "rss"}
     which = set(args.servers.split(","))
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk (see bench/README.md)")
@@ -478,8 +464,26 @@ def main() -> int:
         finally:
             srv.stop()
 
+    if "clients" in phases:
+        print("clients (uv, pip) against every server, interleaved", flush=True)
+        cdir, pdir = WORK / "ph-clients", WORK / "pypi-clients"
+        probe = "/simple/phx-a/"
+        running = []
+        try:
+            if "packhouse" in which:
+                servers.load_packhouse(small, WORK / "corpus-small", cdir)
+                running.append(servers.packhouse(cdir, args.workers, probe).start())
+            servers.load_pypiserver(small, WORK / "corpus-small", pdir)
+            if "pypiserver" in which:
+                running.append(servers.pypiserver_default(peer_bin, pdir, probe).start())
+            if "gunicorn" in which:
+                running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
+            clients_phase(ctx, running, peer_bin, args.runs)
+        finally:
+            for srv in running:
+                srv.stop()
     if "small" in phases:
-        print("small corpus (client packages, 210-file project, 50 MB file, uploads)", flush=True)
+        print("small corpus (210-file project, 50 MB file, uploads)", flush=True)
         sdir, pdir = WORK / "ph-small", WORK / "pypi-small"
         probe = "/simple/phx-a/"
         if "packhouse" in which:
