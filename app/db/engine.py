@@ -35,7 +35,10 @@ def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
         return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 60})
+    # Each aiosqlite connection owns a thread. The default pool (5 + 10 overflow) closes overflow
+    # connections on return, so a burst of concurrent reads started and stopped a thread per
+    # request; keep enough connections open and let a burst wait for one instead.
+    engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=20, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

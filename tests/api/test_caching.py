@@ -188,6 +188,20 @@ def test_metadata_file_not_compressed(client):
     assert r.status_code == 200
     assert "content-encoding" not in r.headers
     assert r.text.startswith("Metadata-Version: 2.1")
+    again = client.get(f"/files/demo/{filename}.metadata")  # from the in-memory copy now
+    assert again.content == r.content
+    assert again.headers["etag"] == r.headers["etag"] == f'"{hashlib.sha256(r.content).hexdigest()}"'
+    head = client.head(f"/files/demo/{filename}.metadata")
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(r.content)
+    assert (
+        client.get(
+            f"/files/demo/{filename}.metadata", headers={"If-None-Match": r.headers["etag"]}
+        ).status_code
+        == 304
+    )
+    assert client.get("/files/demo/demo-9.0.tar.gz.metadata").status_code == 404
+    assert client.get(f"/files/other/{filename}.metadata").status_code == 404
 
 
 def test_x_accel_redirect_hands_the_file_to_nginx(make_client):

@@ -60,6 +60,8 @@ def deliver(request: Request, found: FileDownload) -> Response:
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
+    if found.data is not None:
+        return Response(found.data, media_type="application/octet-stream", headers=headers)
     if isinstance(found.delivery, LocalPath):
         offload: Offload | None = getattr(request.app.state, "file_offload", None)
         if offload is not None and (extra := offload.headers(found.delivery.path)):
