@@ -29,6 +29,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--s3-presign-expires", type=int,
                    help="lifetime of presigned URLs in seconds "
                    "(default 300; env PACKHOUSE_S3_PRESIGN_EXPIRES)")  # fmt: skip
+    p.add_argument("--x-accel-redirect",
+                   help="behind nginx: internal location aliasing the files folder; downloads answer with "
+                   "X-Accel-Redirect (env PACKHOUSE_X_ACCEL_REDIRECT)")  # fmt: skip
+    p.add_argument("--x-sendfile", action="store_const", const=True,
+                   help="behind Apache mod_xsendfile or lighttpd: answer downloads with X-Sendfile "
+                   "(env PACKHOUSE_X_SENDFILE)")  # fmt: skip
     p.add_argument("--s3-public-endpoint-url",
                    help="host used in presigned URLs, if clients reach S3 by another name "
                    "(env PACKHOUSE_S3_PUBLIC_ENDPOINT_URL)")  # fmt: skip
@@ -134,6 +140,7 @@ def serve(args: argparse.Namespace) -> int:
         "host", "port", "data_dir", "database_url", "passwords", "authenticate",
         "max_upload_size", "overwrite", "workers", "log_level",
         "storage", "s3_endpoint_url", "s3_delivery", "s3_presign_expires", "s3_public_endpoint_url",
+        "x_accel_redirect", "x_sendfile",
         "packages_dir", "rescan_interval", "fallback_url", "health_endpoint", "metrics", "metrics_auth",
         "access_log", "log_format", "files_dir", "realm", "extra_packages_dirs",
     ]  # fmt: skip

@@ -24,8 +24,9 @@ from app.api.guards import RejectNulMiddleware
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
-from app.db.engine import build_engine, build_sessionmaker
+from app.db.engine import build_engine, build_sessionmaker, sqlite_path
 from app.db.migrate import upgrade_to_head
+from app.db.serials import SessionSerials, SqliteSerials
 from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
@@ -79,7 +80,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
 
     state = app.state
     state.policy = Policy(settings.required_actions, settings.anonymous_upload, authenticator)
-    state.index = IndexService(readers)
+    db_file = sqlite_path(url)
+    serials = SqliteSerials(db_file) if db_file else SessionSerials(readers)
+    state.index = IndexService(readers, serials=serials)
     state.files = FileService(readers, storage)
     state.catalog = CatalogService(readers, storage)
     state.uploads = UploadService(
@@ -96,9 +99,11 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         # Files already there are served from the first request on.
         await _sync_folder(indexer, storage.roots, settle=False)
         rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval))
+    state.file_offload = files.Offload(settings.x_accel_redirect, settings.x_sendfile, getattr(storage, "root", None))
     try:
         yield
     finally:
+        serials.close()
         if rescanner is not None:
             rescanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

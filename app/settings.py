@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     metrics_auth: bool = Field(False, description="/metrics needs the credentials of any htpasswd user.")
     access_log: bool = Field(True, description="Log every request (uvicorn access log).")
     log_format: str = Field("text", pattern="^(text|json)$", description="Log lines as text or JSON.")
+    x_accel_redirect: str | None = Field(
+        None,
+        description="Behind nginx: the internal location (e.g. /_packhouse_files/) that aliases the files "
+        "folder; downloads answer with X-Accel-Redirect and nginx sends the bytes (sendfile).",
+    )
+    x_sendfile: bool = Field(
+        False, description="Behind Apache (mod_xsendfile) or lighttpd: answer downloads with X-Sendfile."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

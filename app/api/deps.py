@@ -39,15 +39,16 @@ def require(action: Action) -> Callable[[Request], Awaitable[Identity | None]]:
     return dependency
 
 
-def _index(request: Request) -> IndexService:
+# async: FastAPI runs a plain ``def`` dependency in the thread pool, a thread hop per request.
+async def _index(request: Request) -> IndexService:
     return request.app.state.index  # type: ignore[no-any-return]
 
 
-def _files(request: Request) -> FileService:
+async def _files(request: Request) -> FileService:
     return request.app.state.files  # type: ignore[no-any-return]
 
 
-def _uploads(request: Request) -> UploadService:
+async def _uploads(request: Request) -> UploadService:
     return request.app.state.uploads  # type: ignore[no-any-return]
 
 

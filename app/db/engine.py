@@ -21,13 +21,24 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_path(url: str) -> str | None:
+    """The database file of a file-backed SQLite URL, else None (memory databases included)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    return parsed.database
+
+
 def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 60})
+    # Each aiosqlite connection owns a thread. The default pool (5 + 10 overflow) closes overflow
+    # connections on return, so a burst of concurrent reads started and stopped a thread per
+    # request; keep enough connections open and let a burst wait for one instead.
+    engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=20, max_overflow=0)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -54,6 +54,16 @@ async def file_in_project(session: AsyncSession, project_id: int, filename: str)
     return result.scalar_one_or_none()
 
 
+async def file_for_download(session: AsyncSession, normalized_name: str, filename: str) -> File | None:
+    """One query (one round trip) for the download route: the file by project and filename."""
+    result = await session.execute(
+        select(File)
+        .join(Project, File.project_id == Project.id)
+        .where(Project.normalized_name == normalized_name, File.filename == filename)
+    )
+    return result.scalar_one_or_none()
+
+
 async def add_file(session: AsyncSession, **fields: Any) -> File:
     file = File(**fields)
     session.add(file)

@@ -8,6 +8,8 @@ arrive, so an oversized upload is refused before it is all received.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -73,6 +75,9 @@ class _HashingSink:
         self.blake2 = hashlib.blake2b(digest_size=32)
         self.pending: list[bytes] = []
         self.pending_bytes = 0
+        # One batch is hashed and written in a worker thread while the next one is received:
+        # receiving, hashing and writing overlap instead of taking turns.
+        self._inflight: asyncio.Future[None] | None = None
 
     def add(self, data: bytes) -> None:
         self.size += len(data)
@@ -94,7 +99,16 @@ class _HashingSink:
     async def flush(self, force: bool = False) -> None:
         if self.pending and (force or self.pending_bytes >= FLUSH_BYTES):
             chunks, self.pending, self.pending_bytes = self.pending, [], 0
-            await anyio.to_thread.run_sync(self._write, chunks)
+            await self.wait()  # batches are written one at a time, in order
+            self._inflight = asyncio.ensure_future(anyio.to_thread.run_sync(self._write, chunks))
+        if force:
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Until the batch in flight is written (raises what writing it raised)."""
+        if self._inflight is not None:
+            inflight, self._inflight = self._inflight, None
+            await inflight
 
     def digests(self) -> FileDigests:
         return FileDigests(self.size, self.md5.hexdigest(), self.sha256.hexdigest(), self.blake2.hexdigest())
@@ -308,6 +322,9 @@ async def read_upload_form(
     except BaseException:
         if reader.form.staged is not None:
             with anyio.CancelScope(shield=True):
+                if reader.sink is not None:
+                    with contextlib.suppress(Exception):
+                        await reader.sink.wait()  # never discard under a write in flight
                 await storage.discard(reader.form.staged)
             reader.form.staged = None
         raise

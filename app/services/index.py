@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File
+from app.db.serials import Serials, SessionSerials
 from app.errors import ProjectNotFoundError
 from app.simple import render_html, render_json
 from app.simple.model import DistFile, ProjectDetail, ProjectEntry, ProjectList
@@ -85,9 +86,16 @@ class _PageCache:
 
 
 class IndexService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache_size: int = 2048) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        cache_size: int = 2048,
+        serials: Serials | None = None,
+    ) -> None:
         self.sessions = sessions
         self._cache = _PageCache(cache_size)
+        # The one database read of a cached request; see app/db/serials.py.
+        self.serials: Serials = serials or SessionSerials(sessions)
 
     async def project_detail(self, session: AsyncSession, name: str, files_base: str) -> ProjectDetail:
         project = await repo.get_project(session, name)
@@ -106,19 +114,23 @@ class IndexService:
         return ProjectList(tuple(ProjectEntry(name, normalized) for name, normalized in rows))
 
     async def project_etag(self, name: str, fmt: MediaType, files_base: str) -> str | None:
-        async with self.sessions() as session:
-            serial = await repo.project_serial(session, name)
+        serial = await self.serials.project(name)
         return None if serial is None else _etag("p", serial, fmt, files_base)
 
     async def project_page(self, name: str, fmt: MediaType, files_base: str) -> Page:
         """Raises ProjectNotFoundError."""
+        serial = await self.serials.project(name)
+        if serial is None:
+            raise ProjectNotFoundError(f"No project named {name!r} on this index.")
+        if (page := self._cache.get(("p", name, serial, fmt, files_base))) is not None:
+            return page
         async with self.sessions() as session:
+            # Read the serial again in the rendering transaction: the page is keyed by exactly the
+            # snapshot it was rendered from.
             serial = await repo.project_serial(session, name)
             if serial is None:
                 raise ProjectNotFoundError(f"No project named {name!r} on this index.")
             key = ("p", name, serial, fmt, files_base)
-            if (page := self._cache.get(key)) is not None:
-                return page
             model = await self.project_detail(session, name, files_base)
         body = render_json.detail(model) if fmt.is_json else render_html.detail(model)
         page = _page(body, fmt, _etag("p", serial, fmt, files_base))
@@ -126,15 +138,14 @@ class IndexService:
         return page
 
     async def index_etag(self, fmt: MediaType) -> str:
-        async with self.sessions() as session:
-            return _etag("i", await repo.last_serial(session), fmt, "")
+        return _etag("i", await self.serials.last(), fmt, "")
 
     async def index_page(self, fmt: MediaType) -> Page:
+        if (page := self._cache.get(("i", await self.serials.last(), fmt))) is not None:
+            return page
         async with self.sessions() as session:
-            serial = await repo.last_serial(session)
+            serial = await repo.last_serial(session)  # the snapshot the page is rendered from
             key = ("i", serial, fmt)
-            if (page := self._cache.get(key)) is not None:
-                return page
             model = await self.project_list(session)
         body = render_json.index(model) if fmt.is_json else render_html.index(model)
         page = _page(body, fmt, _etag("i", serial, fmt, ""))

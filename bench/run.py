@@ -1,0 +1,589 @@
+"""Packhouse vs pypiserver (default server and gunicorn), side by side, in one run.
+
+    make bench                       # or: .venv/bin/python bench/run.py [--duration 10] [--projects 10000]
+
+Builds (and caches) a deterministic corpus under bench/.work, loads it into each server, drives each
+with wrk and the real clients (uv, pip), prints a table of ratios and writes the raw figures to
+bench/results/<UTC time>.json. Everything binds to 127.0.0.1 on free ports. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import corpus  # noqa: E402
+import servers  # noqa: E402
+from servers import WORK, Server, rss_kib  # noqa: E402
+
+RESULTS = servers.ROOT / "bench" / "results"
+JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+WRK_LUA = """
+wrk.method = os.getenv("WRK_METHOD") or "GET"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "WRKJSON {\\"requests\\":%d,\\"bytes\\":%d,\\"duration_us\\":%d,\\"errors\\":%d,\\"bad_status\\":%d," ..
+    "\\"p50_us\\":%d,\\"p99_us\\":%d}\\n",
+    summary.requests, summary.bytes, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Ctx:
+    duration: int
+    out: dict[str, dict[str, object]]  # row -> server -> figures
+
+    def put(self, row: str, server: str, value: object) -> None:
+        self.out.setdefault(row, {})[server] = value
+        print(f"  {row:<22} {server:<24} {_show(value)}", flush=True)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, dict):
+        return " ".join(
+            f"{k}={v}"
+            for k, v in value.items()
+            if k
+            in ("rps", "mb_s", "seconds", "bad", "p50_ms", "rss_mb", "growth_mb", "per_s", "cpu_s", "note")
+        )
+    return str(value)
+
+
+# --- load generators -----------------------------------------------------------------------------
+
+
+def wrk(
+    url: str,
+    duration: int,
+    *,
+    conns: int = 32,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+    timeout: int = 10,
+) -> dict[str, float]:
+    script = WORK / "report.lua"
+    script.write_text(WRK_LUA)
+    argv = [
+        "wrk",
+        f"-t{min(2, conns)}",
+        f"-c{conns}",
+        f"-d{duration}s",
+        "--timeout",
+        f"{timeout}s",
+        "-s",
+        str(script),
+    ]
+    for k, v in (headers or {}).items():
+        argv += ["-H", f"{k}: {v}"]
+    proc = subprocess.run(
+        [*argv, url], capture_output=True, text=True, env={**os.environ, "WRK_METHOD": method}
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {proc.stdout} {proc.stderr}")
+    raw = json.loads(line[len("WRKJSON ") :])
+    seconds = raw["duration_us"] / 1e6
+    result = {
+        "rps": round(raw["requests"] / seconds, 1),
+        "mb_s": round(raw["bytes"] / seconds / 1e6, 1),
+        "requests": raw["requests"],
+        "bad": raw["errors"] + raw["bad_status"],
+        "p50_ms": round(raw["p50_us"] / 1000, 2),
+        "p99_ms": round(raw["p99_us"] / 1000, 2),
+    }
+    if raw["requests"] < 5 and conns > 2 and method == "GET":
+        # Requests slower than the run (pypiserver rescanning 30,000 files): too few answers to
+        # count. Measure again with 2 connections (one per worker), longer and a longer timeout.
+        slow = wrk(url, max(30, duration * 3), conns=2, headers=headers, timeout=60)
+        return {**slow, "note": f"slow server: re-measured with -c2 -d{max(30, duration * 3)}s --timeout 60s"}
+    return result
+
+
+def sequential(
+    url: str, seconds: float, *, method: str = "GET", headers: dict[str, str] | None = None
+) -> dict[str, object]:
+    """One client, one keep-alive connection, request after request (wrk cannot do HEAD: it waits
+    for the body that a HEAD response announces but never sends)."""
+    parts = urllib.parse.urlsplit(url)
+    conn = None
+    times = []
+    began = time.perf_counter()
+    end = began + seconds
+    statuses: set[int] = set()
+    while time.perf_counter() < end:
+        if conn is None:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        start = time.perf_counter()
+        conn.request(method, parts.path, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        times.append(time.perf_counter() - start)
+        statuses.add(resp.status)
+        if resp.will_close:
+            conn.close()
+            conn = None
+    if conn is not None:
+        conn.close()
+    return {
+        "rps": round(len(times) / (time.perf_counter() - began), 1),
+        "p50_ms": round(statistics.median(times) * 1000, 2),
+        "statuses": sorted(statuses),
+    }
+
+
+def upload(server: Server, path: Path, dist: corpus.Dist) -> tuple[float, int, str]:
+    """One legacy-API upload, streamed from disk in 1 MiB writes (as twine/requests would stream)."""
+    boundary = "----packhouse-bench-" + dist.sha256[:16]
+    fields = {
+        ":action": "file_upload",
+        "protocol_version": "1",
+        "name": dist.project,
+        "version": dist.version,
+        "filetype": dist.filetype,
+        "pyversion": dist.pyversion,
+        "metadata_version": "2.1",
+        "md5_digest": dist.md5,
+        "sha256_digest": dist.sha256,
+    }
+    head = b"".join(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in fields.items()
+    )
+    head += (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{dist.filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    size = len(head) + dist.size + len(tail)
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=600)
+    start = time.perf_counter()
+    conn.putrequest("POST", "/")
+    conn.putheader("Content-Type", f"multipart/form-data; boundary={boundary}")
+    conn.putheader("Content-Length", str(size))
+    conn.endheaders()
+    conn.send(head)
+    with path.open("rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            conn.send(chunk)
+    conn.send(tail)
+    resp = conn.getresponse()
+    body = resp.read().decode(errors="replace")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return elapsed, resp.status, body
+
+
+def client_env(kind: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.update(PIP_CONFIG_FILE="/dev/null", PIP_DISABLE_PIP_VERSION_CHECK="1", UV_NO_CONFIG="1")
+    return env
+
+
+# --- phases --------------------------------------------------------------------------------------
+
+
+def client_commands(srv: Server, peer_bin: Path) -> dict[str, list[str]]:
+    index = f"{srv.url}/simple/"
+    reqs = WORK / "requirements.in"
+    reqs.write_text("\n".join(corpus.CLIENT_PACKAGES) + "\n")
+    uv = str(Path(sys.executable).parent / "uv")
+    return {
+        "uv_pip_compile": [uv, "pip", "compile", "-q", "--no-cache", "--index-url", index, "--python-version",
+                           "3.11", "--output-file", str(WORK / "compiled.txt"), str(reqs)],
+        "pip_install_dry_run": [str(peer_bin / "pip"), "install", "--dry-run", "--ignore-installed",
+                                "--no-cache-dir", "-q", "--index-url", index, *corpus.CLIENT_PACKAGES],
+    }  # fmt: skip
+
+
+def clients_phase(ctx: Ctx, running: list[Server], peer_bin: Path, runs: int) -> None:
+    """The real clients against every server, runs interleaved (A B C A B C ...): a few seconds of
+    other load on the machine then slows every server alike instead of whichever ran then."""
+    commands = {srv.name: client_commands(srv, peer_bin) for srv in running}
+    times: dict[tuple[str, str], list[float]] = {}
+    errors: dict[tuple[str, str], str] = {}
+    for i in range(runs + 1):
+        for srv in running:
+            for row, argv in commands[srv.name].items():
+                start = time.perf_counter()
+                proc = subprocess.run(argv, capture_output=True, text=True, env=client_env(argv[0]))
+                elapsed = time.perf_counter() - start
+                if proc.returncode != 0:
+                    errors[(row, srv.name)] = (proc.stdout + proc.stderr)[-2000:]
+                elif i:  # the first round warms the servers' caches (and the OS's); not counted
+                    times.setdefault((row, srv.name), []).append(elapsed)
+    for srv in running:
+        for row in commands[srv.name]:
+            if (row, srv.name) in errors:
+                ctx.put(row, srv.name, {"error": errors[(row, srv.name)]})
+            else:
+                t = times[(row, srv.name)]
+                ctx.put(
+                    row,
+                    srv.name,
+                    {"seconds": round(statistics.median(t), 3), "runs": [round(x, 3) for x in t]},
+                )
+
+
+def file_url(server: Server, dist: corpus.Dist) -> str:
+    if server.name.startswith("packhouse"):
+        return f"{server.url}/files/{dist.normalized}/{dist.filename}"
+    if server.name == "nginx":
+        return f"{server.url}/{dist.filename}"
+    return f"{server.url}/packages/{dist.filename}"
+
+
+def small_phase(
+    ctx: Ctx,
+    srv: Server,
+    dists: list[corpus.Dist],
+    uploads: dict[str, list[corpus.Dist]],
+    up_dir: Path,
+    peer_bin: Path,
+    runs: int,
+) -> None:
+    d = ctx.duration
+    name = srv.name
+    ctx.put("project_200_files", name, wrk(f"{srv.url}/simple/phx-many/", d))
+    ctx.put(
+        "project_200_files_json", name, wrk(f"{srv.url}/simple/phx-many/", d, headers={"Accept": JSON_ACCEPT})
+    )
+    huge = next(x for x in dists if x.project == "phx-huge")
+    url = file_url(srv, huge)
+    ctx.put("get_50mb_file", name, wrk(url, d, conns=4))
+    rng = {"Range": "bytes=1000-66535"}
+    ctx.put("range_50mb_file", name, wrk(url, d, conns=4, headers=rng))
+    ctx.put("head_50mb_file_seq", name, sequential(url, min(d, 5), method="HEAD"))
+    ctx.put("range_50mb_file_seq", name, sequential(url, min(d, 5), headers=rng))
+    # Uploads last: they change the index.
+    times = []
+    for dist in uploads["big"]:
+        elapsed, status, body = upload(srv, up_dir / dist.filename, dist)
+        if status != 200:
+            ctx.put("upload_50mb", name, {"error": f"{status} {body[:300]}"})
+            break
+        times.append(elapsed)
+    else:
+        mb = uploads["big"][0].size / 1e6
+        ctx.put(
+            "upload_50mb",
+            name,
+            {"mb_s": round(mb / statistics.median(times), 1), "seconds": [round(t, 3) for t in times]},
+        )
+    times = []
+    start = time.perf_counter()
+    for dist in uploads["small"]:
+        elapsed, status, body = upload(srv, up_dir / dist.filename, dist)
+        if status != 200:
+            ctx.put("upload_small_seq", name, {"error": f"{status} {body[:300]}"})
+            return
+        times.append(elapsed)
+    total = time.perf_counter() - start
+    ctx.put(
+        "upload_small_seq",
+        name,
+        {"per_s": round(len(times) / total, 1), "p50_ms": round(statistics.median(times) * 1000, 1)},
+    )
+
+
+def big_phase(ctx: Ctx, srv: Server, probe_project: str) -> None:
+    d = ctx.duration
+    ctx.put("index_10k", srv.name, wrk(f"{srv.url}/simple/", d))
+    ctx.put("project_at_10k", srv.name, wrk(f"{srv.url}/simple/{probe_project}/", d))
+    ctx.put(
+        "project_at_10k_json",
+        srv.name,
+        wrk(f"{srv.url}/simple/{probe_project}/", d, headers={"Accept": JSON_ACCEPT}),
+    )
+    if srv.name.startswith("packhouse"):
+        with http_get(srv, "/simple/") as resp:
+            etag = resp.getheader("ETag")
+        ctx.put(
+            "index_10k_304", srv.name, wrk(f"{srv.url}/simple/", d, headers={"If-None-Match": etag or ""})
+        )
+
+
+class http_get:
+    def __init__(self, srv: Server, path: str) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        self.path = path
+
+    def __enter__(self) -> http.client.HTTPResponse:
+        self.conn.request("GET", self.path)
+        resp = self.conn.getresponse()
+        resp.read()
+        return resp
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+
+def rss_during_upload(ctx: Ctx, srv: Server, path: Path, dist: corpus.Dist) -> None:
+    pids = srv.pids()
+    base = sum(rss_kib(p) for p in pids)
+    peak = [base]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], sum(rss_kib(p) for p in pids))
+            time.sleep(0.02)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    elapsed, status, body = upload(srv, path, dist)
+    stop.set()
+    t.join()
+    ctx.put(
+        "rss_growth_1gb_upload",
+        srv.name,
+        {
+            "growth_mb": round((peak[0] - base) / 1024, 1),
+            "base_mb": round(base / 1024, 1),
+            "status": status,
+            "mb_s": round(dist.size / 1e6 / elapsed, 1),
+        },
+    )
+
+
+# --- report --------------------------------------------------------------------------------------
+
+# row, label, figure, higher is better, target ratio against pypiserver on gunicorn
+ROWS = [
+    ("project_200_files", "GET /simple/<project>/ (200+ files)", "rps", True, 50),
+    ("project_200_files_json", "  same, PEP 691 JSON", "rps", True, 50),
+    ("index_10k", "GET /simple/ (10,000 projects)", "rps", True, 10),
+    ("index_10k_304", "  same, If-None-Match -> 304", "rps", True, 10),
+    ("project_at_10k", "GET /simple/<project>/ (10,000 projects)", "rps", True, 300),
+    ("project_at_10k_json", "  same, PEP 691 JSON", "rps", True, 300),
+    ("upload_50mb", "50 MB wheel upload (MB/s)", "mb_s", True, 5),
+    ("upload_small_seq", "sequential small uploads (/s)", "per_s", True, 4),
+    ("get_50mb_file", "GET 50 MB file, 4 conns (MB/s)", "mb_s", True, 1),
+    ("range_50mb_file", "  Range 64 KiB of it, 4 conns (req/s)", "rps", True, None),
+    ("head_50mb_file_seq", "  HEAD of it, 1 client in sequence (req/s)", "rps", True, None),
+    ("range_50mb_file_seq", "  Range 64 KiB, 1 client in sequence (req/s)", "rps", True, None),
+    ("uv_pip_compile", "uv pip compile, 10 packages (s)", "seconds", False, 0.5),
+    ("pip_install_dry_run", "pip install --dry-run, 10 packages (s)", "seconds", False, 0.5),
+]
+
+
+def figure(value: object, key: str) -> float | None:
+    if isinstance(value, dict) and isinstance(value.get(key), int | float):
+        return float(value[key])
+    return None
+
+
+def table(out: dict[str, dict[str, object]], ph: str, peers: list[str]) -> str:
+    ref = peers[-1]
+    lines = [
+        f"| | Packhouse ({ph}) | {' | '.join(peers)} | ratio vs {ref} | target |",
+        "|---" * (len(peers) + 4) + "|",
+    ]
+    for row, label, key, higher, target in ROWS:
+        vals = out.get(row, {})
+        mine = figure(vals.get(ph), key)
+        theirs = [figure(vals.get(p), key) for p in peers]
+        base = theirs[-1]
+        if row == "index_10k_304":
+            base = figure(out.get("index_10k", {}).get(ref), key)
+        ratio = ""
+        ok = ""
+        if mine and base:
+            r = mine / base
+            ratio = f"{r:,.1f}x" if higher else f"{r:.2f}x"
+            if target is not None:
+                ok = "ok" if (r >= target if higher else r <= target) else "MISSED"
+        tgt = "" if target is None else (f">= {target}x" if higher else f"<= {target}x")
+        cells = " | ".join("-" if t is None else f"{t:,.2f}".rstrip("0").rstrip(".") for t in theirs)
+        m = "-" if mine is None else f"{mine:,.2f}".rstrip("0").rstrip(".")
+        lines.append(f"| {label} | {m} | {cells} | {ratio} | {tgt} {ok} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
+    ap.add_argument("--projects", type=int, default=10_000, help="projects in the big index (default 10000)")
+    ap.add_argument(
+        "--versions", type=int, default=2, help="versions per filler project (default 2: 3 files)"
+    )
+    ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for Packhouse (default 2)")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per client command (default 5)")
+    ap.add_argument("--big-mb", type=int, default=50)
+    ap.add_argument("--huge-upload-mb", type=int, default=1000, help="RSS test upload size (0 to skip)")
+    ap.add_argument("--only", default="", help="comma list of phases: clients,small,big,cold,nginx,rss")
+    ap.add_argument("--servers", default="packhouse,pypiserver,gunicorn", help="comma list")
+    args = ap.parse_args()
+    phases = set(args.only.split(",")) if args.only else {"clients", "small", "big", "cold", "nginx", "rss"}
+    which = set(args.servers.split(","))
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install -y wrk (see bench/README.md)")
+    WORK.mkdir(parents=True, exist_ok=True)
+    peer_bin = servers.ensure_peer_venv()
+    t0 = time.perf_counter()
+    small = corpus.build(
+        WORK / "corpus-small", projects=100, versions=args.versions, many_versions=70, big_mb=args.big_mb
+    )
+    big = corpus.build(
+        WORK / f"corpus-{args.projects}",
+        projects=args.projects,
+        versions=args.versions,
+        many_versions=70,
+        big_mb=1,
+    )
+    up_dir = WORK / "uploads"
+    huge_bytes = args.huge_upload_mb * 10**6 if "rss" in phases else 0
+    uploads = corpus.build_uploads(up_dir, big=3, big_mb=args.big_mb, small=50, huge_bytes=huge_bytes)
+    print(f"corpus ready in {time.perf_counter() - t0:.1f}s: {len(small)} + {len(big)} files", flush=True)
+    ctx = Ctx(args.duration, {})
+    ph_name = f"packhouse-w{args.workers}"
+    peers = ["pypiserver", "pypiserver-gunicorn-w2"]
+
+    def run(srv: Server, fn) -> None:  # type: ignore[no-untyped-def]
+        srv.start()
+        try:
+            fn(srv)
+        finally:
+            srv.stop()
+
+    if "clients" in phases:
+        print("clients (uv, pip) against every server, interleaved", flush=True)
+        cdir, pdir = WORK / "ph-clients", WORK / "pypi-clients"
+        probe = "/simple/phx-a/"
+        running = []
+        try:
+            if "packhouse" in which:
+                servers.load_packhouse(small, WORK / "corpus-small", cdir)
+                running.append(servers.packhouse(cdir, args.workers, probe).start())
+            servers.load_pypiserver(small, WORK / "corpus-small", pdir)
+            if "pypiserver" in which:
+                running.append(servers.pypiserver_default(peer_bin, pdir, probe).start())
+            if "gunicorn" in which:
+                running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
+            clients_phase(ctx, running, peer_bin, args.runs)
+        finally:
+            for srv in running:
+                srv.stop()
+    if "small" in phases:
+        print("small corpus (210-file project, 50 MB file, uploads)", flush=True)
+        sdir, pdir = WORK / "ph-small", WORK / "pypi-small"
+        probe = "/simple/phx-a/"
+        if "packhouse" in which:
+            servers.load_packhouse(small, WORK / "corpus-small", sdir)
+            run(
+                servers.packhouse(sdir, args.workers, probe),
+                lambda s: small_phase(ctx, s, small, uploads, up_dir, peer_bin, args.runs),
+            )
+        for kind in ("pypiserver", "gunicorn"):
+            if kind not in which:
+                continue
+            servers.load_pypiserver(small, WORK / "corpus-small", pdir)
+            srv = (
+                servers.pypiserver_default(peer_bin, pdir, probe)
+                if kind == "pypiserver"
+                else servers.pypiserver_gunicorn(peer_bin, pdir, probe)
+            )
+            run(srv, lambda s: small_phase(ctx, s, small, uploads, up_dir, peer_bin, args.runs))
+    if "nginx" in phases and (ng := servers.nginx(WORK / "corpus-small", "/manifest.json")):
+        huge = next(x for x in small if x.project == "phx-huge")
+        run(ng, lambda s: ctx.put("get_50mb_file", "nginx", wrk(file_url(s, huge), args.duration, conns=4)))
+    if "rss" in phases and uploads["huge"]:
+        sdir = WORK / "ph-rss"
+        servers.load_packhouse(small[:10], WORK / "corpus-small", sdir)
+        run(
+            servers.packhouse(sdir, 1, "/simple/phx-a/"),
+            lambda s: rss_during_upload(ctx, s, up_dir / uploads["huge"][0].filename, uploads["huge"][0]),
+        )
+    probe_project = f"filler-{args.projects // 2:05d}"
+    if "big" in phases:
+        print(f"big corpus ({args.projects} projects, {len(big)} files)", flush=True)
+        bdir, pdir = WORK / "ph-big", WORK / "pypi-big"
+        probe = "/simple/phx-a/"
+        if "packhouse" in which:
+            servers.load_packhouse(big, WORK / f"corpus-{args.projects}", bdir)
+            run(servers.packhouse(bdir, args.workers, probe), lambda s: big_phase(ctx, s, probe_project))
+        for kind in ("pypiserver", "gunicorn"):
+            if kind not in which:
+                continue
+            servers.load_pypiserver(big, WORK / f"corpus-{args.projects}", pdir)
+            srv = (
+                servers.pypiserver_default(peer_bin, pdir, probe)
+                if kind == "pypiserver"
+                else servers.pypiserver_gunicorn(peer_bin, pdir, probe)
+            )
+            run(srv, lambda s: big_phase(ctx, s, probe_project))
+    if "cold" in phases:
+        bdir = WORK / "ph-big"
+        if not (bdir / "packhouse.db").exists():
+            servers.load_packhouse(big, WORK / f"corpus-{args.projects}", bdir)
+        srv = servers.packhouse(bdir, 1, f"/simple/{probe_project}/").start()
+        rss = sum(rss_kib(p) for p in srv.pids())
+        cpu = servers.cpu_seconds(srv.pids()[0])
+        srv.stop()
+        ctx.put(
+            "cold_start",
+            srv.name,
+            {
+                "seconds": round(srv.ready_after, 3),
+                "cpu_s": cpu,
+                "rss_mb": round(rss / 1024, 1),
+                "files": len(big),
+            },
+        )
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu": _cpu_model(),
+        },
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "args": vars(args),
+        "results": ctx.out,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{report['date'].replace(':', '')}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print()
+    print(table(ctx.out, ph_name, peers))
+    extra = ctx.out.get("get_50mb_file", {}).get("nginx")
+    if extra:
+        print(f"\nnginx sendfile, same file: {figure(extra, 'mb_s')} MB/s")
+    for row in ("cold_start", "rss_growth_1gb_upload"):
+        for srv_name, v in ctx.out.get(row, {}).items():
+            print(f"{row} ({srv_name}): {_show(v)}")
+    print(f"\nraw figures: {path.relative_to(servers.ROOT)}")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Rendered-page caching, ETags and 304s, compression, and file delivery (DESIGN rule 9).
+
+Every change to a project goes through ``repo.record_event``, which bumps the project's serial;
+the cached page, its ETag and the 304 decision all key on that serial. These tests change the
+index in each way (upload, yank, delete) and check that nothing stale is ever served.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import zipfile
+
+import pytest
+from sqlalchemy import delete, update
+
+from app.db import repo
+from app.db.models import File
+
+JSON = "application/vnd.pypi.simple.v1+json"
+
+
+def wheel(name: str, version: str, payload: bytes = b"") -> tuple[str, bytes]:
+    under = name.replace("-", "_")
+    info = f"{under}-{version}.dist-info"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr(f"{under}/__init__.py", payload or b"x = 1\n")
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return f"{under}-{version}-py3-none-any.whl", buf.getvalue()
+
+
+def upload(client, name: str, version: str, payload: bytes = b"") -> tuple[str, bytes]:
+    filename, data = wheel(name, version, payload)
+    r = client.post(
+        "/",
+        data={
+            ":action": "file_upload",
+            "protocol_version": "1",
+            "name": name,
+            "version": version,
+            "filetype": "bdist_wheel",
+            "pyversion": "py3",
+            "sha256_digest": hashlib.sha256(data).hexdigest(),
+        },
+        files={"content": (filename, data, "application/octet-stream")},
+    )
+    assert r.status_code == 200, r.text
+    return filename, data
+
+
+def change(client, name: str, action: str) -> None:
+    """Yank or delete every file of a project the way those commands do: a row change plus a
+    journal event in one transaction (record_event bumps the project's serial)."""
+
+    async def run() -> None:
+        sessions = client.app.state.uploads.sessions
+        async with sessions() as session, session.begin():
+            project = await repo.get_project(session, name)
+            assert project is not None
+            if action == "yank":
+                stmt = update(File).where(File.project_id == project.id)
+                await session.execute(stmt.values(yanked=True, yanked_reason="broken"))
+            else:
+                await session.execute(delete(File).where(File.project_id == project.id))
+            await repo.record_event(session, project.id, action=action, project=name)
+
+    client.portal.call(run)
+
+
+def get(client, path: str, **headers: str):
+    return client.get(path, headers={"Accept-Encoding": "identity", **headers})
+
+
+@pytest.mark.parametrize("accept", ["text/html", JSON])
+def test_project_etag_304_and_invalidation_on_upload(client, accept):
+    upload(client, "demo", "1.0")
+    first = get(client, "/simple/demo/", accept=accept)
+    assert first.status_code == 200
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and not etag.startswith('W/"')  # strong
+    assert first.headers["cache-control"] == "max-age=0, must-revalidate"
+
+    again = get(client, "/simple/demo/", accept=accept, **{"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+
+    upload(client, "demo", "2.0")
+    changed = get(client, "/simple/demo/", accept=accept, **{"If-None-Match": etag})
+    assert changed.status_code == 200  # never a stale 304
+    assert changed.headers["etag"] != etag
+    assert "demo-2.0-py3-none-any.whl" in changed.text
+    assert get(client, "/simple/demo/", accept=accept).text == changed.text  # the cache holds the new page
+
+
+def test_html_and_json_have_distinct_etags(client):
+    upload(client, "demo", "1.0")
+    html = get(client, "/simple/demo/", accept="text/html")
+    js = get(client, "/simple/demo/", accept=JSON)
+    assert html.headers["etag"] != js.headers["etag"]
+    r = get(client, "/simple/demo/", accept=JSON, **{"If-None-Match": html.headers["etag"]})
+    assert r.status_code == 200 and r.headers["content-type"].startswith(JSON)
+
+
+def test_index_etag_304_and_invalidation(client):
+    upload(client, "alpha", "1.0")
+    first = get(client, "/simple/")
+    etag = first.headers["etag"]
+    assert get(client, "/simple/", **{"If-None-Match": etag}).status_code == 304
+    assert get(client, "/simple/", **{"If-None-Match": f'"other", {etag}'}).status_code == 304
+    assert get(client, "/simple/", **{"If-None-Match": '"other"'}).status_code == 200
+
+    upload(client, "beta", "1.0")
+    r = get(client, "/simple/", **{"If-None-Match": etag})
+    assert r.status_code == 200
+    assert r.headers["etag"] != etag
+    assert "beta" in r.text
+
+
+def test_yank_invalidates_cached_page_and_etag(client):
+    upload(client, "demo", "1.0")
+    before = get(client, "/simple/demo/", accept=JSON)
+    assert before.json()["files"][0]["yanked"] is False
+    change(client, "demo", "yank")
+    r = get(client, "/simple/demo/", accept=JSON, **{"If-None-Match": before.headers["etag"]})
+    assert r.status_code == 200
+    assert r.json()["files"][0]["yanked"] == "broken"
+    assert r.headers["etag"] != before.headers["etag"]
+
+
+def test_delete_invalidates_cached_pages(client):
+    upload(client, "demo", "1.0")
+    page = get(client, "/simple/demo/")
+    index = get(client, "/simple/")
+    assert "demo" in index.text
+    change(client, "demo", "delete")
+    assert get(client, "/simple/demo/", **{"If-None-Match": page.headers["etag"]}).status_code == 404
+    r = get(client, "/simple/", **{"If-None-Match": index.headers["etag"]})
+    assert r.status_code == 200 and "demo" not in r.text
+
+
+def test_gzip_only_when_asked(client):
+    for minor in range(12):  # a page over the compression threshold
+        upload(client, "demo", f"1.{minor}")
+    plain = get(client, "/simple/demo/")
+    assert "content-encoding" not in plain.headers
+    assert "Accept-Encoding" in plain.headers["vary"]
+    zipped = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.text == plain.text  # httpx decodes it
+    assert zipped.headers["etag"] == plain.headers["etag"]
+    with client.stream("GET", "/simple/demo/", headers={"Accept-Encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+    assert len(raw) < len(plain.content)
+    assert gzip.decompress(raw) == plain.content
+
+
+def test_files_never_compressed_and_serve_head_and_range(client):
+    filename, data = upload(client, "demo", "1.0", payload=b"A" * 100_000)  # compressible on purpose
+    url = f"/files/demo/{filename}"
+    r = client.get(url, headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert "content-encoding" not in r.headers
+    assert r.content == data
+    assert r.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+    assert "immutable" in r.headers["cache-control"]
+
+    head = client.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert int(head.headers["content-length"]) == len(data)
+
+    part = client.get(url, headers={"Range": "bytes=10-99"})
+    assert part.status_code == 206
+    assert part.content == data[10:100]
+    assert part.headers["content-range"] == f"bytes 10-99/{len(data)}"
+
+    assert client.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+
+
+def test_metadata_file_not_compressed(client):
+    filename, _ = upload(client, "demo", "1.0")
+    r = client.get(f"/files/demo/{filename}.metadata", headers={"Accept-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert "content-encoding" not in r.headers
+    assert r.text.startswith("Metadata-Version: 2.1")
+    again = client.get(f"/files/demo/{filename}.metadata")  # from the in-memory copy now
+    assert again.content == r.content
+    assert again.headers["etag"] == r.headers["etag"] == f'"{hashlib.sha256(r.content).hexdigest()}"'
+    head = client.head(f"/files/demo/{filename}.metadata")
+    assert head.status_code == 200 and head.content == b""
+    assert int(head.headers["content-length"]) == len(r.content)
+    assert (
+        client.get(
+            f"/files/demo/{filename}.metadata", headers={"If-None-Match": r.headers["etag"]}
+        ).status_code
+        == 304
+    )
+    assert client.get("/files/demo/demo-9.0.tar.gz.metadata").status_code == 404
+    assert client.get(f"/files/other/{filename}.metadata").status_code == 404
+
+
+def test_x_accel_redirect_hands_the_file_to_nginx(make_client):
+    client = make_client(x_accel_redirect="/_packhouse_files/")
+    filename, data = upload(client, "demo", "1.0")
+    sha = hashlib.sha256(data).hexdigest()
+    r = client.get(f"/files/demo/{filename}")
+    assert r.status_code == 200
+    assert r.content == b""
+    assert r.headers["x-accel-redirect"] == f"/_packhouse_files/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{filename}"
+    assert r.headers["etag"] == f'"{sha}"'
+    assert client.get(f"/files/demo/{filename}", headers={"If-None-Match": f'"{sha}"'}).status_code == 304
+    assert client.get("/files/demo/nope-1.0-py3-none-any.whl").status_code == 404
+
+
+def test_x_sendfile(make_client):
+    client = make_client(x_sendfile=True)
+    filename, _ = upload(client, "demo", "1.0")
+    r = client.get(f"/files/demo/{filename}")
+    assert r.headers["x-sendfile"].endswith(f"/{filename}")
+    assert r.content == b""
