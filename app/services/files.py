@@ -33,9 +33,10 @@ class FileService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
         self.sessions = sessions
         self.storage = storage
-        # PEP 658 metadata files are small, immutable (content-addressed key) and fetched by every
-        # resolve: keep them in memory instead of stat + open + read + close in threads each time.
-        self._small: OrderedDict[str, tuple[Delivery, bytes]] = OrderedDict()
+        # PEP 658 metadata files are small and fetched by every resolve: keep them in memory instead
+        # of stat + open + read + close in threads each time (or a round trip to S3). Keyed by the
+        # row's metadata sha256 too: a flat (pypiserver-mode) key is reused by --overwrite.
+        self._small: OrderedDict[tuple[str, str], tuple[Delivery, bytes]] = OrderedDict()
 
     async def find(self, project: str, filename: str) -> FileDownload:
         """Raises DistFileNotFoundError (also when the stored bytes have gone missing)."""
@@ -50,14 +51,14 @@ class FileService:
         try:
             if not want_metadata:
                 delivery = await self.storage.delivery(key)
-            elif (small := self._small.get(key)) is not None:
-                self._small.move_to_end(key)
+            elif (small := self._small.get((key, row.metadata_sha256 or ""))) is not None:
+                self._small.move_to_end((key, row.metadata_sha256 or ""))
                 delivery, data = small
             else:
                 delivery = await self.storage.delivery(key)
                 data = await self.storage.get_bytes(key)
                 if len(data) <= SMALL_MAX_BYTES:
-                    self._small[key] = (delivery, data)
+                    self._small[(key, row.metadata_sha256 or "")] = (delivery, data)
                     while len(self._small) > SMALL_ENTRIES:
                         self._small.popitem(last=False)
         except FileNotFoundError:
