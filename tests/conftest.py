@@ -15,7 +15,6 @@ UV_NO_CONFIG, so no test can install from anywhere else.
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
 import signal
 import socket
@@ -138,25 +137,7 @@ def db_query(tmp_path: Path, database_url_for):
     variant uses (SQLite file in data_dir, or its PostgreSQL database): for tests that check rows."""
 
     def query(sql: str, data_dir: Path | None = None) -> list[tuple[object, ...]]:
-        data_dir = data_dir or tmp_path / "data"
-        url = database_url_for(data_dir)
-        if url is None:
-            import sqlite3
-
-            with contextlib.closing(sqlite3.connect(data_dir / "packhouse.db")) as conn:
-                return [tuple(row) for row in conn.execute(sql).fetchall()]
-        import asyncio
-
-        import asyncpg
-
-        async def fetch() -> list[tuple[object, ...]]:
-            conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
-            try:
-                return [tuple(row) for row in await conn.fetch(sql)]
-            finally:
-                await conn.close()
-
-        return asyncio.run(fetch())
+        return dbaccess.query(sql, data_dir or tmp_path / "data")  # database_url_for registered the variant
 
     return query
 

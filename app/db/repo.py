@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.models import Event, File, Project
+from app.dists import CoreMetadata
 
 
 async def get_project(session: AsyncSession, normalized_name: str) -> Project | None:
@@ -62,6 +64,18 @@ async def file_for_download(session: AsyncSession, normalized_name: str, filenam
         .where(Project.normalized_name == normalized_name, File.filename == filename)
     )
     return result.scalar_one_or_none()
+
+
+def metadata_columns(meta: CoreMetadata) -> dict[str, Any]:
+    """The File columns taken from a distribution's core metadata (uploads and imports alike)."""
+    return {
+        "metadata_version": meta.metadata_version,
+        "summary": meta.summary,
+        "requires_python": meta.requires_python,
+        "requires_dist": json.dumps(list(meta.requires_dist)),
+        "description": meta.description,
+        "description_content_type": meta.description_content_type,
+    }
 
 
 async def add_file(session: AsyncSession, **fields: Any) -> File:

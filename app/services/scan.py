@@ -10,7 +10,6 @@ file), its upload time is the file's mtime, and a broken archive is reported and
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -208,12 +207,7 @@ class FolderIndexer:
                 md5=digests.md5,
                 blake2_256=digests.blake2_256,
                 storage_key=key,
-                metadata_version=meta.metadata_version,
-                summary=meta.summary,
-                requires_python=meta.requires_python,
-                requires_dist=json.dumps(list(meta.requires_dist)),
-                description=meta.description,
-                description_content_type=meta.description_content_type,
+                **repo.metadata_columns(meta),
                 metadata_sha256=metadata_sha256,
                 upload_time=datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
                 uploader=None,

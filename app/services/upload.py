@@ -9,7 +9,6 @@ races; stored bytes are content-addressed and never overwritten.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -193,12 +192,7 @@ class UploadService:
                     md5=digests.md5,
                     blake2_256=digests.blake2_256,
                     storage_key=key,
-                    metadata_version=meta.metadata_version,
-                    summary=meta.summary,
-                    requires_python=meta.requires_python,
-                    requires_dist=json.dumps(list(meta.requires_dist)),
-                    description=meta.description,
-                    description_content_type=meta.description_content_type,
+                    **repo.metadata_columns(meta),
                     metadata_sha256=metadata_sha256,
                     uploader=uploader,
                 )

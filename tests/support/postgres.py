@@ -20,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 TEMPLATE = "packhouse_template"
@@ -116,11 +117,14 @@ class PostgresCluster:
         while not self._stopping.is_set():
             name = self._new_name()
             try:
-                self.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+                self._copy_template(name)
             except RuntimeError:
                 if self._stopping.is_set():
                     return
-                raise
+                # e.g. the template still has a backend finishing; a test never waits on a dead
+                # filler: create_database() falls back to creating its database itself.
+                time.sleep(0.5)
+                continue
             while not self._stopping.is_set():
                 try:
                     self._ready.put(name, timeout=0.2)
@@ -163,7 +167,15 @@ class PostgresCluster:
             name = self._new_name()
             self.psql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
             return name
-        return self._ready.get(timeout=60)
+        try:
+            return self._ready.get(timeout=10)
+        except queue.Empty:
+            name = self._new_name()
+            self._copy_template(name)  # raises with psql's message if the cluster is unusable
+            return name
+
+    def _copy_template(self, name: str) -> None:
+        self.psql(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
 
     def drop_database(self, name: str) -> None:
         """Drop in the background (nothing waits for it until the session ends)."""
