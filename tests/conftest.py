@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -33,6 +30,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.support import dbaccess
 from tests.support.postgres import PostgresCluster
+from tests.support.runserver import ServerProcess
 from tests.support.s3 import CREDENTIALS, MotoServer, S3Target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +210,7 @@ def clean_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]
 
 
 @dataclass
-class LiveServer:
+class LiveServer(ServerProcess):
     """A real ``packhouse serve`` process on 127.0.0.1 and an ephemeral port."""
 
     data_dir: Path
@@ -223,53 +221,16 @@ class LiveServer:
     log_path: Path | None = None
     _log: object = field(default=None, repr=False)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--data-dir", str(self.data_dir), *self.args,
+        ]  # fmt: skip
 
     def start(self, timeout: float = 20.0) -> LiveServer:
         self.port = free_port()
         self.log_path = self.data_dir.parent / f"server-{self.port}.log"
-        self._log = self.log_path.open("ab")
-        cmd = [
-            sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--data-dir", str(self.data_dir), *self.args,
-        ]  # fmt: skip
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"server did not start:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path else ""
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log:
-            self._log.close()  # type: ignore[attr-defined]
-            self._log = None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-        if self._log:
-            self._log.close()  # type: ignore[attr-defined]
-            self._log = None
+        return super().start(timeout)  # type: ignore[no-any-return]
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""A real ``packhouse run ...`` process (pypiserver's command line) on 127.0.0.1 and a free port."""
+"""Real Packhouse server processes for end-to-end tests, on 127.0.0.1 and a free port.
+
+``ServerProcess`` holds the start / wait-until-ready / stop / SIGKILL logic; ``RunServer`` is
+``packhouse run ...`` (pypiserver's command line) and conftest's ``LiveServer`` is ``packhouse serve``.
+"""
 
 from __future__ import annotations
 
@@ -14,37 +18,47 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@dataclass
-class RunServer:
-    args: list[str]
+class ServerProcess:
+    """Needs ``env``, ``port``, ``log_path``, ``proc`` and ``_log`` attributes, and ``command()``."""
+
     env: dict[str, str]
-    log_path: Path
     port: int
-    proc: subprocess.Popen[bytes] | None = None
-    _log: object = field(default=None, repr=False)
+    log_path: Path | None
+    proc: subprocess.Popen[bytes] | None
+    _log: object
+    ready_path = "/health"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> RunServer:
+    def start(self, timeout: float = 20.0):  # noqa: ANN201 - returns self (either subclass)
+        assert self.log_path is not None
         self._log = self.log_path.open("ab")
-        cmd = [sys.executable, "-m", "app", "run", "-i", "127.0.0.1", "-p", str(self.port), *self.args]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
+        self.proc = subprocess.Popen(self.command(), cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)  # type: ignore[arg-type]
+        name = " ".join(self.command()[2:4])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"packhouse run exited early:\n{self.log()}")
+                raise RuntimeError(f"{name} exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/ready", timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise RuntimeError(f"packhouse run did not start:\n{self.log()}")
+        raise RuntimeError(f"{name} did not start:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def _close_log(self) -> None:
+        if self._log:
+            self._log.close()  # type: ignore[attr-defined]
+            self._log = None
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -54,6 +68,24 @@ class RunServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if self._log:
-            self._log.close()  # type: ignore[attr-defined]
-            self._log = None
+        self._close_log()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        self._close_log()
+
+
+@dataclass
+class RunServer(ServerProcess):
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    _log: object = field(default=None, repr=False)
+    ready_path = "/ready"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "app", "run", "-i", "127.0.0.1", "-p", str(self.port), *self.args]
