@@ -117,14 +117,7 @@ class LocalStorage:
         await anyio.to_thread.run_sync(_check)
 
     def sweep_temporary(self) -> int:
-        count = 0
-        for path in self.tmp.glob("upload-*.part"):
-            pid = path.name.split("-")[1]
-            if pid.isdigit() and _alive(int(pid)):
-                continue
-            path.unlink(missing_ok=True)
-            count += 1
-        return count
+        return sweep_dead_uploads(self.tmp)
 
     def keys(self) -> list[str]:
         """Every stored key (for consistency checks)."""
@@ -143,6 +136,19 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sweep_dead_uploads(directory: Path) -> int:
+    """Remove staged uploads whose process (pid in the name, see LocalStaged) is gone; return how many.
+    Files of live processes -- other workers receiving uploads right now -- are left alone."""
+    count = 0
+    for path in directory.glob("upload-*.part"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        count += 1
+    return count
 
 
 def _alive(pid: int) -> bool:

@@ -25,7 +25,7 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
 from app.storage.base import Delivery, ObjectStream, RedirectURL
-from app.storage.local import LocalStaged, _alive
+from app.storage.local import LocalStaged, sweep_dead_uploads
 
 CHUNK = 256 * 1024
 PART_SIZE = 8 * 1024 * 1024  # S3: parts are 5 MiB at least (but the last), 10,000 at most
@@ -199,14 +199,7 @@ class S3Storage:
 
     def sweep_temporary(self) -> int:
         """Staged uploads of dead processes (unfinished multipart uploads: a lifecycle rule)."""
-        count = 0
-        for path in self.staging_dir.glob("upload-*.part"):
-            pid = path.name.split("-")[1]
-            if pid.isdigit() and _alive(int(pid)):
-                continue
-            path.unlink(missing_ok=True)
-            count += 1
-        return count
+        return sweep_dead_uploads(self.staging_dir)
 
     async def keys(self) -> list[str]:
         """Every stored key under the prefix (for consistency checks and transfers)."""
