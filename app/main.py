@@ -27,6 +27,7 @@ from app.auth.policy import Policy
 from app.db.engine import build_engine, build_sessionmaker, sqlite_path
 from app.db.migrate import upgrade_to_head
 from app.db.serials import SessionSerials, SqliteSerials
+from app.db.units import SessionUnits, SqliteUnits
 from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
@@ -82,12 +83,13 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.policy = Policy(settings.required_actions, settings.anonymous_upload, authenticator)
     db_file = sqlite_path(url)
     serials = SqliteSerials(db_file) if db_file else SessionSerials(readers)
+    units = SqliteUnits(url) if db_file else SessionUnits(readers, writers)
     state.index = IndexService(readers, serials=serials)
     state.files = FileService(readers, storage)
     state.catalog = CatalogService(readers, storage)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,
-        body_timeout=settings.body_timeout, flat=flat,
+        body_timeout=settings.body_timeout, flat=flat, units=units,
     )  # fmt: skip
     state.manage = ManageService(writers, storage)
     state.readiness = readiness
@@ -104,6 +106,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         yield
     finally:
         serials.close()
+        units.close()
         if rescanner is not None:
             rescanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -62,8 +62,7 @@ def _show(value: object) -> str:
         return " ".join(
             f"{k}={v}"
             for k, v in value.items()
-            if k
-            in ("rps", "mb_s", "seconds", "bad", "p50_ms", "rss_mb", "growth_mb", "per_s", "cpu_s", "note")
+            if k in ("rps", "mb_s", "seconds", "bad", "p50_ms", "rss_mb", "growth_mb", "per_s", "cpu_s", "note")
         )
     return str(value)
 
@@ -94,9 +93,7 @@ def wrk(
     ]
     for k, v in (headers or {}).items():
         argv += ["-H", f"{k}: {v}"]
-    proc = subprocess.run(
-        [*argv, url], capture_output=True, text=True, env={**os.environ, "WRK_METHOD": method}
-    )
+    proc = subprocess.run([*argv, url], capture_output=True, text=True, env={**os.environ, "WRK_METHOD": method})
     line = next((x for x in proc.stdout.splitlines() if x.startswith("WRKJSON ")), None)
     if line is None:
         raise RuntimeError(f"wrk failed: {proc.stdout} {proc.stderr}")
@@ -165,8 +162,7 @@ def upload(server: Server, path: Path, dist: corpus.Dist) -> tuple[float, int, s
         "sha256_digest": dist.sha256,
     }
     head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()
     )
     head += (
         f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{dist.filename}"\r\n'
@@ -251,21 +247,11 @@ def file_url(server: Server, dist: corpus.Dist) -> str:
     return f"{server.url}/packages/{dist.filename}"
 
 
-def small_phase(
-    ctx: Ctx,
-    srv: Server,
-    dists: list[corpus.Dist],
-    uploads: dict[str, list[corpus.Dist]],
-    up_dir: Path,
-    peer_bin: Path,
-    runs: int,
-) -> None:
+def small_phase(ctx: Ctx, srv: Server, dists: list[corpus.Dist]) -> None:
     d = ctx.duration
     name = srv.name
     ctx.put("project_200_files", name, wrk(f"{srv.url}/simple/phx-many/", d))
-    ctx.put(
-        "project_200_files_json", name, wrk(f"{srv.url}/simple/phx-many/", d, headers={"Accept": JSON_ACCEPT})
-    )
+    ctx.put("project_200_files_json", name, wrk(f"{srv.url}/simple/phx-many/", d, headers={"Accept": JSON_ACCEPT}))
     huge = next(x for x in dists if x.project == "phx-huge")
     url = file_url(srv, huge)
     ctx.put("get_50mb_file", name, wrk(url, d, conns=4))
@@ -273,7 +259,11 @@ def small_phase(
     ctx.put("range_50mb_file", name, wrk(url, d, conns=4, headers=rng))
     ctx.put("head_50mb_file_seq", name, sequential(url, min(d, 5), method="HEAD"))
     ctx.put("range_50mb_file_seq", name, sequential(url, min(d, 5), headers=rng))
-    # Uploads last: they change the index.
+
+
+def uploads_phase(ctx: Ctx, srv: Server, uploads: dict[str, list[corpus.Dist]], up_dir: Path) -> None:
+    """Uploads (after the page rows: they change the index)."""
+    name = srv.name
     times = []
     for dist in uploads["big"]:
         elapsed, status, body = upload(srv, up_dir / dist.filename, dist)
@@ -316,9 +306,7 @@ def big_phase(ctx: Ctx, srv: Server, probe_project: str) -> None:
     if srv.name.startswith("packhouse"):
         with http_get(srv, "/simple/") as resp:
             etag = resp.getheader("ETag")
-        ctx.put(
-            "index_10k_304", srv.name, wrk(f"{srv.url}/simple/", d, headers={"If-None-Match": etag or ""})
-        )
+        ctx.put("index_10k_304", srv.name, wrk(f"{srv.url}/simple/", d, headers={"If-None-Match": etag or ""}))
 
 
 class http_get:
@@ -422,14 +410,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     ap.add_argument("--projects", type=int, default=10_000, help="projects in the big index (default 10000)")
-    ap.add_argument(
-        "--versions", type=int, default=2, help="versions per filler project (default 2: 3 files)"
-    )
+    ap.add_argument("--versions", type=int, default=2, help="versions per filler project (default 2: 3 files)")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for Packhouse (default 2)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per client command (default 5)")
     ap.add_argument("--big-mb", type=int, default=50)
     ap.add_argument("--huge-upload-mb", type=int, default=1000, help="RSS test upload size (0 to skip)")
-    ap.add_argument("--only", default="", help="comma list of phases: clients,small,big,cold,nginx,rss")
+    ap.add_argument("--only", default="", help="phases, comma-separated: clients,small,uploads,big,cold,nginx,rss")
     ap.add_argument("--servers", default="packhouse,pypiserver,gunicorn", help="comma list")
     args = ap.parse_args()
     phases = set(args.only.split(",")) if args.only else {"clients", "small", "big", "cold", "nginx", "rss"}
@@ -482,7 +468,13 @@ def main() -> int:
         finally:
             for srv in running:
                 srv.stop()
-    if "small" in phases:
+
+    def small_and_uploads(srv: Server) -> None:
+        if "small" in phases:
+            small_phase(ctx, srv, small)
+        uploads_phase(ctx, srv, uploads, up_dir)
+
+    if phases & {"small", "uploads"}:
         print("small corpus (210-file project, 50 MB file, uploads)", flush=True)
         sdir, pdir = WORK / "ph-small", WORK / "pypi-small"
         probe = "/simple/phx-a/"
@@ -490,7 +482,7 @@ def main() -> int:
             servers.load_packhouse(small, WORK / "corpus-small", sdir)
             run(
                 servers.packhouse(sdir, args.workers, probe),
-                lambda s: small_phase(ctx, s, small, uploads, up_dir, peer_bin, args.runs),
+                lambda s: small_and_uploads(s),
             )
         for kind in ("pypiserver", "gunicorn"):
             if kind not in which:
@@ -501,7 +493,7 @@ def main() -> int:
                 if kind == "pypiserver"
                 else servers.pypiserver_gunicorn(peer_bin, pdir, probe)
             )
-            run(srv, lambda s: small_phase(ctx, s, small, uploads, up_dir, peer_bin, args.runs))
+            run(srv, lambda s: small_and_uploads(s))
     if "nginx" in phases and (ng := servers.nginx(WORK / "corpus-small", "/manifest.json")):
         huge = next(x for x in small if x.project == "phx-huge")
         run(ng, lambda s: ctx.put("get_50mb_file", "nginx", wrk(file_url(s, huge), args.duration, conns=4)))

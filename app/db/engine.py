@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
@@ -39,8 +39,23 @@ def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     # connections on return, so a burst of concurrent reads started and stopped a thread per
     # request; keep enough connections open and let a burst wait for one instead.
     engine = create_async_engine(url, connect_args={"timeout": 60}, pool_size=20, max_overflow=0)
+    _sqlite_events(engine.sync_engine, immediate)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def build_sync_engine(url: str, *, immediate: bool = False) -> Engine:
+    """A synchronous (pysqlite) engine on a SQLite file, for transactions run whole in one worker
+    thread (app/db/units.py). Same pragmas and BEGIN rules as the async engine."""
+    parsed = make_url(url).set(drivername="sqlite")
+    engine = create_engine(
+        parsed, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=20, max_overflow=0
+    )
+    _sqlite_events(engine, immediate)
+    return engine
+
+
+def _sqlite_events(engine: Engine, immediate: bool) -> None:
+    @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
@@ -50,11 +65,9 @@ def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
         cur.execute("PRAGMA busy_timeout=60000")
         cur.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

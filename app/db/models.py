@@ -40,8 +40,9 @@ class File(Base):
     pyversion: Mapped[str | None] = mapped_column(String(50))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
-    md5: Mapped[str] = mapped_column(String(32))
-    blake2_256: Mapped[str] = mapped_column(String(64))
+    # Only when computed to verify the upload form (app/services/form.py); SHA-256 is the digest.
+    md5: Mapped[str | None] = mapped_column(String(32))
+    blake2_256: Mapped[str | None] = mapped_column(String(64))
     storage_key: Mapped[str] = mapped_column(String(512))
     metadata_version: Mapped[str | None] = mapped_column(String(10))
     summary: Mapped[str | None] = mapped_column(Text)

@@ -1,4 +1,9 @@
-"""Query functions over the models. They never commit: the service owns the transaction."""
+"""Query functions over the models. They never commit: the service owns the transaction.
+
+Most take an ``AsyncSession``. Those the upload path needs take a synchronous ``Session``, so that
+a whole upload transaction runs as one function (app/db/units.py: one SQLite thread hop instead of
+one per statement); async code calls them as ``await session.run_sync(repo.fn, ...)``.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,24 @@ from typing import Any
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.db.models import Event, File, Project
 from app.dists import CoreMetadata
 
 
-async def get_project(session: AsyncSession, normalized_name: str) -> Project | None:
-    result = await session.execute(select(Project).where(Project.normalized_name == normalized_name))
+def get_project(session: Session, normalized_name: str) -> Project | None:
+    result = session.execute(select(Project).where(Project.normalized_name == normalized_name))
     return result.scalar_one_or_none()
 
 
-async def ensure_project(session: AsyncSession, name: str, normalized_name: str) -> Project:
+def ensure_project(session: Session, name: str, normalized_name: str) -> Project:
     """Get or create; a concurrent creator wins the unique constraint and we use its row."""
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(Project).values(name=name, normalized_name=normalized_name, serial=0)
-    await session.execute(stmt.on_conflict_do_nothing(index_elements=["normalized_name"]))
-    project = await get_project(session, normalized_name)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["normalized_name"]))
+    project = get_project(session, normalized_name)
     assert project is not None
     return project
 
@@ -44,15 +50,13 @@ async def project_files(session: AsyncSession, project_id: int) -> Sequence[File
     return result.scalars().all()
 
 
-async def file_by_filename(session: AsyncSession, filename: str) -> File | None:
-    result = await session.execute(select(File).where(File.filename == filename))
+def file_by_filename(session: Session, filename: str) -> File | None:
+    result = session.execute(select(File).where(File.filename == filename))
     return result.scalar_one_or_none()
 
 
 async def file_in_project(session: AsyncSession, project_id: int, filename: str) -> File | None:
-    result = await session.execute(
-        select(File).where(File.project_id == project_id, File.filename == filename)
-    )
+    result = await session.execute(select(File).where(File.project_id == project_id, File.filename == filename))
     return result.scalar_one_or_none()
 
 
@@ -78,20 +82,20 @@ def metadata_columns(meta: CoreMetadata) -> dict[str, Any]:
     }
 
 
-async def add_file(session: AsyncSession, **fields: Any) -> File:
+def add_file(session: Session, **fields: Any) -> File:
     file = File(**fields)
     session.add(file)
-    await session.flush()
+    session.flush()
     return file
 
 
-async def record_event(session: AsyncSession, project_id: int | None, **fields: Any) -> int:
+def record_event(session: Session, project_id: int | None, **fields: Any) -> int:
     """Append to the audit journal and make its id the project's serial (cache key)."""
     event = Event(**fields)
     session.add(event)
-    await session.flush()
+    session.flush()
     if project_id is not None:
-        await session.execute(update(Project).where(Project.id == project_id).values(serial=event.id))
+        session.execute(update(Project).where(Project.id == project_id).values(serial=event.id))
     return event.id
 
 
@@ -115,19 +119,16 @@ async def release_files(session: AsyncSession, project_id: int, version: str) ->
     return result.scalars().all()
 
 
-async def delete_file(session: AsyncSession, file_id: int) -> None:
+def delete_file(session: Session, file_id: int) -> None:
     # A core DELETE, so it runs before any INSERT of the same filename in this transaction
     # (the ORM's unit of work would flush inserts first).
-    await session.execute(delete(File).where(File.id == file_id))
+    session.execute(delete(File).where(File.id == file_id))
 
 
-async def last_deletion(session: AsyncSession, filename: str) -> Event | None:
+def last_deletion(session: Session, filename: str) -> Event | None:
     """The newest 'delete' journal entry for a filename (it keeps the deleted file's sha256)."""
-    result = await session.execute(
-        select(Event)
-        .where(Event.filename == filename, Event.action == "delete")
-        .order_by(Event.id.desc())
-        .limit(1)
+    result = session.execute(
+        select(Event).where(Event.filename == filename, Event.action == "delete").order_by(Event.id.desc()).limit(1)
     )
     return result.scalar_one_or_none()
 

@@ -118,9 +118,7 @@ class CheckService:
             if meta is None:
                 problems.append(Problem("missing-metadata", key, row.filename, "PEP 658 metadata is missing"))
             elif meta != row.metadata_sha256:
-                problems.append(
-                    Problem("corrupt-metadata", key, row.filename, f"PEP 658 metadata has sha256 {meta}")
-                )
+                problems.append(Problem("corrupt-metadata", key, row.filename, f"PEP 658 metadata has sha256 {meta}"))
         return problems
 
     async def _sha256(self, key: str) -> str | None:
@@ -134,7 +132,7 @@ class CheckService:
 
     async def _repair_row(self, row: File, problem: Problem, actor: str | None) -> Problem:
         async with self.sessions() as session, session.begin():
-            current = await repo.file_by_filename(session, row.filename)
+            current = await session.run_sync(repo.file_by_filename, row.filename)
             if current is None or current.id != row.id:
                 return problem  # deleted or replaced meanwhile
             if problem.kind.endswith("metadata"):
@@ -144,8 +142,8 @@ class CheckService:
                 current.yanked = True
                 current.yanked_reason = f"{BROKEN_PREFIX} {problem.detail}; re-upload or delete it"
                 what = "yanked it"
-            await repo.record_event(
-                session,
+            await session.run_sync(
+                repo.record_event,
                 current.project_id,
                 action="check-broken",
                 project=await _project_name(session, current.project_id),

@@ -76,7 +76,7 @@ async def find_by_filename(service: FileService, filename: str) -> FileDownload:
     are unique in the index, so the filename alone finds the file. Raises DistFileNotFoundError."""
     dist_name = filename[: -len(METADATA_SUFFIX)] if filename.endswith(METADATA_SUFFIX) else filename
     async with service.sessions() as session:
-        row = await repo.file_by_filename(session, dist_name)
+        row = await session.run_sync(repo.file_by_filename, dist_name)
         project = (await session.get(Project, row.project_id)) if row is not None else None
     if row is None or project is None:
         raise DistFileNotFoundError(f"No file {filename!r} in this index.")

@@ -1,9 +1,15 @@
 """Streaming ``multipart/form-data`` reader for the legacy upload API.
 
 The file part (``content``) is never held in memory: its bytes go to a staged temporary file in
-the store while md5, sha256 and blake2b-256 are computed and the size is counted (one pass, as
-PyPI's forklift does). Every other part is a small text field. Limits are enforced as bytes
-arrive, so an oversized upload is refused before it is all received.
+the store while they are hashed and counted, in one pass. Every other part is a small text field.
+Limits are enforced as bytes arrive, so an oversized upload is refused before it is all received.
+
+Digests: SHA-256 is always computed: it is the digest the index publishes (PEP 503/691 links),
+addresses the stored bytes and verifies the upload. md5 and blake2b-256 are computed only when the
+form has not named a ``sha256_digest`` before the file (old clients that send only md5_digest, or
+forms that put their fields after the file): when the client's SHA-256 is verified, its md5 and
+blake2b of the same bytes add nothing, and computing them would cost three times SHA-256's CPU
+(twine, flit, uv, hatch and poetry all send the fields first, sha256_digest among them).
 """
 
 from __future__ import annotations
@@ -46,9 +52,9 @@ class FormLimits:
 @dataclass(slots=True)
 class FileDigests:
     size: int
-    md5: str
     sha256: str
-    blake2_256: str
+    md5: str | None = None  # None: not computed (see the module docstring)
+    blake2_256: str | None = None
 
 
 @dataclass(slots=True)
@@ -66,13 +72,12 @@ class UploadForm:
 class _HashingSink:
     """Writes to the staged file and hashes, in a worker thread, in ~1 MiB batches."""
 
-    def __init__(self, staged: Staged, limit: int) -> None:
+    def __init__(self, staged: Staged, limit: int, *, all_digests: bool) -> None:
         self.staged = staged
         self.limit = limit
         self.size = 0
-        self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
-        self.blake2 = hashlib.blake2b(digest_size=32)
+        self.others = (hashlib.md5(usedforsecurity=False), hashlib.blake2b(digest_size=32)) if all_digests else ()
         self.pending: list[bytes] = []
         self.pending_bytes = 0
         # One batch is hashed and written in a worker thread while the next one is received:
@@ -89,19 +94,23 @@ class _HashingSink:
         self.pending.append(data)
         self.pending_bytes += len(data)
 
-    def _write(self, chunks: list[bytes]) -> None:
+    def _write(self, chunks: list[bytes], finish: bool) -> None:
         for chunk in chunks:
-            self.md5.update(chunk)
             self.sha256.update(chunk)
-            self.blake2.update(chunk)
+            for other in self.others:
+                other.update(chunk)
             self.staged.write(chunk)
+        if finish:
+            self.staged.finish()
 
-    async def flush(self, force: bool = False) -> None:
-        if self.pending and (force or self.pending_bytes >= FLUSH_BYTES):
+    async def flush(self, *, finish: bool = False) -> None:
+        """Hand the pending bytes to the writer thread once ~1 MiB is pending. ``finish``: write
+        the rest and make the file durable (one thread hop for both), and wait until that is done."""
+        if finish or self.pending_bytes >= FLUSH_BYTES:
             chunks, self.pending, self.pending_bytes = self.pending, [], 0
             await self.wait()  # batches are written one at a time, in order
-            self._inflight = asyncio.ensure_future(anyio.to_thread.run_sync(self._write, chunks))
-        if force:
+            self._inflight = asyncio.ensure_future(anyio.to_thread.run_sync(self._write, chunks, finish))
+        if finish:
             await self.wait()
 
     async def wait(self) -> None:
@@ -111,7 +120,8 @@ class _HashingSink:
             await inflight
 
     def digests(self) -> FileDigests:
-        return FileDigests(self.size, self.md5.hexdigest(), self.sha256.hexdigest(), self.blake2.hexdigest())
+        md5, blake2 = (h.hexdigest() for h in self.others) if self.others else (None, None)
+        return FileDigests(self.size, self.sha256.hexdigest(), md5, blake2)
 
 
 def _boundary(content_type: str | None) -> bytes:
@@ -119,8 +129,7 @@ def _boundary(content_type: str | None) -> bytes:
     if ctype != b"multipart/form-data":
         got = ctype.decode("latin-1") or "no content type"
         raise UnsupportedMediaTypeError(
-            f"Uploads must be sent as multipart/form-data, not {got!r} "
-            "(use twine, flit, uv publish, hatch or poetry)."
+            f"Uploads must be sent as multipart/form-data, not {got!r} (use twine, flit, uv publish, hatch or poetry)."
         )
     boundary = params.get(b"boundary")
     if not boundary:
@@ -189,13 +198,13 @@ class _FormReader:
             self.part_kind = "field"
         elif name == "content":
             if self.sink is not None:
-                raise InvalidRequestError(
-                    "The form has more than one 'content' file; upload one file per request."
-                )
+                raise InvalidRequestError("The form has more than one 'content' file; upload one file per request.")
             # The filename arrives as raw header bytes; clients send UTF-8.
             self.form.filename = filename.encode("latin-1", "replace").decode("utf-8", "replace")
             self.form.staged = self.storage.stage()
-            self.sink = _HashingSink(self.form.staged, self.limits.max_file_bytes)
+            self.sink = _HashingSink(
+                self.form.staged, self.limits.max_file_bytes, all_digests=not self.form.get("sha256_digest")
+            )
             self.part_kind = "file"
         else:
             self.part_kind = "ignore"  # e.g. gpg_signature: accepted and not kept
@@ -315,8 +324,7 @@ async def read_upload_form(
                 "the upload was interrupted, try again."
             )
         if reader.sink is not None:
-            await reader.sink.flush(force=True)
-            await anyio.to_thread.run_sync(reader.sink.staged.finish)
+            await reader.sink.flush(finish=True)
             reader.form.digests = reader.sink.digests()
         return reader.form
     except BaseException:

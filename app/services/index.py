@@ -98,7 +98,7 @@ class IndexService:
         self.serials: Serials = serials or SessionSerials(sessions)
 
     async def project_detail(self, session: AsyncSession, name: str, files_base: str) -> ProjectDetail:
-        project = await repo.get_project(session, name)
+        project = await session.run_sync(repo.get_project, name)
         files = await repo.project_files(session, project.id) if project else ()
         if project is None or not files:
             raise ProjectNotFoundError(f"No project named {name!r} on this index.")

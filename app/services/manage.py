@@ -83,9 +83,7 @@ def file_state(f: File) -> FileState:
 
 
 def event_state(e: Event) -> EventState:
-    return EventState(
-        e.id, _utc(e.time), e.action, e.project, e.version, e.filename, e.sha256, e.actor, e.detail
-    )
+    return EventState(e.id, _utc(e.time), e.action, e.project, e.version, e.filename, e.sha256, e.actor, e.detail)
 
 
 class ManageService:
@@ -145,8 +143,8 @@ class ManageService:
             proj, files = await _select(session, project, version, filename)
             for f in files:
                 f.yanked, f.yanked_reason = yanked, reason
-                await repo.record_event(
-                    session,
+                await session.run_sync(
+                    repo.record_event,
                     proj.id,
                     action=action,
                     project=proj.normalized_name,
@@ -171,9 +169,9 @@ class ManageService:
         async with self.sessions() as session, session.begin():
             proj, files = await _select(session, project, version, filename)
             for f in files:
-                await repo.delete_file(session, f.id)
-                await repo.record_event(
-                    session,
+                await session.run_sync(repo.delete_file, f.id)
+                await session.run_sync(
+                    repo.record_event,
                     proj.id,
                     action="delete",
                     project=proj.normalized_name,
@@ -200,7 +198,7 @@ class ManageService:
 
 
 async def _project(session: AsyncSession, name: str) -> Project:
-    project = await repo.get_project(session, dists.normalize(name))
+    project = await session.run_sync(repo.get_project, dists.normalize(name))
     if project is None:
         raise ProjectNotFoundError(f"No project named {name!r} on this index.")
     return project

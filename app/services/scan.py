@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import dists
 from app.db import repo
 from app.errors import InvalidDistributionError
+from app.services.form import FileDigests
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.scan")
@@ -43,14 +44,6 @@ class ScanReport:
     broken: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     duplicates: list[str] = field(default_factory=list)  # same filename already indexed
     unchanged: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class _Digests:
-    sha256: str
-    md5: str
-    blake2_256: str
-    size: int
 
 
 def in_place_key(_sha256: str, _filename: str, relpath: str) -> str:
@@ -84,16 +77,15 @@ def folder_files(roots: Sequence[Path]) -> dict[str, Path]:
     return out
 
 
-def _digest(path: Path) -> _Digests:
-    sha, md5, blake = hashlib.sha256(), hashlib.md5(usedforsecurity=False), hashlib.blake2b(digest_size=32)
-    size = 0
+def _digest(path: Path) -> FileDigests:
+    """SHA-256 and size (the digest the index publishes; md5 and blake2b are not kept for files
+    that were not uploaded with them, see app/services/form.py)."""
+    sha, size = hashlib.sha256(), 0
     with path.open("rb") as fh:
         while chunk := fh.read(CHUNK):
             sha.update(chunk)
-            md5.update(chunk)
-            blake.update(chunk)
             size += len(chunk)
-    return _Digests(sha.hexdigest(), md5.hexdigest(), blake.hexdigest(), size)
+    return FileDigests(size, sha.hexdigest())
 
 
 class FolderIndexer:
@@ -132,9 +124,7 @@ class FolderIndexer:
                 await self._forget(*known[key], report)
         return report
 
-    async def import_folder(
-        self, source: Path, key_for: KeyFunc, progress: Progress | None = None
-    ) -> ScanReport:
+    async def import_folder(self, source: Path, key_for: KeyFunc, progress: Progress | None = None) -> ScanReport:
         """Copy every archive under ``source`` into the store (files already indexed are skipped)."""
         report = ScanReport()
         items = [(rel, source / rel) for rel in await anyio.to_thread.run_sync(dist_files, source)]
@@ -187,16 +177,18 @@ class FolderIndexer:
                 f"the metadata inside {rel} says {meta.name} {meta.version}, not what its filename says"
             )
         key = key_for(digests.sha256, filename, rel)
-        if copy:
-            await self._copy(path, key)
-        metadata_sha256 = None
+        metadata_sha256, sidecars = None, {}
         if dist.kind is dists.DistKind.WHEEL:
-            await self.storage.put_bytes(key + ".metadata", meta.raw)  # PEP 658
+            sidecars[key + ".metadata"] = meta.raw  # PEP 658
             metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
+        if copy:
+            await self._copy(path, key, sidecars)
+        elif sidecars:
+            await self.storage.put_bytes(key + ".metadata", meta.raw)
         async with self.sessions() as session, session.begin():
-            project = await repo.ensure_project(session, meta.name, dist.name)
-            await repo.add_file(
-                session,
+            project = await session.run_sync(repo.ensure_project, meta.name, dist.name)
+            await session.run_sync(
+                repo.add_file,
                 project_id=project.id,
                 version=str(dist.version),
                 filename=filename,
@@ -212,8 +204,8 @@ class FolderIndexer:
                 upload_time=datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
                 uploader=None,
             )
-            await repo.record_event(
-                session,
+            await session.run_sync(
+                repo.record_event,
                 project.id,
                 action="import",
                 project=dist.name,
@@ -225,7 +217,7 @@ class FolderIndexer:
             )
         log.info("indexed %s (%d bytes, sha256 %s)", rel, digests.size, digests.sha256)
 
-    async def _copy(self, path: Path, key: str) -> None:
+    async def _copy(self, path: Path, key: str, sidecars: dict[str, bytes]) -> None:
         staged = self.storage.stage()
         try:
 
@@ -235,16 +227,16 @@ class FolderIndexer:
                         staged.write(chunk)
 
             await anyio.to_thread.run_sync(_fill)
-            await self.storage.commit(staged, key)
+            await self.storage.commit(staged, key, sidecars=sidecars)
         except BaseException:
             await self.storage.discard(staged)
             raise
 
     async def _forget(self, file_id: int, project_id: int, filename: str, report: ScanReport) -> None:
         async with self.sessions() as session, session.begin():
-            await repo.delete_file(session, file_id)
-            await repo.record_event(
-                session, project_id, action="remove", project=dists.parse_dist_filename(filename).name,
+            await session.run_sync(repo.delete_file, file_id)
+            await session.run_sync(
+                repo.record_event, project_id, action="remove", project=dists.parse_dist_filename(filename).name,
                 filename=filename, actor=None,
                 detail="file deleted from the package folder",
             )  # fmt: skip

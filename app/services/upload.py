@@ -17,10 +17,12 @@ from hashlib import sha256
 import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from app import dists
 from app.db import repo
-from app.db.models import File, Project
+from app.db.models import Event, File, Project
+from app.db.units import SessionUnits, Units
 from app.errors import (
     DigestMismatchError,
     FileExistsInIndexError,
@@ -72,8 +74,11 @@ class UploadService:
         overwrite: bool = False,
         body_timeout: float = 60.0,
         flat: bool = False,
+        units: Units | None = None,
     ) -> None:
         self.sessions = sessions
+        # The upload's check and insert each run as one unit (app/db/units.py).
+        self.units = units or SessionUnits(sessions, sessions)
         self.storage = storage
         self.limits = FormLimits(max_file_bytes=max_upload_size, chunk_timeout=body_timeout)
         self.overwrite = overwrite
@@ -154,62 +159,57 @@ class UploadService:
             return answer
 
         key = filename if self.flat else storage_key(digests.sha256, filename)
+        metadata_sha256 = None
+        sidecars = {}
+        if dist.kind is dists.DistKind.WHEEL:
+            # PEP 658: the wheel's METADATA, byte for byte, beside the file.
+            sidecars[key + ".metadata"] = meta.raw
+            metadata_sha256 = sha256(meta.raw).hexdigest()
+        staged, form.staged = form.staged, None
         if self.flat:
             # Flat names are not content-addressed: claim the name atomically, so two racing uploads
             # (or a file copied in by hand) can never have their bytes replaced.
-            staged, form.staged = form.staged, None
             try:
-                await self.storage.commit(staged, key, exclusive=existing is None)  # type: ignore[call-arg]
+                await self.storage.commit(staged, key, sidecars=sidecars, exclusive=existing is None)  # type: ignore[call-arg]
             except FileExistsError:
                 raise FileExistsInIndexError(
                     f"File already exists: {filename} is already in the package folder (copied there by "
                     "hand, or being uploaded right now); it is listed after the next rescan."
                 ) from None
         else:
-            await self.storage.commit(form.staged, key)
-            form.staged = None
-        metadata_sha256 = None
-        if dist.kind is dists.DistKind.WHEEL:
-            # PEP 658: the wheel's METADATA, byte for byte, beside the file.
-            await self.storage.put_bytes(key + ".metadata", meta.raw)
-            metadata_sha256 = sha256(meta.raw).hexdigest()
+            await self.storage.commit(staged, key, sidecars=sidecars)
 
-        display_name = meta.name  # as the author wrote it in the metadata (twine sends the same)
+        row = {
+            "version": str(dist.version),
+            "filename": filename,
+            "filetype": dist.kind.value,
+            "pyversion": form.get("pyversion") or ("source" if dist.kind is dists.DistKind.SDIST else None),
+            "size": digests.size,
+            "sha256": digests.sha256,
+            "md5": digests.md5,
+            "blake2_256": digests.blake2_256,
+            "storage_key": key,
+            **repo.metadata_columns(meta),
+            "metadata_sha256": metadata_sha256,
+            "uploader": uploader,
+        }
+
+        def insert(session: Session) -> str | None:
+            # meta.name: the project's name as the author wrote it (twine sends the same).
+            project = repo.ensure_project(session, meta.name, dist.name)
+            replaced = self._replace(session, existing, project, uploader) if existing else None
+            repo.add_file(session, project_id=project.id, **row)
+            repo.record_event(
+                session, project.id, action="upload", project=dist.name, version=str(dist.version),
+                filename=filename, sha256=digests.sha256, actor=uploader,
+            )  # fmt: skip
+            return replaced
+
         try:
-            async with self.sessions() as session, session.begin():
-                project = await repo.ensure_project(session, display_name, dist.name)
-                replaced = await self._replace(session, existing, project, uploader) if existing else None
-                await repo.add_file(
-                    session,
-                    project_id=project.id,
-                    version=str(dist.version),
-                    filename=filename,
-                    filetype=dist.kind.value,
-                    pyversion=form.get("pyversion")
-                    or ("source" if dist.kind is dists.DistKind.SDIST else None),
-                    size=digests.size,
-                    sha256=digests.sha256,
-                    md5=digests.md5,
-                    blake2_256=digests.blake2_256,
-                    storage_key=key,
-                    **repo.metadata_columns(meta),
-                    metadata_sha256=metadata_sha256,
-                    uploader=uploader,
-                )
-                await repo.record_event(
-                    session,
-                    project.id,
-                    action="upload",
-                    project=dist.name,
-                    version=str(dist.version),
-                    filename=filename,
-                    sha256=digests.sha256,
-                    actor=uploader,
-                )
+            replaced = await self.units.write(insert)
         except IntegrityError:
             # Another upload of the same filename committed first: same bytes is fine, else 409.
-            async with self.sessions() as session:
-                winner = await repo.file_by_filename(session, filename)
+            winner = await self.units.read(lambda session: repo.file_by_filename(session, filename))
             if winner is None:
                 raise
             if winner.sha256 != digests.sha256:
@@ -217,14 +217,10 @@ class UploadService:
             return self._duplicate(winner, digests)
         if replaced is not None:
             await self.manage.forget_blobs([replaced])
-        log.info(
-            "upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-"
-        )
+        log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
         return UploadResult(filename, created=True)
 
-    async def _check_reuse(
-        self, filename: str, digests: FileDigests
-    ) -> tuple[File | None, UploadResult | None]:
+    async def _check_reuse(self, filename: str, digests: FileDigests) -> tuple[File | None, UploadResult | None]:
         """The filename rules, applied before anything is stored. Returns the row that --overwrite
         will replace, or the answer for an identical re-upload.
 
@@ -235,9 +231,12 @@ class UploadService:
         Raises:
             FileExistsInIndexError: other bytes under a live or deleted filename (-> 409).
         """
-        async with self.sessions() as session:
-            existing = await repo.file_by_filename(session, filename)
-            deleted = None if existing else await repo.last_deletion(session, filename)
+
+        def lookup(session: Session) -> tuple[File | None, Event | None]:
+            existing = repo.file_by_filename(session, filename)
+            return existing, None if existing else repo.last_deletion(session, filename)
+
+        existing, deleted = await self.units.read(lookup)
         if existing is not None and (not self.overwrite or existing.sha256 == digests.sha256):
             return None, self._duplicate(existing, digests)
         if deleted is not None and deleted.sha256 != digests.sha256 and not self.overwrite:
@@ -248,15 +247,14 @@ class UploadService:
             )
         return existing, None
 
-    async def _replace(
-        self, session: AsyncSession, old: File, project: Project, uploader: str | None
-    ) -> str | None:
+    @staticmethod
+    def _replace(session: Session, old: File, project: Project, uploader: str | None) -> str | None:
         """--overwrite: drop the old row (its sha256 stays in the journal); return its storage key."""
-        current = await repo.file_by_filename(session, old.filename)
+        current = repo.file_by_filename(session, old.filename)
         if current is None:
             return None
-        await repo.delete_file(session, current.id)
-        await repo.record_event(
+        repo.delete_file(session, current.id)
+        repo.record_event(
             session,
             project.id,
             action="overwrite",
@@ -295,6 +293,9 @@ def _check_form_identity(form: UploadForm, dist: dists.DistFilename) -> None:
 
 
 def _check_digests(form: UploadForm, digests: FileDigests) -> None:
+    """Every digest the form sent that was computed must match. SHA-256 is always computed; md5 and
+    blake2b-256 only when the form named no sha256_digest before the file (app/services/form.py):
+    next to a verified SHA-256 they add nothing."""
     given = {
         "md5_digest": (form.get("md5_digest"), digests.md5),
         "sha256_digest": (form.get("sha256_digest"), digests.sha256),
@@ -305,7 +306,7 @@ def _check_digests(form: UploadForm, digests: FileDigests) -> None:
             "The form has no digest: send at least one of md5_digest, sha256_digest or blake2_256_digest."
         )
     for field_name, (value, actual) in given.items():
-        if value and not hmac.compare_digest(value.strip().lower(), actual):
+        if value and actual is not None and not hmac.compare_digest(value.strip().lower().encode(), actual.encode()):
             raise DigestMismatchError(
                 f"The {field_name} sent ({value}) does not match the received file ({actual}): the "
                 "file was damaged in transit or changed after hashing; upload it again."

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -51,8 +51,9 @@ class Storage(Protocol):
         """Open a temporary file beside the store (same filesystem for the local backend)."""
         ...
 
-    async def commit(self, staged: Staged, key: str) -> None:
-        """Move a staged file to ``key`` atomically (never a partial file under ``key``)."""
+    async def commit(self, staged: Staged, key: str, *, sidecars: Mapping[str, bytes] | None = None) -> None:
+        """Move a staged file to ``key`` atomically (never a partial file under ``key``), and store
+        each sidecar (key -> bytes, such as the PEP 658 metadata): all durable when it returns."""
         ...
 
     async def discard(self, staged: Staged) -> None: ...

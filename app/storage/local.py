@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import aiofiles
@@ -17,19 +18,48 @@ TMP_DIR = ".tmp"
 CHUNK = 256 * 1024
 
 
+WRITEBACK_BYTES = 4 * 1024 * 1024
+
+
+def _sync_file_range() -> object:
+    """Linux's sync_file_range(2), or None elsewhere (Python's os module does not wrap it)."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+
+
 class LocalStaged:
+    """A file being received. Every few MiB, writeback of what was written is started (the way
+    RocksDB's bytes_per_sync or PostgreSQL's backend_flush_after do), so the disk writes while the
+    rest arrives and the final fsync only waits for the last few MiB instead of the whole file."""
+
     def __init__(self, directory: Path) -> None:
         # The pid in the name lets a restarted server sweep only the leftovers of dead processes.
         fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=".part", dir=directory)
         self.path = Path(name)
-        self._fh = os.fdopen(fd, "wb")
+        self._fh = os.fdopen(fd, "wb", buffering=0)
+        self._written = self._flushed = 0
 
     def write(self, data: bytes) -> None:
-        self._fh.write(data)
+        view = memoryview(data)
+        while view:
+            view = view[self._fh.write(view) :]  # type: ignore[arg-type]
+        self._written += len(data)
+        if _SYNC_FILE_RANGE is not None and self._written - self._flushed >= WRITEBACK_BYTES:
+            # Starts writeback and returns (no wait); an error shows up at the fsync in finish().
+            _SYNC_FILE_RANGE(self._fh.fileno(), self._flushed, self._written - self._flushed, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
+            self._flushed = self._written
 
     def finish(self) -> None:
         if not self._fh.closed:
-            self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
 
@@ -52,14 +82,19 @@ class LocalStorage:
     def stage(self) -> LocalStaged:
         return LocalStaged(self.tmp)
 
-    async def commit(self, staged: LocalStaged, key: str, *, exclusive: bool = False) -> None:  # type: ignore[override]
-        """Move the staged file to ``key``. ``exclusive``: never replace an existing file (raises
-        FileExistsError) -- for keys that are not content-addressed, such as pypiserver's flat names."""
+    async def commit(  # type: ignore[override]
+        self, staged: LocalStaged, key: str, *, sidecars: Mapping[str, bytes] | None = None, exclusive: bool = False
+    ) -> None:
+        """Move the staged file to ``key`` and write each sidecar (key -> bytes, e.g. the PEP 658
+        metadata), all durable when this returns: one thread hop, and one fsync per directory.
+        ``exclusive``: never replace an existing file (raises FileExistsError, and no sidecar is
+        written) -- for keys that are not content-addressed, such as pypiserver's flat names."""
         target = self._path(key)
+        extra = {self._path(k): data for k, data in (sidecars or {}).items()}
 
         def _commit() -> None:
             staged.finish()
-            target.parent.mkdir(parents=True, exist_ok=True)
+            directories = {target.parent, *_makedirs(target.parent)}
             if exclusive:
                 try:
                     os.link(staged.path, target)  # atomic, and fails if the name is taken
@@ -67,7 +102,10 @@ class LocalStorage:
                     staged.path.unlink(missing_ok=True)
             else:
                 os.replace(staged.path, target)
-            _fsync_dir(target.parent)
+            for path, data in extra.items():
+                directories.update(_write_durably(self.tmp, path, data))
+            for directory in directories:
+                _fsync_dir(directory)
 
         await anyio.to_thread.run_sync(_commit)
 
@@ -80,9 +118,13 @@ class LocalStorage:
         await anyio.to_thread.run_sync(_discard)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
-        staged = self.stage()
-        staged.write(data)
-        await self.commit(staged, key)
+        path = self._path(key)
+
+        def _put() -> None:
+            for directory in _write_durably(self.tmp, path, data):
+                _fsync_dir(directory)
+
+        await anyio.to_thread.run_sync(_put)
 
     async def get_bytes(self, key: str) -> bytes:
         async with aiofiles.open(self._path(key), "rb") as fh:
@@ -128,6 +170,37 @@ class LocalStorage:
             for name in filenames:
                 out.append(Path(dirpath, name).relative_to(self.root).as_posix())
         return out
+
+
+def _write_durably(tmp: Path, path: Path, data: bytes) -> set[Path]:
+    """Write ``data`` to a temporary file, fsync it, rename it to ``path``: readers never see a
+    partial file. Returns the directories the caller must fsync to make the new name durable."""
+    staged = LocalStaged(tmp)
+    try:
+        staged.write(data)
+        staged.finish()
+        directories = {path.parent, *_makedirs(path.parent)}
+        os.replace(staged.path, path)
+    except BaseException:
+        staged._fh.close()
+        staged.path.unlink(missing_ok=True)
+        raise
+    return directories
+
+
+def _makedirs(path: Path) -> list[Path]:
+    """``mkdir -p``; returns the parents of the directories it had to create: a new directory's
+    name is durable only once its parent is fsynced (as a new file's is once its directory is)."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            pass  # another upload made it meanwhile; its parent is fsynced here all the same
+    return [directory.parent for directory in missing]
 
 
 def _fsync_dir(path: Path) -> None:

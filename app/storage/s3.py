@@ -11,7 +11,7 @@ never overwrite each other's bytes. Credentials and region come the standard AWS
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -86,8 +86,12 @@ class S3Storage:
     def stage(self) -> LocalStaged:
         return LocalStaged(self.staging_dir)
 
-    async def commit(self, staged: LocalStaged, key: str) -> None:  # type: ignore[override]
+    async def commit(  # type: ignore[override]
+        self, staged: LocalStaged, key: str, *, sidecars: Mapping[str, bytes] | None = None
+    ) -> None:
         await anyio.to_thread.run_sync(staged.finish)
+        for sidecar, data in (sidecars or {}).items():
+            await self.put_bytes(sidecar, data)
         try:
             size = staged.path.stat().st_size
             if size <= self.part_size:
@@ -157,9 +161,7 @@ class S3Storage:
                 yield chunk
 
     async def read_range(self, key: str, first: int, last: int) -> AsyncIterator[bytes]:
-        response = await self.client.get_object(
-            Bucket=self.bucket, Key=self._key(key), Range=f"bytes={first}-{last}"
-        )
+        response = await self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={first}-{last}")
         body = response["Body"]
         async with body:
             async for chunk in body.iter_chunks(CHUNK):
@@ -214,9 +216,7 @@ class S3Storage:
         return f"{self.prefix}/" if self.prefix else ""
 
 
-async def open_s3_storage(
-    options: S3Options, staging_dir: Path
-) -> tuple[S3Storage, Callable[[], Awaitable[None]]]:
+async def open_s3_storage(options: S3Options, staging_dir: Path) -> tuple[S3Storage, Callable[[], Awaitable[None]]]:
     """Build the storage and its clients; returns it with the coroutine that closes them."""
     bucket, prefix = parse_s3_url(options.url)
     session = aioboto3.Session()
@@ -242,9 +242,7 @@ async def open_s3_storage(
         presign = client
         public = options.public_endpoint_url
         if public and public != options.endpoint_url:
-            presign = await stack.enter_async_context(
-                session.client("s3", endpoint_url=public, config=config(public))
-            )
+            presign = await stack.enter_async_context(session.client("s3", endpoint_url=public, config=config(public)))
     except BaseException:
         await stack.aclose()
         raise

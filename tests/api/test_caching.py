@@ -59,14 +59,14 @@ def change(client, name: str, action: str) -> None:
     async def run() -> None:
         sessions = client.app.state.uploads.sessions
         async with sessions() as session, session.begin():
-            project = await repo.get_project(session, name)
+            project = await session.run_sync(repo.get_project, name)
             assert project is not None
             if action == "yank":
                 stmt = update(File).where(File.project_id == project.id)
                 await session.execute(stmt.values(yanked=True, yanked_reason="broken"))
             else:
                 await session.execute(delete(File).where(File.project_id == project.id))
-            await repo.record_event(session, project.id, action=action, project=name)
+            await session.run_sync(repo.record_event, project.id, action=action, project=name)
 
     client.portal.call(run)
 

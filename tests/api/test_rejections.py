@@ -62,9 +62,7 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 def zip_bomb() -> bytes:
     """A wheel whose member claims ~4 GiB uncompressed from a few bytes (sizes forged in the headers)."""
     data = bytearray(
-        zip_bytes(
-            {"demo-2.0.dist-info/METADATA": metadata_text("demo", "2.0").encode(), "demo/big": b"0" * 100}
-        )
+        zip_bytes({"demo-2.0.dist-info/METADATA": metadata_text("demo", "2.0").encode(), "demo/big": b"0" * 100})
     )
     pos = data.find(b"PK\x01\x02", 0)
     while pos != -1:  # central directory entries: uncompressed size at offset 24
@@ -96,10 +94,17 @@ def raw(body: bytes, content_type: str) -> Case:
 SDIST = b"demo-2.0.tar.gz"
 CASES = [
     # digests
+    pytest.param(with_wheel(wheel_bytes, sha256_digest="0" * 64), 400, "does not match", id="sha256-mismatch"),
     pytest.param(
-        with_wheel(wheel_bytes, sha256_digest="0" * 64), 400, "does not match", id="sha256-mismatch"
+        with_wheel(wheel_bytes, md5_digest="0" * 32, sha256_digest=None), 400, "does not match", id="md5-mismatch"
     ),
-    pytest.param(with_wheel(wheel_bytes, md5_digest="0" * 32), 400, "does not match", id="md5-mismatch"),
+    pytest.param(
+        with_wheel(wheel_bytes, blake2_256_digest="0" * 64, sha256_digest=None),
+        400,
+        "does not match",
+        id="blake2-mismatch",
+    ),
+    pytest.param(with_wheel(wheel_bytes, sha256_digest="é" * 64), 400, "does not match", id="sha256-not-hex"),
     pytest.param(
         with_wheel(wheel_bytes, md5_digest=None, sha256_digest=None, blake2_256_digest=None),
         400,
@@ -159,9 +164,7 @@ CASES = [
         id="pkg-info-version",
     ),
     # broken archives
-    pytest.param(
-        upload(b"demo-2.0-py3-none-any.whl", b"not a zip at all"), 400, "could not be read", id="not-zip"
-    ),
+    pytest.param(upload(b"demo-2.0-py3-none-any.whl", b"not a zip at all"), 400, "could not be read", id="not-zip"),
     pytest.param(upload(SDIST, b"\x1f\x8b not really gzip"), 400, "could not be read", id="not-targz"),
     pytest.param(upload(SDIST, b"plain text"), 400, "could not be read", id="text-as-targz"),
     pytest.param(
@@ -187,12 +190,8 @@ CASES = [
     # the form itself
     pytest.param(lambda d: multipart({"name": "demo"}, SDIST, b"x"), 400, "no ':action'", id="no-action"),
     pytest.param(lambda d: multipart({":action": "frobnicate"}), 400, "Unknown :action", id="unknown-action"),
-    pytest.param(
-        lambda d: multipart({":action": "submit", "name": "demo"}), 410, "not supported", id="submit"
-    ),
-    pytest.param(
-        lambda d: multipart({":action": "doc_upload", "name": "demo"}), 410, "not supported", id="doc"
-    ),
+    pytest.param(lambda d: multipart({":action": "submit", "name": "demo"}), 410, "not supported", id="submit"),
+    pytest.param(lambda d: multipart({":action": "doc_upload", "name": "demo"}), 410, "not supported", id="doc"),
     pytest.param(lambda d: multipart(form("demo", "2.0", b"")), 400, "no file", id="no-file"),
     pytest.param(
         raw(b"garbage without boundaries", "multipart/form-data; boundary=xyz"),
@@ -216,9 +215,7 @@ CASES = [
     pytest.param(raw(b"x", "text/plain"), 415, "multipart/form-data", id="text"),
     pytest.param(raw(b"x", ""), 415, "multipart/form-data", id="no-content-type"),
     pytest.param(raw(b"x", "multipart/form-data"), 400, "boundary", id="no-boundary"),
-    pytest.param(
-        raw(b"\xff%%%", "application/x-www-form-urlencoded"), 400, "malformed", id="urlencoded-garbage"
-    ),
+    pytest.param(raw(b"\xff%%%", "application/x-www-form-urlencoded"), 400, "malformed", id="urlencoded-garbage"),
 ]
 
 

@@ -11,6 +11,7 @@ import pytest
 from tests.support import dbaccess
 from tests.support.builders import make_sdist, make_wheel, metadata_text
 from tests.support.forms import upload_form
+from tests.support.integrity import BOUNDARY, multipart
 
 
 def stored_files(settings_dir) -> dict[str, str]:
@@ -52,8 +53,8 @@ def test_upload_records_metadata(client, tmp_path, data_dir):
     assert (project["name"], project["normalized_name"]) == ("Rich-Pkg", "rich-pkg")
     raw = whl.read_bytes()
     assert row["sha256"] == hashlib.sha256(raw).hexdigest()
-    assert row["md5"] == hashlib.md5(raw).hexdigest()
-    assert row["blake2_256"] == hashlib.blake2b(raw, digest_size=32).hexdigest()
+    # The form sent sha256_digest first (as twine does): md5 and blake2b were not computed.
+    assert (row["md5"], row["blake2_256"]) == (None, None)
     assert row["size"] == len(raw)
     assert (row["summary"], row["requires_python"]) == ("Sum", ">=9" if False else ">=3.9")
     assert json.loads(row["requires_dist"]) == ["a>=1", 'b; python_version<"3.12"']
@@ -90,6 +91,42 @@ def test_any_single_digest_is_enough(client, tmp_path, keep):
     assert post(client, whl, **drop).status_code == 200
 
 
+def test_md5_only_form_is_verified_and_recorded(client, tmp_path, data_dir):
+    """Old clients (distutils' upload) send only md5_digest: md5 and blake2b are computed to verify it."""
+    whl = make_wheel(tmp_path, "old-client", "1.0")
+    assert post(client, whl, sha256_digest=None, blake2_256_digest=None).status_code == 200
+    raw = whl.read_bytes()
+    [(sha, md5, blake2)] = dbaccess.query("SELECT sha256, md5, blake2_256 FROM files", data_dir)
+    assert sha == hashlib.sha256(raw).hexdigest()
+    assert md5 == hashlib.md5(raw).hexdigest()
+    assert blake2 == hashlib.blake2b(raw, digest_size=32).hexdigest()
+
+
+def test_digests_after_the_file_are_all_verified(client, tmp_path, data_dir):
+    """A form that sends its fields after the file: nothing is known when the bytes arrive, so every
+    digest is computed, and a wrong md5 is refused even though the sha256 is right."""
+    whl = make_wheel(tmp_path, "late-fields", "1.0")
+    data, files = upload_form(whl, md5_digest="0" * 32)
+    content = files["content"][1]
+    body, ctype = multipart({}, whl.name.encode(), content)
+    tail = b"".join(
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in data.items()
+    )
+    body = body.replace(f"--{BOUNDARY}--".encode(), tail + f"--{BOUNDARY}--".encode())
+    r = client.post("/", content=body, headers={"Content-Type": ctype})
+    assert r.status_code == 400 and "md5_digest sent" in r.json()["detail"]
+    assert stored_files(data_dir) == {} and rows(data_dir) == []
+
+
+def test_md5_next_to_a_verified_sha256_is_not_recomputed(client, tmp_path, data_dir):
+    """The documented rule (app/services/form.py): when sha256_digest comes before the file, only
+    SHA-256 is computed and checked; md5/blake2b of the same bytes would add nothing."""
+    whl = make_wheel(tmp_path, "sha-first", "1.0")
+    r = post(client, whl, md5_digest="0" * 32)
+    assert r.status_code == 200, r.text
+    assert dbaccess.query("SELECT md5, blake2_256 FROM files", data_dir) == [(None, None)]
+
+
 def test_flit_style_sdist_without_pyversion(client, tmp_path):
     sdist = make_sdist(tmp_path, "flitty", "0.1")
     r = post(client, sdist, pyversion=None, metadata_version="2.3", filetype="sdist")
@@ -102,7 +139,8 @@ def test_flit_style_sdist_without_pyversion(client, tmp_path):
         ({"name": "someone-else"}, "is for project 'flat', but the form says 'someone-else'"),
         ({"version": "2.0"}, "is for version 1.0, but the form says '2.0'"),
         ({"sha256_digest": "0" * 64}, "sha256_digest sent"),
-        ({"md5_digest": "0" * 32}, "md5_digest sent"),
+        ({"md5_digest": "0" * 32, "sha256_digest": None}, "md5_digest sent"),
+        ({"blake2_256_digest": "0" * 64, "sha256_digest": None}, "blake2_256_digest sent"),
         ({"md5_digest": None, "sha256_digest": None, "blake2_256_digest": None}, "no digest"),
         ({":action": None}, "no ':action' field"),
         ({":action": "frobnicate"}, "Unknown :action"),
@@ -127,9 +165,7 @@ def test_metadata_inside_must_match_filename(client, tmp_path, data_dir):
 
 
 def test_submit_is_gone(client):
-    r = client.post(
-        "/legacy/", data={":action": "submit", "name": "x", "version": "1"}, files={"x": ("", b"")}
-    )
+    r = client.post("/legacy/", data={":action": "submit", "name": "x", "version": "1"}, files={"x": ("", b"")})
     assert r.status_code == 410
     assert "file_upload" in r.json()["detail"]
 
