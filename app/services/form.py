@@ -34,7 +34,8 @@ from app.errors import (
 )
 from app.storage.base import Staged, Storage
 
-FLUSH_BYTES = 1024 * 1024
+FLUSH_BYTES = 4 * 1024 * 1024
+INLINE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,23 +95,26 @@ class _HashingSink:
         self.pending.append(data)
         self.pending_bytes += len(data)
 
-    def _write(self, chunks: list[bytes], finish: bool) -> None:
+    def _write(self, chunks: list[bytes]) -> None:
         for chunk in chunks:
             self.sha256.update(chunk)
             for other in self.others:
                 other.update(chunk)
             self.staged.write(chunk)
-        if finish:
-            self.staged.finish()
 
-    async def flush(self, *, finish: bool = False) -> None:
-        """Hand the pending bytes to the writer thread once ~1 MiB is pending. ``finish``: write
-        the rest and make the file durable (one thread hop for both), and wait until that is done."""
-        if finish or self.pending_bytes >= FLUSH_BYTES:
+    async def flush(self, *, last: bool = False) -> None:
+        """Hand the pending bytes to the writer thread once ~1 MiB is pending. ``last``: write the
+        rest and wait until every byte is written (the caller makes the file durable)."""
+        if last and self._inflight is None and self.pending_bytes <= INLINE_BYTES:
+            # A small file, all received: hashing and writing it takes microseconds, less than
+            # the hop to a worker thread and back.
+            chunks, self.pending, self.pending_bytes = self.pending, [], 0
+            self._write(chunks)
+        elif last or self.pending_bytes >= FLUSH_BYTES:
             chunks, self.pending, self.pending_bytes = self.pending, [], 0
             await self.wait()  # batches are written one at a time, in order
-            self._inflight = asyncio.ensure_future(anyio.to_thread.run_sync(self._write, chunks, finish))
-        if finish:
+            self._inflight = asyncio.ensure_future(anyio.to_thread.run_sync(self._write, chunks))
+        if last:
             await self.wait()
 
     async def wait(self) -> None:
@@ -324,7 +328,7 @@ async def read_upload_form(
                 "the upload was interrupted, try again."
             )
         if reader.sink is not None:
-            await reader.sink.flush(finish=True)
+            await reader.sink.flush(last=True)
             reader.form.digests = reader.sink.digests()
         return reader.form
     except BaseException:

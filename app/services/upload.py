@@ -8,6 +8,7 @@ races; stored bytes are content-addressed and never overwritten.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -140,6 +141,24 @@ class UploadService:
     async def _file_upload(self, form: UploadForm, uploader: str | None) -> UploadResult:
         if form.staged is None or form.filename is None or form.digests is None:
             raise InvalidRequestError("The form has no file: send the distribution in the 'content' field.")
+        # The staged bytes are made durable (fsync) while they are checked and the filename is looked
+        # up; nothing is committed or discarded before that has finished.
+        durable = asyncio.ensure_future(anyio.to_thread.run_sync(form.staged.finish))
+        try:
+            checked = await self._check_file(form)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await durable
+        if isinstance(checked, UploadResult):
+            return checked
+        return await self._store(form, uploader, *checked)
+
+    async def _check_file(
+        self, form: UploadForm
+    ) -> UploadResult | tuple[dists.DistFilename, dists.CoreMetadata, File | None]:
+        """Validate the staged file and apply the filename rules. Returns the answer for an identical
+        re-upload, or what storing needs: the parsed filename, the metadata, the row to replace."""
+        assert form.staged is not None and form.filename is not None and form.digests is not None
         filename, digests = form.filename, form.digests
         dist = dists.parse_dist_filename(filename)
         _check_form_identity(form, dist)
@@ -147,17 +166,35 @@ class UploadService:
             raise InvalidDistributionError(f"{filename} is empty (0 bytes); rebuild it and upload again.")
         _check_digests(form, digests)
 
-        meta = await anyio.to_thread.run_sync(dists.read_metadata, form.staged.path, dist, filename)
+        # The archive is read and the filename looked up at the same time (two worker threads).
+        meta, reuse = await asyncio.gather(
+            anyio.to_thread.run_sync(dists.read_metadata, form.staged.path, dist, filename),
+            self._check_reuse(filename, digests),
+            return_exceptions=True,
+        )
+        if isinstance(meta, BaseException):
+            raise meta  # a broken archive is reported before any filename conflict
         if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
             raise InvalidDistributionError(
                 f"The metadata inside {filename} says {meta.name} {meta.version}, which does not "
                 "match the filename; rebuild the distribution."
             )
+        if isinstance(reuse, BaseException):
+            raise reuse
+        existing, answer = reuse
+        return answer if answer is not None else (dist, meta, existing)
 
-        existing, answer = await self._check_reuse(filename, digests)
-        if answer is not None:
-            return answer
-
+    async def _store(
+        self,
+        form: UploadForm,
+        uploader: str | None,
+        dist: dists.DistFilename,
+        meta: dists.CoreMetadata,
+        existing: File | None,
+    ) -> UploadResult:
+        """Store the checked file and insert its row (one transaction)."""
+        assert form.staged is not None and form.filename is not None and form.digests is not None
+        filename, digests = form.filename, form.digests
         key = filename if self.flat else storage_key(digests.sha256, filename)
         metadata_sha256 = None
         sidecars = {}
