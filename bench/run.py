@@ -197,44 +197,61 @@ def client_env(kind: str) -> dict[str, str]:
 # --- phases --------------------------------------------------------------------------------------
 
 
-def client_commands(srv: Server, peer_bin: Path) -> dict[str, list[str]]:
-    index = f"{srv.url}/simple/"
+def client_commands(index: list[str], peer_bin: Path) -> dict[str, list[str]]:
+    """``index``: the options that point the clients at a server (or, for the floor, at a folder)."""
     reqs = WORK / "requirements.in"
     reqs.write_text("\n".join(corpus.CLIENT_PACKAGES) + "\n")
     uv = str(Path(sys.executable).parent / "uv")
     return {
-        "uv_pip_compile": [uv, "pip", "compile", "-q", "--no-cache", "--index-url", index, "--python-version",
+        "uv_pip_compile": [uv, "pip", "compile", "-q", "--no-cache", *index, "--python-version",
                            "3.11", "--output-file", str(WORK / "compiled.txt"), str(reqs)],
         "pip_install_dry_run": [str(peer_bin / "pip"), "install", "--dry-run", "--ignore-installed",
-                                "--no-cache-dir", "-q", "--index-url", index, *corpus.CLIENT_PACKAGES],
+                                "--no-cache-dir", "-q", *index, *corpus.CLIENT_PACKAGES],
     }  # fmt: skip
 
 
-def clients_phase(ctx: Ctx, running: list[Server], peer_bin: Path, runs: int) -> None:
+def local_floor(corpus_dir: Path) -> tuple[str, list[str]]:
+    """The same resolution with no server at all: the client packages' files in a local folder
+    (``--no-index --find-links``). What the clients spend on themselves; no index can go below it."""
+    folder = WORK / "floor-links"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in corpus.CLIENT_PACKAGES:
+        for path in corpus_dir.glob(name.replace("-", "_") + "-*"):
+            os.link(path, folder / path.name)
+    return "no server (local --find-links)", ["--no-index", "--find-links", str(folder)]
+
+
+def clients_phase(
+    ctx: Ctx, running: list[Server], peer_bin: Path, runs: int, *, suffix: str = "", floor: tuple | None = None
+) -> None:
     """The real clients against every server, runs interleaved (A B C A B C ...): a few seconds of
-    other load on the machine then slows every server alike instead of whichever ran then."""
-    commands = {srv.name: client_commands(srv, peer_bin) for srv in running}
+    other load on the machine then slows every server alike instead of whichever ran then.
+    ``floor``: (name, options) of a serverless reference run interleaved the same way."""
+    commands = {srv.name: client_commands(["--index-url", f"{srv.url}/simple/"], peer_bin) for srv in running}
+    if floor is not None:
+        commands[floor[0]] = client_commands(floor[1], peer_bin)
     times: dict[tuple[str, str], list[float]] = {}
     errors: dict[tuple[str, str], str] = {}
     for i in range(runs + 1):
-        for srv in running:
-            for row, argv in commands[srv.name].items():
+        for name, rows in commands.items():
+            for row, argv in rows.items():
                 start = time.perf_counter()
                 proc = subprocess.run(argv, capture_output=True, text=True, env=client_env(argv[0]))
                 elapsed = time.perf_counter() - start
                 if proc.returncode != 0:
-                    errors[(row, srv.name)] = (proc.stdout + proc.stderr)[-2000:]
+                    errors[(row, name)] = (proc.stdout + proc.stderr)[-2000:]
                 elif i:  # the first round warms the servers' caches (and the OS's); not counted
-                    times.setdefault((row, srv.name), []).append(elapsed)
-    for srv in running:
-        for row in commands[srv.name]:
-            if (row, srv.name) in errors:
-                ctx.put(row, srv.name, {"error": errors[(row, srv.name)]})
+                    times.setdefault((row, name), []).append(elapsed)
+    for name, rows in commands.items():
+        for row in rows:
+            if (row, name) in errors:
+                ctx.put(row + suffix, name, {"error": errors[(row, name)]})
             else:
-                t = times[(row, srv.name)]
+                t = times[(row, name)]
                 ctx.put(
-                    row,
-                    srv.name,
+                    row + suffix,
+                    name,
                     {"seconds": round(statistics.median(t), 3), "runs": [round(x, 3) for x in t]},
                 )
 
@@ -262,15 +279,18 @@ def small_phase(ctx: Ctx, srv: Server, dists: list[corpus.Dist]) -> None:
 
 
 def uploads_phase(ctx: Ctx, srv: Server, uploads: dict[str, list[corpus.Dist]], up_dir: Path) -> None:
-    """Uploads (after the page rows: they change the index)."""
+    """Uploads (after the page rows: they change the index). The first upload of each kind warms
+    the server's upload path (database connections, lazy imports) and is not counted, for every
+    server alike."""
     name = srv.name
     times = []
-    for dist in uploads["big"]:
+    for i, dist in enumerate(uploads["big"]):
         elapsed, status, body = upload(srv, up_dir / dist.filename, dist)
         if status != 200:
             ctx.put("upload_50mb", name, {"error": f"{status} {body[:300]}"})
             break
-        times.append(elapsed)
+        if i:
+            times.append(elapsed)
     else:
         mb = uploads["big"][0].size / 1e6
         ctx.put(
@@ -279,18 +299,20 @@ def uploads_phase(ctx: Ctx, srv: Server, uploads: dict[str, list[corpus.Dist]], 
             {"mb_s": round(mb / statistics.median(times), 1), "seconds": [round(t, 3) for t in times]},
         )
     times = []
-    start = time.perf_counter()
-    for dist in uploads["small"]:
+    for i, dist in enumerate(uploads["small"]):
+        if i == 1:
+            start = time.perf_counter()
         elapsed, status, body = upload(srv, up_dir / dist.filename, dist)
         if status != 200:
             ctx.put("upload_small_seq", name, {"error": f"{status} {body[:300]}"})
             return
-        times.append(elapsed)
+        if i:
+            times.append(elapsed)
     total = time.perf_counter() - start
     ctx.put(
         "upload_small_seq",
         name,
-        {"per_s": round(len(times) / total, 1), "p50_ms": round(statistics.median(times) * 1000, 1)},
+        {"per_s": round(len(times) / total, 1), "p50_ms": round(statistics.median(times) * 1000, 2)},
     )
 
 
@@ -370,6 +392,8 @@ ROWS = [
     ("range_50mb_file_seq", "  Range 64 KiB, 1 client in sequence (req/s)", "rps", True, None),
     ("uv_pip_compile", "uv pip compile, 10 packages (s)", "seconds", False, 0.5),
     ("pip_install_dry_run", "pip install --dry-run, 10 packages (s)", "seconds", False, 0.5),
+    ("uv_pip_compile_10k", "  uv pip compile, same, 10,000-project index (s)", "seconds", False, 0.5),
+    ("pip_install_dry_run_10k", "  pip install --dry-run, same, 10,000-project index (s)", "seconds", False, 0.5),
 ]
 
 
@@ -415,10 +439,14 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="timed runs per client command (default 5)")
     ap.add_argument("--big-mb", type=int, default=50)
     ap.add_argument("--huge-upload-mb", type=int, default=1000, help="RSS test upload size (0 to skip)")
-    ap.add_argument("--only", default="", help="phases, comma-separated: clients,small,uploads,big,cold,nginx,rss")
+    ap.add_argument(
+        "--only", default="", help="phases, comma-separated: clients,clients-big,small,uploads,big,cold,nginx,rss"
+    )
     ap.add_argument("--servers", default="packhouse,pypiserver,gunicorn", help="comma list")
     args = ap.parse_args()
-    phases = set(args.only.split(",")) if args.only else {"clients", "small", "big", "cold", "nginx", "rss"}
+    phases = (
+        set(args.only.split(",")) if args.only else {"clients", "clients-big", "small", "big", "cold", "nginx", "rss"}
+    )
     which = set(args.servers.split(","))
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install -y wrk (see bench/README.md)")
@@ -437,7 +465,7 @@ def main() -> int:
     )
     up_dir = WORK / "uploads"
     huge_bytes = args.huge_upload_mb * 10**6 if "rss" in phases else 0
-    uploads = corpus.build_uploads(up_dir, big=3, big_mb=args.big_mb, small=50, huge_bytes=huge_bytes)
+    uploads = corpus.build_uploads(up_dir, big=6, big_mb=args.big_mb, small=101, huge_bytes=huge_bytes)
     print(f"corpus ready in {time.perf_counter() - t0:.1f}s: {len(small)} + {len(big)} files", flush=True)
     ctx = Ctx(args.duration, {})
     ph_name = f"packhouse-w{args.workers}"
@@ -464,7 +492,25 @@ def main() -> int:
                 running.append(servers.pypiserver_default(peer_bin, pdir, probe).start())
             if "gunicorn" in which:
                 running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
-            clients_phase(ctx, running, peer_bin, args.runs)
+            clients_phase(ctx, running, peer_bin, args.runs, floor=local_floor(WORK / "corpus-small"))
+        finally:
+            for srv in running:
+                srv.stop()
+    if "clients-big" in phases:
+        # The same client commands against the 10,000-project index (the clients' packages are in
+        # it too). pypiserver's default server is left out: at ~1 request/s it would take minutes.
+        print(f"clients (uv, pip) against the {args.projects}-project index", flush=True)
+        bdir, pdir = WORK / "ph-big", WORK / "pypi-big"
+        probe = "/simple/phx-a/"
+        running = []
+        try:
+            if "packhouse" in which:
+                servers.load_packhouse(big, WORK / f"corpus-{args.projects}", bdir)
+                running.append(servers.packhouse(bdir, args.workers, probe).start())
+            if "gunicorn" in which:
+                servers.load_pypiserver(big, WORK / f"corpus-{args.projects}", pdir)
+                running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
+            clients_phase(ctx, running, peer_bin, max(1, args.runs // 2), suffix="_10k")
         finally:
             for srv in running:
                 srv.stop()

@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections import deque
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import Message
+from functools import partial
 from urllib.parse import parse_qsl
 
 import anyio
@@ -34,7 +37,8 @@ from app.errors import (
 )
 from app.storage.base import Staged, Storage
 
-FLUSH_BYTES = 4 * 1024 * 1024
+FLUSH_BYTES = 1024 * 1024
+MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
 
 
@@ -71,7 +75,12 @@ class UploadForm:
 
 
 class _HashingSink:
-    """Writes to the staged file and hashes, in a worker thread, in ~1 MiB batches."""
+    """Writes to the staged file and hashes, in ~1 MiB batches, on a writer thread of its own.
+
+    Batches are queued to that one thread (so they stay in order) while the next ones are received:
+    receiving, hashing and writing run at the same time. Up to MAX_INFLIGHT_BYTES may wait in the
+    queue; beyond that the reader waits for the writer, and TCP flow control slows the client.
+    A small file is written on the event loop once received (no thread at all)."""
 
     def __init__(self, staged: Staged, limit: int, *, all_digests: bool) -> None:
         self.staged = staged
@@ -79,13 +88,13 @@ class _HashingSink:
         self.size = 0
         self.sha256 = hashlib.sha256()
         self.others = (hashlib.md5(usedforsecurity=False), hashlib.blake2b(digest_size=32)) if all_digests else ()
-        self.pending: list[bytes] = []
+        self.pending: list[bytes | memoryview] = []
         self.pending_bytes = 0
-        # One batch is hashed and written in a worker thread while the next one is received:
-        # receiving, hashing and writing overlap instead of taking turns.
-        self._inflight: asyncio.Future[None] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: deque[tuple[asyncio.Future[None], int]] = deque()
+        self._inflight_bytes = 0
 
-    def add(self, data: bytes) -> None:
+    def add(self, data: bytes | memoryview) -> None:
         self.size += len(data)
         if self.size > self.limit:
             raise UploadTooLargeError(
@@ -95,33 +104,48 @@ class _HashingSink:
         self.pending.append(data)
         self.pending_bytes += len(data)
 
-    def _write(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            self.sha256.update(chunk)
-            for other in self.others:
-                other.update(chunk)
-            self.staged.write(chunk)
+    def _write(self, chunks: list[bytes | memoryview]) -> None:
+        # One buffer per batch: each hash call and write releases the GIL, and getting it back
+        # means waiting for the event loop's thread; a few large calls wait far less than many.
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.sha256.update(data)
+        for other in self.others:
+            other.update(data)
+        self.staged.write(data)
 
     async def flush(self, *, last: bool = False) -> None:
-        """Hand the pending bytes to the writer thread once ~1 MiB is pending. ``last``: write the
-        rest and wait until every byte is written (the caller makes the file durable)."""
-        if last and self._inflight is None and self.pending_bytes <= INLINE_BYTES:
+        """Queue the pending bytes for the writer once ~1 MiB is pending. ``last``: write the rest
+        and wait until every byte is written (the caller makes the file durable)."""
+        if last and self._writer is None and self.pending_bytes <= INLINE_BYTES:
             # A small file, all received: hashing and writing it takes microseconds, less than
-            # the hop to a worker thread and back.
+            # the hop to a thread and back.
             chunks, self.pending, self.pending_bytes = self.pending, [], 0
             self._write(chunks)
-        elif last or self.pending_bytes >= FLUSH_BYTES:
-            chunks, self.pending, self.pending_bytes = self.pending, [], 0
-            await self.wait()  # batches are written one at a time, in order
-            self._inflight = asyncio.ensure_future(anyio.to_thread.run_sync(self._write, chunks))
-        if last:
-            await self.wait()
+            return
+        if self.pending and (last or self.pending_bytes >= FLUSH_BYTES):
+            chunks, size = self.pending, self.pending_bytes
+            self.pending, self.pending_bytes = [], 0
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="packhouse-upload")
+            self._inflight.append((asyncio.wrap_future(self._writer.submit(self._write, chunks)), size))
+            self._inflight_bytes += size
+        while self._inflight and (last or self._inflight_bytes > MAX_INFLIGHT_BYTES):
+            future, size = self._inflight[0]
+            await future  # raises what writing raised
+            self._inflight.popleft()
+            self._inflight_bytes -= size
+        if last and self._writer is not None:
+            self._writer.shutdown(wait=False)  # idle now: every batch is written
 
-    async def wait(self) -> None:
-        """Until the batch in flight is written (raises what writing it raised)."""
-        if self._inflight is not None:
-            inflight, self._inflight = self._inflight, None
-            await inflight
+    async def close(self) -> None:
+        """On an error: drop the queued batches and wait for the one being written, so the staged
+        file can be discarded safely."""
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            await anyio.to_thread.run_sync(partial(writer.shutdown, wait=True, cancel_futures=True))
+            for future, _size in self._inflight:
+                future.cancel()
+            self._inflight.clear()
 
     def digests(self) -> FileDigests:
         md5, blake2 = (h.hexdigest() for h in self.others) if self.others else (None, None)
@@ -216,7 +240,8 @@ class _FormReader:
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         if self.part_kind == "file":
             assert self.sink is not None
-            self.sink.add(data[start:end])
+            # A view, not a slice: the file's bytes are not copied on their way to hashing and disk.
+            self.sink.add(memoryview(data)[start:end])
         elif self.part_kind == "field":
             self.buffer += data[start:end]
             self.fields_bytes += end - start
@@ -336,7 +361,7 @@ async def read_upload_form(
             with anyio.CancelScope(shield=True):
                 if reader.sink is not None:
                     with contextlib.suppress(Exception):
-                        await reader.sink.wait()  # never discard under a write in flight
+                        await reader.sink.close()  # never discard under a write in flight
                 await storage.discard(reader.form.staged)
             reader.form.staged = None
         raise

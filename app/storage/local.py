@@ -48,7 +48,7 @@ class LocalStaged:
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._written = self._flushed = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[self._fh.write(view) :]  # type: ignore[arg-type]

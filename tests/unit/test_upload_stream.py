@@ -1,0 +1,93 @@
+"""The upload's streaming path below HTTP: the multipart reader, its writer thread and the local store.
+
+The API and end-to-end tests send real uploads; these pin down what they cannot see: batches that
+are queued to the writer thread stay in order, an error mid-stream leaves no staged file behind,
+and a key that needs new directories reports every directory whose entries changed."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from app.errors import InvalidRequestError, UploadTooLargeError
+from app.services import form as form_module
+from app.services.form import FormLimits, read_upload_form
+from app.storage.local import LocalStorage, _makedirs
+from tests.support.integrity import multipart
+
+pytestmark = pytest.mark.anyio
+
+
+async def _chunks(body: bytes, size: int):
+    for i in range(0, len(body), size):
+        yield body[i : i + size]
+
+
+def _form(content: bytes, **fields: str) -> tuple[bytes, str]:
+    base = {":action": "file_upload", "name": "demo", "version": "1.0"}
+    return multipart({**base, **fields}, b"demo-1.0-py3-none-any.whl", content)
+
+
+@pytest.mark.parametrize("size", [10, 70_000, 3 * 1024 * 1024 + 17, 21 * 1024 * 1024 + 5])
+async def test_bytes_and_digests_survive_any_size(tmp_path, size):
+    """Inline (small), one batch, several batches, and more than MAX_INFLIGHT_BYTES queued."""
+    assert 21 * 1024 * 1024 > form_module.MAX_INFLIGHT_BYTES + 2 * form_module.FLUSH_BYTES
+    content = random.Random(size).randbytes(size)
+    body, ctype = _form(content, sha256_digest=hashlib.sha256(content).hexdigest())
+    storage = LocalStorage(tmp_path / "files")
+    form = await read_upload_form(ctype, _chunks(body, 65_536), storage, FormLimits(max_file_bytes=64 << 20))
+    assert form.staged is not None and form.digests is not None
+    form.staged.finish()
+    assert form.staged.path.read_bytes() == content
+    assert form.digests.sha256 == hashlib.sha256(content).hexdigest()
+    assert form.digests.size == size
+    assert (form.digests.md5, form.digests.blake2_256) == (None, None)  # sha256_digest came first
+
+
+async def test_without_sha256_first_all_digests_are_computed(tmp_path):
+    content = random.Random(1).randbytes(3 * 1024 * 1024)
+    body, ctype = _form(content, md5_digest=hashlib.md5(content).hexdigest())
+    form = await read_upload_form(
+        ctype, _chunks(body, 65_536), LocalStorage(tmp_path / "files"), FormLimits(max_file_bytes=64 << 20)
+    )
+    assert form.digests is not None and form.staged is not None
+    form.staged.finish()
+    assert form.digests.md5 == hashlib.md5(content).hexdigest()
+    assert form.digests.blake2_256 == hashlib.blake2b(content, digest_size=32).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("cut", "limit", "error"),
+    [
+        (-200, 64 << 20, InvalidRequestError),  # truncated: the final boundary never arrives
+        (None, 5 * 1024 * 1024, UploadTooLargeError),  # over the limit, mid-stream
+    ],
+)
+async def test_error_mid_stream_leaves_no_staged_file(tmp_path, cut, limit, error):
+    content = random.Random(2).randbytes(12 * 1024 * 1024)
+    body, ctype = _form(content, sha256_digest="0" * 64)
+    storage = LocalStorage(tmp_path / "files")
+    with pytest.raises(error):
+        await read_upload_form(ctype, _chunks(body[:cut], 65_536), storage, FormLimits(max_file_bytes=limit))
+    assert list(storage.tmp.iterdir()) == []
+
+
+def test_makedirs_reports_the_parents_of_new_directories(tmp_path):
+    (tmp_path / "a").mkdir()
+    assert _makedirs(tmp_path / "a") == []
+    made = _makedirs(tmp_path / "a" / "b" / "c")
+    assert sorted(made) == [tmp_path / "a", tmp_path / "a" / "b"]
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+
+
+async def test_commit_writes_file_and_sidecar(tmp_path):
+    storage = LocalStorage(tmp_path / "files")
+    staged = storage.stage()
+    staged.write(b"wheel bytes")
+    await storage.commit(staged, "ab/cd/ef/x.whl", sidecars={"ab/cd/ef/x.whl.metadata": b"Name: x\n"})
+    root = tmp_path / "files"
+    assert (root / "ab/cd/ef/x.whl").read_bytes() == b"wheel bytes"
+    assert (root / "ab/cd/ef/x.whl.metadata").read_bytes() == b"Name: x\n"
+    assert list(storage.tmp.iterdir()) == []
