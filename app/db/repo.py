@@ -19,21 +19,24 @@ from sqlalchemy.orm import Session
 from app.db.models import Event, File, Project
 from app.dists import CoreMetadata
 
+_PROJECTS, _FILES, _EVENTS = Project.__table__, File.__table__, Event.__table__
+
 
 def get_project(session: Session, normalized_name: str) -> Project | None:
     result = session.execute(select(Project).where(Project.normalized_name == normalized_name))
     return result.scalar_one_or_none()
 
 
-def ensure_project(session: Session, name: str, normalized_name: str) -> Project:
-    """Get or create; a concurrent creator wins the unique constraint and we use its row."""
+def ensure_project(session: Session, name: str, normalized_name: str) -> int:
+    """Get or create; returns the project's id. One statement: a concurrent creator wins the
+    unique constraint and the no-op update hands back its row's id (the name stays as first written)."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Project).values(name=name, normalized_name=normalized_name, serial=0)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["normalized_name"]))
-    project = get_project(session, normalized_name)
-    assert project is not None
-    return project
+    stmt = insert(_PROJECTS).values(name=name, normalized_name=normalized_name, serial=0)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["normalized_name"], set_={"normalized_name": stmt.excluded.normalized_name}
+    )
+    return int(session.execute(stmt.returning(_PROJECTS.c.id)).scalar_one())
 
 
 async def list_projects(session: AsyncSession) -> Sequence[tuple[str, str]]:
@@ -82,21 +85,17 @@ def metadata_columns(meta: CoreMetadata) -> dict[str, Any]:
     }
 
 
-def add_file(session: Session, **fields: Any) -> File:
-    file = File(**fields)
-    session.add(file)
-    session.flush()
-    return file
+def add_file(session: Session, **fields: Any) -> None:
+    # A Core INSERT: the ORM's unit of work costs a flush per object, most of an upload's insert.
+    session.execute(_FILES.insert().values(**fields))
 
 
 def record_event(session: Session, project_id: int | None, **fields: Any) -> int:
     """Append to the audit journal and make its id the project's serial (cache key)."""
-    event = Event(**fields)
-    session.add(event)
-    session.flush()
+    event_id = int(session.execute(_EVENTS.insert().values(**fields).returning(_EVENTS.c.id)).scalar_one())
     if project_id is not None:
-        session.execute(update(Project).where(Project.id == project_id).values(serial=event.id))
-    return event.id
+        session.execute(update(_PROJECTS).where(_PROJECTS.c.id == project_id).values(serial=event_id))
+    return event_id
 
 
 async def last_serial(session: AsyncSession) -> int:

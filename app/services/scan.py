@@ -186,10 +186,10 @@ class FolderIndexer:
         elif sidecars:
             await self.storage.put_bytes(key + ".metadata", meta.raw)
         async with self.sessions() as session, session.begin():
-            project = await session.run_sync(repo.ensure_project, meta.name, dist.name)
+            project_id = await session.run_sync(repo.ensure_project, meta.name, dist.name)
             await session.run_sync(
                 repo.add_file,
-                project_id=project.id,
+                project_id=project_id,
                 version=str(dist.version),
                 filename=filename,
                 filetype=dist.kind.value,
@@ -206,7 +206,7 @@ class FolderIndexer:
             )
             await session.run_sync(
                 repo.record_event,
-                project.id,
+                project_id,
                 action="import",
                 project=dist.name,
                 version=str(dist.version),

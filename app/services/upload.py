@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from app import dists
 from app.db import repo
-from app.db.models import Event, File, Project
+from app.db.models import Event, File
 from app.db.units import SessionUnits, Units
 from app.errors import (
     DigestMismatchError,
@@ -233,11 +233,11 @@ class UploadService:
 
         def insert(session: Session) -> str | None:
             # meta.name: the project's name as the author wrote it (twine sends the same).
-            project = repo.ensure_project(session, meta.name, dist.name)
-            replaced = self._replace(session, existing, project, uploader) if existing else None
-            repo.add_file(session, project_id=project.id, **row)
+            project_id = repo.ensure_project(session, meta.name, dist.name)
+            replaced = self._replace(session, existing, project_id, dist.name, uploader) if existing else None
+            repo.add_file(session, project_id=project_id, **row)
             repo.record_event(
-                session, project.id, action="upload", project=dist.name, version=str(dist.version),
+                session, project_id, action="upload", project=dist.name, version=str(dist.version),
                 filename=filename, sha256=digests.sha256, actor=uploader,
             )  # fmt: skip
             return replaced
@@ -285,7 +285,7 @@ class UploadService:
         return existing, None
 
     @staticmethod
-    def _replace(session: Session, old: File, project: Project, uploader: str | None) -> str | None:
+    def _replace(session: Session, old: File, project_id: int, project: str, uploader: str | None) -> str | None:
         """--overwrite: drop the old row (its sha256 stays in the journal); return its storage key."""
         current = repo.file_by_filename(session, old.filename)
         if current is None:
@@ -293,9 +293,9 @@ class UploadService:
         repo.delete_file(session, current.id)
         repo.record_event(
             session,
-            project.id,
+            project_id,
             action="overwrite",
-            project=project.normalized_name,
+            project=project,
             version=current.version,
             filename=current.filename,
             sha256=current.sha256,
