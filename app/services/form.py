@@ -241,7 +241,9 @@ class _FormReader:
         if self.part_kind == "file":
             assert self.sink is not None
             # A view, not a slice: the file's bytes are not copied on their way to hashing and disk.
-            self.sink.add(memoryview(data)[start:end])
+            # Only of immutable bytes (what ASGI servers and the parser hand over): the writer
+            # thread reads the view later.
+            self.sink.add(memoryview(data)[start:end] if type(data) is bytes else bytes(data[start:end]))
         elif self.part_kind == "field":
             self.buffer += data[start:end]
             self.fields_bytes += end - start

@@ -202,10 +202,10 @@ class UploadService:
             # PEP 658: the wheel's METADATA, byte for byte, beside the file.
             sidecars[key + ".metadata"] = meta.raw
             metadata_sha256 = sha256(meta.raw).hexdigest()
-        staged, form.staged = form.staged, None
         if self.flat:
             # Flat names are not content-addressed: claim the name atomically, so two racing uploads
             # (or a file copied in by hand) can never have their bytes replaced.
+            staged, form.staged = form.staged, None  # commit removes it, whatever happens
             try:
                 await self.storage.commit(staged, key, sidecars=sidecars, exclusive=existing is None)  # type: ignore[call-arg]
             except FileExistsError:
@@ -214,7 +214,8 @@ class UploadService:
                     "hand, or being uploaded right now); it is listed after the next rescan."
                 ) from None
         else:
-            await self.storage.commit(staged, key, sidecars=sidecars)
+            await self.storage.commit(form.staged, key, sidecars=sidecars)
+            form.staged = None  # moved; until then, handle() discards it on any error
 
         row = {
             "version": str(dist.version),
