@@ -118,11 +118,13 @@ class PostgresCluster:
             name = self._new_name()
             try:
                 self._copy_template(name)
-            except RuntimeError:
+            except Exception:  # noqa: BLE001 - the filler must outlive any one failure
                 if self._stopping.is_set():
                     return
-                # e.g. the template still has a backend finishing; a test never waits on a dead
-                # filler: create_database() falls back to creating its database itself.
+                # e.g. the template still has a backend finishing, or psql could not be started on
+                # a loaded machine. The thread must not die: an exception escaping it fails
+                # whichever test runs then (pytest reports unhandled thread exceptions), and every
+                # later test would wait 10 s before create_database() makes its own database.
                 time.sleep(0.5)
                 continue
             while not self._stopping.is_set():
