@@ -20,7 +20,7 @@ from app import __version__
 from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
 from app.api.fallback import install_fallback
-from app.api.guards import RejectNulMiddleware
+from app.api.guards import RejectNulMiddleware, document_nul_rejection
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
@@ -150,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app, settings.realm)
     app.add_middleware(RejectNulMiddleware)
+    document_nul_rejection(app)
     if settings.metrics:
         app.state.metrics = metrics_api.Metrics()
         app.add_middleware(metrics_api.MetricsMiddleware, metrics=app.state.metrics)

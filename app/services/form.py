@@ -260,7 +260,7 @@ class _FormReader:
                 value = self.buffer.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidRequestError(f"The form field {self.part_name!r} is not valid UTF-8.") from None
-            self.form.fields.setdefault(self.part_name, []).append(value)
+            self.form.fields.setdefault(self.part_name, []).append(_text(self.part_name, value))
         self._reset_part()
 
     def on_end(self) -> None:
@@ -316,8 +316,16 @@ async def _read_urlencoded(chunks: AsyncIterator[bytes], limits: FormLimits) -> 
         raise InvalidRequestError(f"The application/x-www-form-urlencoded body is malformed: {exc}") from None
     form = UploadForm()
     for name, value in pairs:
-        form.fields.setdefault(name, []).append(value)
+        form.fields.setdefault(_text("name", name), []).append(_text(name, value))
     return form
+
+
+def _text(name: str, value: str) -> str:
+    """A form field's text. No name, version, digest or description contains a NUL character, and
+    PostgreSQL refuses one in text (a 500 otherwise)."""
+    if "\x00" in value:
+        raise InvalidRequestError(f"The form field {name!r} contains a NUL character; remove it.")
+    return value
 
 
 async def read_upload_form(

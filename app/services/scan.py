@@ -183,8 +183,9 @@ class FolderIndexer:
             metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
         if copy:
             await self._copy(path, key, sidecars)
-        elif sidecars:
-            await self.storage.put_bytes(key + ".metadata", meta.raw)
+        else:
+            for sidecar, data in sidecars.items():
+                await self.storage.put_bytes(sidecar, data)
         async with self.sessions() as session, session.begin():
             project_id = await session.run_sync(repo.ensure_project, meta.name, dist.name)
             await session.run_sync(

@@ -39,7 +39,7 @@ class Staged(Protocol):
 
     path: Path
 
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
 
     def finish(self) -> None:
         """Flush and close (blocking): the file is complete and durable on disk."""

@@ -145,9 +145,7 @@ def test_without_overwrite_other_bytes_never_replace(loaded, dists):
 
 
 def test_pypiserver_remove_pkg_multipart_and_urlencoded(loaded):
-    r = loaded.post(
-        "/", files={":action": (None, "remove_pkg"), "name": (None, "Demo"), "version": (None, "2.0")}
-    )
+    r = loaded.post("/", files={":action": (None, "remove_pkg"), "name": (None, "Demo"), "version": (None, "2.0")})
     assert r.status_code == 200, r.text
     assert set(r.text.split()) == {"Deleted:", W2, S2}
     assert {f["filename"] for f in page(loaded)["files"]} == {W1}
@@ -165,10 +163,7 @@ def test_audit_journal_records_who_and_when(make_client, dists, tmp_path):
     client = make_client(passwords=str(pw))
     alice = basic("alice", "secret")
     assert post(client, dists / W1, headers=alice).status_code == 200
-    assert (
-        client.post("/api/projects/demo/releases/1.0/yank", json={"reason": "r"}, headers=alice).status_code
-        == 200
-    )
+    assert client.post("/api/projects/demo/releases/1.0/yank", json={"reason": "r"}, headers=alice).status_code == 200
     assert client.delete(f"/api/projects/demo/files/{W1}", headers=alice).status_code == 200
     events = client.get("/api/projects/demo/events", headers=alice).json()
     assert [(e["action"], e["actor"], e["filename"]) for e in events] == [
@@ -231,6 +226,14 @@ def test_management_errors_are_problems_and_change_nothing(loaded, tmp_path, met
 def test_yank_reason_too_long_is_rejected(loaded, tmp_path):
     before = fingerprint(tmp_path)
     r = loaded.post("/api/projects/demo/releases/1.0/yank", json={"reason": "x" * 1001})
+    assert r.status_code == 422
+    assert fingerprint(tmp_path) == before
+
+
+def test_yank_reason_with_a_nul_character_is_rejected(loaded, tmp_path):
+    """PostgreSQL refuses NUL in text: the reason is refused before it gets there (422, not 500)."""
+    before = fingerprint(tmp_path)
+    r = loaded.post("/api/projects/demo/releases/1.0/yank", json={"reason": "bad\x00reason"})
     assert r.status_code == 422
     assert fingerprint(tmp_path) == before
 

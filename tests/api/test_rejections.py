@@ -216,6 +216,14 @@ CASES = [
     pytest.param(raw(b"x", ""), 415, "multipart/form-data", id="no-content-type"),
     pytest.param(raw(b"x", "multipart/form-data"), 400, "boundary", id="no-boundary"),
     pytest.param(raw(b"\xff%%%", "application/x-www-form-urlencoded"), 400, "malformed", id="urlencoded-garbage"),
+    # NUL in a form field (PostgreSQL refuses it in text: found by the fuzz test as a 500)
+    pytest.param(with_wheel(wheel_bytes, pyversion="py3\x00"), 400, "contains a NUL character", id="nul-in-field"),
+    pytest.param(
+        raw(b":action=remove_pkg&name=%00&version=1.0", "application/x-www-form-urlencoded"),
+        400,
+        "contains a NUL character",
+        id="nul-in-urlencoded-field",
+    ),
 ]
 
 

@@ -186,3 +186,20 @@ def test_nul_in_the_url_is_400_not_500(client, url):
     r = client.get(url)
     assert r.status_code == 400
     assert "NUL" in r.json()["detail"]
+
+
+def test_openapi_documents_the_nul_rejection(client):
+    """Every operation may answer 400 (RejectNulMiddleware), and no string parameter admits NUL."""
+    spec = client.get("/openapi.json").json()
+    import re
+
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            assert "400" in operation["responses"], (method, path)
+            for parameter in operation.get("parameters", []):
+                schemas = [parameter["schema"], *parameter["schema"].get("anyOf", [])]
+                for schema in (s for s in schemas if s.get("type") == "string"):
+                    assert not re.fullmatch(schema["pattern"], "de\x00mo"), (method, path, parameter["name"])
+                    if parameter["name"] in ("project", "filename", "q"):
+                        assert re.fullmatch(schema["pattern"], "demo-1.0")
+    assert client.get("/api/search?q=%00").status_code == 400

@@ -81,7 +81,9 @@ class EventOut(BaseModel):
 
 
 class YankIn(BaseModel):
-    reason: str | None = Field(None, max_length=1000, description="PEP 592 yank reason, shown to installers.")
+    reason: str | None = Field(
+        None, max_length=1000, pattern=r"^[^\x00]*$", description="PEP 592 yank reason, shown to installers."
+    )
 
 
 _problem = problem_response
