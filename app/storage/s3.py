@@ -137,25 +137,23 @@ class S3Storage:
     async def put_bytes(self, key: str, data: bytes) -> None:
         await self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
-    async def get_bytes(self, key: str) -> bytes:
+    async def _get_object(self, key: str) -> Any:
+        """The object's streaming body. Raises FileNotFoundError if there is no such object."""
         try:
             response = await self.client.get_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as exc:
             if _missing(exc):
                 raise FileNotFoundError(key) from None
             raise
-        body = response["Body"]
+        return response["Body"]
+
+    async def get_bytes(self, key: str) -> bytes:
+        body = await self._get_object(key)
         async with body:  # (entering yields the raw HTTP response: keep the StreamingBody)
             return await body.read()  # type: ignore[no-any-return]
 
     async def open(self, key: str) -> AsyncIterator[bytes]:
-        try:
-            response = await self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-        except ClientError as exc:
-            if _missing(exc):
-                raise FileNotFoundError(key) from None
-            raise
-        body = response["Body"]
+        body = await self._get_object(key)
         async with body:
             async for chunk in body.iter_chunks(CHUNK):
                 yield chunk
