@@ -13,16 +13,18 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 from hashlib import sha256
+from typing import TYPE_CHECKING
 
 import anyio
+from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app import dists
 from app.db import repo
-from app.db.models import Event, File
 from app.db.units import SessionUnits, Units
 from app.errors import (
     DigestMismatchError,
@@ -37,6 +39,9 @@ from app.services.manage import ManageService
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.upload")
+
+if TYPE_CHECKING:
+    FileRef = Row[int, str, str, str]  # repo.file_ref: id, filename, sha256, storage_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +160,7 @@ class UploadService:
 
     async def _check_file(
         self, form: UploadForm
-    ) -> UploadResult | tuple[dists.DistFilename, dists.CoreMetadata, File | None]:
+    ) -> UploadResult | tuple[dists.DistFilename, dists.CoreMetadata, FileRef | None]:
         """Validate the staged file and apply the filename rules. Returns the answer for an identical
         re-upload, or what storing needs: the parsed filename, the metadata, the row to replace."""
         assert form.staged is not None and form.filename is not None and form.digests is not None
@@ -190,7 +195,7 @@ class UploadService:
         uploader: str | None,
         dist: dists.DistFilename,
         meta: dists.CoreMetadata,
-        existing: File | None,
+        existing: FileRef | None,
     ) -> UploadResult:
         """Store the checked file and insert its row (one transaction)."""
         assert form.staged is not None and form.filename is not None and form.digests is not None
@@ -247,7 +252,7 @@ class UploadService:
             replaced = await self.units.write(insert)
         except IntegrityError:
             # Another upload of the same filename committed first: same bytes is fine, else 409.
-            winner = await self.units.read(lambda session: repo.file_by_filename(session, filename))
+            winner = await self.units.read(lambda session: repo.file_ref(session, filename))
             if winner is None:
                 raise
             if winner.sha256 != digests.sha256:
@@ -258,7 +263,7 @@ class UploadService:
         log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
         return UploadResult(filename, created=True)
 
-    async def _check_reuse(self, filename: str, digests: FileDigests) -> tuple[File | None, UploadResult | None]:
+    async def _check_reuse(self, filename: str, digests: FileDigests) -> tuple[FileRef | None, UploadResult | None]:
         """The filename rules, applied before anything is stored. Returns the row that --overwrite
         will replace, or the answer for an identical re-upload.
 
@@ -270,8 +275,8 @@ class UploadService:
             FileExistsInIndexError: other bytes under a live or deleted filename (-> 409).
         """
 
-        def lookup(session: Session) -> tuple[File | None, Event | None]:
-            existing = repo.file_by_filename(session, filename)
+        def lookup(session: Session) -> tuple[FileRef | None, Row[str, datetime] | None]:
+            existing = repo.file_ref(session, filename)
             return existing, None if existing else repo.last_deletion(session, filename)
 
         existing, deleted = await self.units.read(lookup)
@@ -286,7 +291,7 @@ class UploadService:
         return existing, None
 
     @staticmethod
-    def _replace(session: Session, old: File, project_id: int, project: str, uploader: str | None) -> str | None:
+    def _replace(session: Session, old: FileRef, project_id: int, project: str, uploader: str | None) -> str | None:
         """--overwrite: drop the old row (its sha256 stays in the journal); return its storage key."""
         current = repo.file_by_filename(session, old.filename)
         if current is None:
@@ -305,7 +310,7 @@ class UploadService:
         )
         return current.storage_key
 
-    def _duplicate(self, existing: File, digests: FileDigests) -> UploadResult:
+    def _duplicate(self, existing: FileRef, digests: FileDigests) -> UploadResult:
         if hmac.compare_digest(existing.sha256, digests.sha256):
             return UploadResult(existing.filename, created=False)
         raise FileExistsInIndexError(
