@@ -318,6 +318,56 @@ def small_uploads(ctx: Ctx, srv: Server, dists: list[corpus.Dist], up_dir: Path,
     ctx.put(row, srv.name, {"per_s": round(len(times) / total, 1), "p50_ms": round(statistics.median(times) * 1000, 2)})
 
 
+def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
+    """What an upload's durability costs on this disk with no server at all: a 3 KB file and an
+    800-byte metadata file written and fsynced, moved into two new directories, the directories
+    fsynced, and one row committed to a WAL-mode SQLite database with synchronous=FULL (the
+    fsyncs Packhouse does before it answers an upload)."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    (directory / "tmp").mkdir(parents=True)
+    db = sqlite3.connect(directory / "floor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, filename TEXT UNIQUE, sha256 TEXT)")
+
+    def durable_write(path: Path, data: bytes) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    times = []
+    for i in range(n):
+        start = time.perf_counter()
+        digest = f"{i:064x}"
+        staged, meta = directory / "tmp" / f"{i}.part", directory / "tmp" / f"{i}.meta"
+        durable_write(staged, os.urandom(3000))
+        durable_write(meta, os.urandom(800))
+        target = directory / digest[:2] / digest[2:4] / digest[4:]
+        target.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, target / "x.whl")
+        os.replace(meta, target / "x.whl.metadata")
+        for d in (target, target.parent, target.parent.parent):
+            fsync_dir(d)
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("INSERT INTO files (filename, sha256) VALUES (?, ?)", (f"x-{i}.whl", digest))
+        db.execute("COMMIT")
+        times.append(time.perf_counter() - start)
+    db.close()
+    shutil.rmtree(directory)
+    return {"p50_ms": round(statistics.median(times) * 1000, 3)}
+
+
 def big_phase(ctx: Ctx, srv: Server, probe_project: str, uploads: list[corpus.Dist], up_dir: Path) -> None:
     d = ctx.duration
     ctx.put("index_10k", srv.name, wrk(f"{srv.url}/simple/", d))
@@ -537,6 +587,10 @@ def main() -> int:
                 servers.packhouse(sdir, args.workers, probe),
                 lambda s: small_and_uploads(s),
             )
+        # Floors for the small-upload row: the HTTP exchange alone (a server that stores nothing)
+        # and the fsyncs alone (no server).
+        run(servers.upload_floor(), lambda s: small_uploads(ctx, s, uploads["small"], up_dir, "upload_small_seq"))
+        ctx.put("upload_small_seq", "fsyncs alone", durable_floor(WORK / "floor-disk"))
         for kind in ("pypiserver", "gunicorn"):
             if kind not in which:
                 continue
@@ -616,6 +670,9 @@ def main() -> int:
     extra = ctx.out.get("get_50mb_file", {}).get("nginx")
     if extra:
         print(f"\nnginx sendfile, same file: {figure(extra, 'mb_s')} MB/s")
+    for srv_name, v in ctx.out.get("upload_small_seq", {}).items():
+        if srv_name in ("upload-floor", "fsyncs alone"):
+            print(f"small upload floor ({srv_name}): {_show(v)}")
     for row in ("cold_start", "rss_growth_1gb_upload"):
         for srv_name, v in ctx.out.get(row, {}).items():
             print(f"{row} ({srv_name}): {_show(v)}")

@@ -168,9 +168,7 @@ class Server:
     def pids(self) -> list[int]:
         """The server process and its children (uvicorn/gunicorn workers)."""
         assert self.proc is not None
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True
-        )
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.proc.pid)], capture_output=True, text=True)
         return [self.proc.pid, *(int(p) for p in out.stdout.split())]
 
     def stop(self) -> None:
@@ -219,6 +217,28 @@ def packhouse(data_dir: Path, workers: int, probe: str, extra_env: dict[str, str
         ".",
     ]
     return Server(f"packhouse-w{workers}", argv, port, probe, env=extra_env or {})
+
+
+def upload_floor() -> Server:
+    """bench/floor_app.py under the uvicorn Packhouse runs on (uvloop, httptools, 1 worker)."""
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "uvicorn"),
+        "floor_app:app",
+        "--app-dir",
+        str(Path(__file__).parent),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+    ]
+    return Server("upload-floor", argv, port, "/")
 
 
 def pypiserver_default(bin_dir: Path, root: Path, probe: str) -> Server:
