@@ -146,6 +146,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120.0) -> Server:
+        # Write out what earlier phases left dirty (and, on a filesystem mounted with `discard`,
+        # trim what they deleted) now, not at this server's first fsync: loading a corpus deletes
+        # the previous data folder, hundreds of MB after the upload rows.
+        os.sync()
         self.log = WORK / f"{self.name}.log"
         env = {**os.environ, **self.env}
         self.started_at = time.perf_counter()

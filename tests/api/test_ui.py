@@ -9,16 +9,11 @@ import pytest
 
 from tests.support import catalog as data
 
-# The UI's fixtures write some rows straight into the SQLite file (a 200-file project, yanks, a
-# filename that uploads would refuse), so these run on SQLite; the UI's queries are plain SQLAlchemy,
-# and its read path on PostgreSQL is covered by the replica e2e tests.
-pytestmark = pytest.mark.sqlite_only
-
 
 @pytest.fixture
 def seeded(make_client, tmp_path: Path):
     client = make_client()
-    data.seed(client, tmp_path / "dists", tmp_path / "data" / "packhouse.db")
+    data.seed(client, tmp_path / "dists", tmp_path / "data")
     return client
 
 
@@ -144,7 +139,7 @@ def test_search_api_by_name_and_summary(seeded, tmp_path: Path):
         "evil-pkg",
         "plain-thing",
     ]
-    data.sqlite_add_project(tmp_path / "data" / "packhouse.db", "a-demo-pkg-helper", 1)
+    data.add_projects(tmp_path / "data", ["a-demo-pkg-helper"], 1)
     exact_first = seeded.get("/api/search", params={"q": "demo-pkg"}).json()
     assert [h["name"] for h in exact_first["results"]] == ["demo-pkg", "a-demo-pkg-helper"]
     recent = seeded.get("/api/search", params={"sort": "updated"}).json()
@@ -164,10 +159,8 @@ def test_search_is_documented_in_openapi(client):
 
 def test_project_list_paginates_many_projects(make_client, tmp_path: Path):
     client = make_client()
-    db = tmp_path / "data" / "packhouse.db"
     client.get("/health")
-    for i in range(120):
-        data.sqlite_add_project(db, f"proj-{i:04d}", 1, summary=f"number {i}")
+    data.add_projects(tmp_path / "data", [f"proj-{i:04d}" for i in range(120)], 1, summary="number {i}")
     page1 = client.get("/ui/projects/").text
     assert "120 projects · page 1 of 3" in page1
     assert "proj-0000" in page1 and "proj-0049" in page1 and "proj-0050" not in page1
@@ -223,7 +216,7 @@ def test_static_assets_are_served_and_cacheable(client):
 def test_project_page_with_200_files_ships_under_100_kb(make_client, tmp_path: Path):
     client = make_client()
     client.get("/health")
-    data.sqlite_add_project(tmp_path / "data" / "packhouse.db", "big-project", 200, versions=1, summary="Big")
+    data.add_projects(tmp_path / "data", ["big-project"], 200, versions=1, summary="Big")
     html = client.get("/ui/project/big-project/")
     assert html.status_code == 200
     assert html.text.count("<tr><td>") == 200
@@ -237,9 +230,8 @@ def test_recent_releases_fall_back_when_one_release_fills_the_window(make_client
 
     client = make_client()
     client.get("/health")
-    db = tmp_path / "data" / "packhouse.db"
-    data.sqlite_add_project(db, "small", 1)
-    data.sqlite_add_project(db, "big", 30, versions=1)  # the newest 30 files are one release
+    data.add_projects(tmp_path / "data", ["small"], 1)
+    data.add_projects(tmp_path / "data", ["big"], 30, versions=1)  # the newest 30 files are one release
     sessions = client.app.state.catalog.sessions
 
     async def recent(window: int) -> list[tuple[str, str]]:

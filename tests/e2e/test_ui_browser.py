@@ -51,11 +51,9 @@ def server(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui")
     live = LiveServer(tmp / "data", [], clean_env(tmp / "home")).start()
     try:
-        data.seed(live.url, tmp / "dists", tmp / "data" / "packhouse.db")
-        for i in range(60):  # enough for a second page of projects
-            data.sqlite_add_project(
-                tmp / "data" / "packhouse.db", f"zz-filler-{i:03d}", 2, summary=f"Filler {i}"
-            )
+        data.seed(live.url, tmp / "dists", tmp / "data")
+        fillers = [f"zz-filler-{i:03d}" for i in range(60)]  # enough for a second page of projects
+        data.add_projects(tmp / "data", fillers, 2, summary="Filler {i}")
         yield live
     finally:
         live.stop()
@@ -223,9 +221,7 @@ def test_screenshots_accessibility_and_layout_at_two_widths(browser, server):
             ]
             report[shot] = violations
             problems += [
-                f"{shot}: {v['id']} ({v['impact']}) {v['nodes']}"
-                for v in violations
-                if v["impact"] in BAD_IMPACT
+                f"{shot}: {v['id']} ({v['impact']}) {v['nodes']}" for v in violations if v["impact"] in BAD_IMPACT
             ]
         context.close()
     (ARTIFACTS / "axe-report.json").write_text(json.dumps(report, indent=2))
@@ -241,9 +237,7 @@ def test_list_permission_prompts_the_browser(browser, tmp_path):
         anonymous = httpx.get(live.url + "/")
         assert anonymous.status_code == 401
         assert anonymous.headers["www-authenticate"].startswith("Basic")
-        context = browser.new_context(
-            base_url=live.url, http_credentials={"username": "alice", "password": "pw"}
-        )
+        context = browser.new_context(base_url=live.url, http_credentials={"username": "alice", "password": "pw"})
         tab = context.new_page()
         assert tab.goto("/").status == 200
         assert tab.goto("/ui/projects/").status == 200

@@ -1,20 +1,23 @@
 """Seed an index for the browsing-UI tests: real uploads, plus rows no upload could make.
 
-``sqlite_*`` helpers write to the server's SQLite file directly. They stand for what later tools
-(yank, imports from old servers) will write, and for hostile rows the upload validator refuses
-(a filename with HTML in it), so the UI is tested against them too.
+``yank``, ``add_file`` and ``add_projects`` write rows straight into the server's database (its
+SQLite file, or its PostgreSQL database in the postgresql variant: ``tests.support.dbaccess``). They
+stand for what other tools (imports from old servers, a yank) write, and for hostile rows the upload
+validator refuses (a filename with HTML in it), so the UI is tested against them too.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import Connection, select, update
 
+from app.db.models import File, Project
+from tests.support import dbaccess
 from tests.support.builders import make_wheel, metadata_text
 from tests.support.forms import upload_form
 
@@ -110,19 +113,17 @@ def demo_wheels(tmp: Path) -> list[Path]:
             tmp,
             "evil-pkg",
             "6.6.6",
-            metadata=metadata_text(
-                "evil-pkg", "6.6.6", summary=XSS, description=EVIL_README, extra_headers=EVIL_URLS
-            ),
+            metadata=metadata_text("evil-pkg", "6.6.6", summary=XSS, description=EVIL_README, extra_headers=EVIL_URLS),
         ),
     ]
 
 
-def seed(base: str | httpx.Client, tmp: Path, db: Path) -> None:
+def seed(base: str | httpx.Client, tmp: Path, data_dir: Path) -> None:
     """The standard UI fixture: demo-pkg (0.9 yanked, 1.0.0), alpha-tools, plain-thing, evil-pkg."""
     for path in demo_wheels(tmp):
         post(base, path)
-    sqlite_yank(db, "demo_pkg-0.9-py3-none-any.whl", "Broken <b>build</b>, use 1.0.0")
-    sqlite_add_file(db, "evil-pkg", "6.6.6", EVIL_FILENAME, summary=XSS)
+    yank(data_dir, "demo_pkg-0.9-py3-none-any.whl", "Broken <b>build</b>, use 1.0.0")
+    add_file(data_dir, "evil-pkg", "6.6.6", EVIL_FILENAME, summary=XSS)
 
 
 def sha1_htpasswd(path: Path, user: str, password: str) -> Path:
@@ -132,74 +133,54 @@ def sha1_htpasswd(path: Path, user: str, password: str) -> Path:
     return path
 
 
-def sqlite_yank(db: Path, filename: str, reason: str | None) -> None:
-    with _connect(db) as conn:
-        cur = conn.execute(
-            "UPDATE files SET yanked = 1, yanked_reason = ? WHERE filename = ?", (reason, filename)
-        )
-        assert cur.rowcount == 1
+def yank(data_dir: Path, filename: str, reason: str | None) -> None:
+    def run(conn: Connection) -> None:
+        done = conn.execute(update(File).where(File.filename == filename).values(yanked=True, yanked_reason=reason))
+        assert done.rowcount == 1
+
+    dbaccess.transaction(data_dir, run)
 
 
-def sqlite_add_file(
-    db: Path, project: str, version: str, filename: str, *, summary: str = "", when: int = 0
-) -> None:
+def add_file(data_dir: Path, project: str, version: str, filename: str, *, summary: str = "", when: int = 0) -> None:
     """A file row, bypassing upload validation (the bytes are not stored)."""
-    with _connect(db) as conn:
-        _add_file(conn, _project_id(conn, project), version, filename, summary, when)
-
-
-def sqlite_add_project(db: Path, name: str, files: int, *, summary: str = "", versions: int = 1) -> None:
-    """A project with ``files`` rows spread over ``versions`` versions, in one transaction."""
-    with _connect(db) as conn:
-        pid = _project_id(conn, name)
-        for i in range(files):
-            version = f"1.{i % versions}"
-            tags = "cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64"
-            fn = f"{name.replace('-', '_')}-{version}-{i}-{tags}.whl"
-            _add_file(conn, pid, version, fn, summary, i)
-
-
-def _connect(db: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(db, timeout=10)
-    conn.execute("PRAGMA busy_timeout = 10000")
-    return conn
-
-
-def _project_id(conn: sqlite3.Connection, name: str) -> int:
-    row = conn.execute("SELECT id FROM projects WHERE normalized_name = ?", (name,)).fetchone()
-    if row:
-        return int(row[0])
-    when = _stamp(0)
-    cur = conn.execute(
-        "INSERT INTO projects (name, normalized_name, created, serial) VALUES (?, ?, ?, 0)",
-        (name, name, when),
+    dbaccess.transaction(
+        data_dir, lambda conn: _add_file(conn, _project_id(conn, project), version, filename, summary, when)
     )
-    return int(cur.lastrowid or 0)
 
 
-def _add_file(
-    conn: sqlite3.Connection, pid: int, version: str, filename: str, summary: str, when: int
-) -> None:
+def add_projects(data_dir: Path, names: list[str], files: int, *, summary: str = "", versions: int = 1) -> None:
+    """Projects with ``files`` rows each, spread over ``versions`` versions, in one transaction.
+    ``summary`` may name ``{i}``, the project's position in ``names``."""
+
+    def run(conn: Connection) -> None:
+        for n, name in enumerate(names):
+            pid = _project_id(conn, name)
+            for i in range(files):
+                version = f"1.{i % versions}"
+                tags = "cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64"
+                fn = f"{name.replace('-', '_')}-{version}-{i}-{tags}.whl"
+                _add_file(conn, pid, version, fn, summary.format(i=n), i)
+
+    dbaccess.transaction(data_dir, run)
+
+
+def _project_id(conn: Connection, name: str) -> int:
+    found = conn.execute(select(Project.id).where(Project.normalized_name == name)).scalar()
+    if found is not None:
+        return int(found)
+    row = {"name": name, "normalized_name": name, "created": _stamp(0), "serial": 0}
+    return int(conn.execute(Project.__table__.insert().values(**row).returning(Project.id)).scalar_one())
+
+
+def _add_file(conn: Connection, pid: int, version: str, filename: str, summary: str, when: int) -> None:
     sha = hashlib.sha256(filename.encode()).hexdigest()
-    conn.execute(
-        "INSERT INTO files (project_id, version, filename, filetype, pyversion, size, sha256, md5,"
-        " blake2_256, storage_key, summary, upload_time, yanked)"
-        " VALUES (?, ?, ?, 'bdist_wheel', 'py3', ?, ?, ?, ?, ?, ?, ?, 0)",
-        (
-            pid,
-            version,
-            filename,
-            123_456 + when,
-            sha,
-            sha[:32],
-            sha,
-            f"missing/{sha}",
-            summary or None,
-            _stamp(when),
-        ),
-    )
+    row = {
+        "project_id": pid, "version": version, "filename": filename, "filetype": "bdist_wheel",
+        "pyversion": "py3", "size": 123_456 + when, "sha256": sha, "md5": sha[:32], "blake2_256": sha,
+        "storage_key": f"missing/{sha}", "summary": summary or None, "upload_time": _stamp(when), "yanked": False,
+    }  # fmt: skip
+    conn.execute(File.__table__.insert().values(**row))
 
 
-def _stamp(seconds: int) -> str:
-    # The format SQLAlchemy's SQLite dialect stores (no sqlite3 datetime adapter: deprecated in 3.12).
-    return (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%d %H:%M:%S.%f")
+def _stamp(seconds: int) -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
