@@ -38,7 +38,9 @@ from app.errors import (
 from app.storage.base import Staged, Storage
 
 FLUSH_BYTES = 1024 * 1024
-MAX_INFLIGHT_BYTES = 8 * 1024 * 1024
+# Measured (50 MB uploads, 1 worker, 2 vCPUs): 8 MiB p50 53-56 ms, 4 MiB 50-54, 2 MiB 51-52, 1 MiB 52-55:
+# whatever is queued when the last byte arrives is hashed and written while the client waits.
+MAX_INFLIGHT_BYTES = 2 * 1024 * 1024
 INLINE_BYTES = 64 * 1024
 
 
