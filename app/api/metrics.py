@@ -1,12 +1,17 @@
 """Prometheus metrics: an ASGI middleware that counts and times requests, and ``/metrics``.
 
-Each app gets its own registry (no import-time state). With several uvicorn workers each process
-counts its own requests; scrape them behind a load balancer or run one worker per container.
+Each app gets its own registry (no import-time state). With several uvicorn workers (``--workers``)
+``packhouse serve`` points every worker at one shared folder (prometheus_client's multiprocess
+mode, ``PROMETHEUS_MULTIPROC_DIR``): each worker counts into its own files there, and whichever
+worker answers a scrape reports the sum over all of them, so the counters never jump between
+workers' values. The project and file gauges are read from the database at each scrape.
 """
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,10 +20,12 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import basic_credentials
@@ -47,8 +54,33 @@ class Metrics:
         self.uploads = Counter("packhouse_uploads", "Distribution files uploaded (accepted).", registry=r)
         self.downloads = Counter("packhouse_downloads", "Distribution files and metadata served.", registry=r)
         self.bytes_served = Counter("packhouse_bytes_served", "Bytes of file bodies sent.", registry=r)
-        self.projects = Gauge("packhouse_projects", "Projects with at least one file.", registry=r)
-        self.files = Gauge("packhouse_files", "Distribution files stored.", registry=r)
+
+    def render(self, projects: int, files: int) -> bytes:
+        """The exposition text: the counters of every worker (multiprocess mode) or of this one,
+        and the index's size as read from the database for this scrape (not a Gauge object: in
+        multiprocess mode each worker would report its own copy, labelled with its pid)."""
+        index = CollectorRegistry()
+        index.register(_Families(
+            GaugeMetricFamily("packhouse_projects", "Projects with at least one file.", value=projects),
+            GaugeMetricFamily("packhouse_files", "Distribution files stored.", value=files),
+        ))  # fmt: skip
+        shared = os.environ.get(MULTIPROC_ENV)
+        if shared:
+            workers = CollectorRegistry()
+            multiprocess.MultiProcessCollector(workers, path=shared)
+            return generate_latest(workers) + generate_latest(index)
+        return generate_latest(self.registry) + generate_latest(index)
+
+
+class _Families(Collector):
+    def __init__(self, *families: Metric) -> None:
+        self.families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self.families
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class MetricsMiddleware:
@@ -101,11 +133,7 @@ async def metrics(request: Request) -> Response:
         creds = basic_credentials(request)
         authenticator = state.policy.authenticator
         if not creds or authenticator is None or not await authenticator.verify(*creds):
-            raise AuthenticationRequiredError(
-                "/metrics needs the credentials of a user of the passwords file."
-            )
+            raise AuthenticationRequiredError("/metrics needs the credentials of a user of the passwords file.")
     m: Metrics = state.metrics
     projects, files = await state.stats.counts()
-    m.projects.set(projects)
-    m.files.set(files)
-    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(m.render(projects, files), media_type=CONTENT_TYPE_LATEST)

@@ -4,9 +4,13 @@ file (in that order of precedence), then migrations and uvicorn."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +91,42 @@ def launch(settings: Settings) -> int:
     for name, value in settings.model_dump(exclude_none=True).items():
         os.environ[f"PACKHOUSE_{name.upper()}"] = str(value)
     os.environ.pop(CONFIG_ENV, None)  # already folded into the variables above
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        log_config=log_config(settings.log_level, settings.log_format),
-        access_log=settings.access_log,
-        proxy_headers=True,
-        http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
-        h11_max_incomplete_event_size=settings.max_header_size,
-        timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
-    )
+    with shared_metrics(settings.metrics and settings.workers > 1):
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=log_config(settings.log_level, settings.log_format),
+            access_log=settings.access_log,
+            proxy_headers=True,
+            http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
+            h11_max_incomplete_event_size=settings.max_header_size,
+            timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
+        )
     return 0
+
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; app/api/metrics.py reads it
+
+
+@contextlib.contextmanager
+def shared_metrics(enabled: bool) -> Iterator[None]:
+    """Several workers: a fresh folder for prometheus_client's multiprocess mode, named in
+    PROMETHEUS_MULTIPROC_DIR for the workers (each counts into its own files there and /metrics
+    sums them), removed when the server stops. A folder the operator already named is used as it is."""
+    if not enabled or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="packhouse-metrics-")
+    os.environ[MULTIPROC_ENV] = folder
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_writable(folder: Path) -> str | None:

@@ -80,3 +80,30 @@ def test_upload_streams_without_growing_memory(live_server, tmp_path):
     assert grown_mb < 40, f"server peak RSS grew by {grown_mb:.0f} MB for a 96 MB upload"
     got = httpx.get(server.url + "/files/huge/" + whl.name, timeout=60)
     assert hashlib.sha256(got.content).hexdigest() == hashlib.sha256(whl.read_bytes()).hexdigest()
+
+
+def _sample(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_metrics_add_up_across_workers(live_server, tmp_path):
+    """--workers 2: every scrape reports the requests of both workers (whichever answers it), the
+    index gauges once, and the shared metrics folder is removed when the server stops."""
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    server = live_server("--workers", "2", env={"TMPDIR": str(scratch)})
+    folders = list(scratch.glob("packhouse-metrics-*"))
+    assert len(folders) == 1, folders
+    for _ in range(40):  # a new connection each time: the kernel hands them to either worker
+        assert httpx.get(server.url + "/simple/", headers={"Connection": "close"}).status_code == 200
+    writers = {path.stem.rsplit("_", 1)[1] for path in folders[0].glob("counter_*.db")}
+    assert len(writers) == 2, f"expected both workers to keep their counters in the shared folder: {writers}"
+    for _ in range(6):
+        text = httpx.get(server.url + "/metrics", headers={"Connection": "close"}).text
+        assert _sample(text, 'packhouse_http_requests_total{method="GET",route="/simple/",status="200"}') == [
+            'packhouse_http_requests_total{method="GET",route="/simple/",status="200"} 40.0'
+        ]
+        assert _sample(text, "packhouse_projects") == ["packhouse_projects 0.0"]
+        assert _sample(text, "packhouse_files ") == ["packhouse_files 0.0"]
+    server.stop()
+    assert not list(scratch.glob("packhouse-metrics-*"))
