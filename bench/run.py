@@ -441,7 +441,7 @@ ROWS = [
     ("project_at_10k", "GET /simple/<project>/ (10,000 projects)", "rps", True, 300),
     ("project_at_10k_json", "  same, PEP 691 JSON", "rps", True, 300),
     ("upload_50mb", "50 MB wheel upload (MB/s)", "mb_s", True, 5),
-    ("upload_small_seq", "sequential small uploads (/s)", "per_s", True, 4),
+    ("upload_small_seq", "sequential small uploads, small corpus (/s)", "per_s", True, 4),
     ("upload_small_seq_10k", "  same, 10,000-project index (/s)", "per_s", True, 4),
     ("get_50mb_file", "GET 50 MB file, 4 conns (MB/s)", "mb_s", True, 1),
     ("range_50mb_file", "  Range 64 KiB of it, 4 conns (req/s)", "rps", True, None),
