@@ -331,17 +331,12 @@ def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, filename TEXT UNIQUE, sha256 TEXT)")
 
-    def durable_write(path: Path, data: bytes) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    def fsynced(path: Path, data: bytes | None = None) -> None:
+        """Write ``data`` to a new file and fsync it; without data, fsync the directory ``path``."""
+        fd = os.open(path, os.O_RDONLY if data is None else os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def fsync_dir(path: Path) -> None:
-        fd = os.open(path, os.O_RDONLY)
-        try:
+            if data is not None:
+                os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -351,14 +346,14 @@ def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
         start = time.perf_counter()
         digest = f"{i:064x}"
         staged, meta = directory / "tmp" / f"{i}.part", directory / "tmp" / f"{i}.meta"
-        durable_write(staged, os.urandom(3000))
-        durable_write(meta, os.urandom(800))
+        fsynced(staged, os.urandom(3000))
+        fsynced(meta, os.urandom(800))
         target = directory / digest[:2] / digest[2:4] / digest[4:]
         target.mkdir(parents=True, exist_ok=True)
         os.replace(staged, target / "x.whl")
         os.replace(meta, target / "x.whl.metadata")
         for d in (target, target.parent, target.parent.parent):
-            fsync_dir(d)
+            fsynced(d)
         db.execute("BEGIN IMMEDIATE")
         db.execute("INSERT INTO files (filename, sha256) VALUES (?, ?)", (f"x-{i}.whl", digest))
         db.execute("COMMIT")
