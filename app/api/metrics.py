@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.deps import basic_credentials
 from app.errors import AuthenticationRequiredError
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (app/commands/_server.py)
 UPLOAD_ROUTES = {"/", "/legacy/"}
 FILE_ROUTES = {"/files/{project}/{filename}", "/packages/{filename}"}
 
@@ -78,9 +79,6 @@ class _Families(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self.families
-
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class MetricsMiddleware:

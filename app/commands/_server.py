@@ -109,14 +109,13 @@ def launch(settings: Settings) -> int:
     return 0
 
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's; app/api/metrics.py reads it
-
-
 @contextlib.contextmanager
 def shared_metrics(enabled: bool) -> Iterator[None]:
     """Several workers: a fresh folder for prometheus_client's multiprocess mode, named in
     PROMETHEUS_MULTIPROC_DIR for the workers (each counts into its own files there and /metrics
     sums them), removed when the server stops. A folder the operator already named is used as it is."""
+    from app.api.metrics import MULTIPROC_ENV
+
     if not enabled or os.environ.get(MULTIPROC_ENV):
         yield
         return
