@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -37,6 +37,7 @@ from app.services.stats import StatsService
 from app.services.upload import UploadService
 from app.settings import Settings
 from app.storage import build_storage
+from app.storage.base import Storage
 from app.storage.flat import FlatLocalStorage
 
 log = logging.getLogger("packhouse")
@@ -48,20 +49,8 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     engine = build_engine(url)
     writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
     await upgrade_to_head(writer)
-    # pypiserver mode (`packhouse run DIR`): the package folder itself is the store, files kept flat.
-    flat = settings.packages_dir is not None and settings.files_dir is None and not settings.storage
-    if flat:
-        storage, close_storage = FlatLocalStorage(settings.effective_files_dir, settings.extra_packages_dirs_list), None
-    else:
-        storage, close_storage = await build_storage(
-            settings.storage,
-            files_dir=settings.effective_files_dir,
-            staging_dir=settings.data_dir / "staging",
-            s3_endpoint_url=settings.s3_endpoint_url,
-            s3_public_endpoint_url=settings.s3_public_endpoint_url,
-            s3_delivery=settings.s3_delivery,
-            s3_presign_expires=settings.s3_presign_expires,
-        )
+    storage, close_storage = await open_storage(settings)
+    flat = isinstance(storage, FlatLocalStorage)
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
     authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
@@ -111,11 +100,27 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             rescanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rescanner
-        if close_storage is not None:
-            await close_storage()
+        await close_storage()
         await engine.dispose()
         if writer is not engine:
             await writer.dispose()
+
+
+async def open_storage(settings: Settings) -> tuple[Storage, Callable[[], Awaitable[None]]]:
+    """The storage the settings name, and a coroutine function that releases it: S3 (``storage``),
+    pypiserver's package folder kept flat (``packages_dir``, as ``packhouse run DIR``), or the
+    files folder. The server and the management commands open it here alike."""
+    return await build_storage(
+        settings.storage,
+        files_dir=settings.effective_files_dir,
+        staging_dir=settings.data_dir / "staging",
+        flat=settings.packages_dir is not None and settings.files_dir is None,
+        extra_roots=settings.extra_packages_dirs_list,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_public_endpoint_url=settings.s3_public_endpoint_url,
+        s3_delivery=settings.s3_delivery,
+        s3_presign_expires=settings.s3_presign_expires,
+    )
 
 
 async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:
@@ -158,9 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.fallback_url:
         install_fallback(app, settings.fallback_url)
     if settings.health_endpoint != "/health":  # pypiserver: --health-endpoint
-        app.add_api_route(
-            settings.health_endpoint, health.health, methods=["GET"], response_model=health.Health
-        )
+        app.add_api_route(settings.health_endpoint, health.health, methods=["GET"], response_model=health.Health)
     ui.install_error_pages(app)  # HTML 404s for browsers under /ui/
     app.include_router(packages.router)
     for module in (health, files, upload, manage, simple, search, ui):

@@ -1,8 +1,10 @@
 """``packhouse check | yank | unyank | delete``: act on the data directory directly.
 
-They open the same database and storage as the server (``--data-dir`` / ``--database-url`` or the
-PACKHOUSE_* variables), so they work while the server runs, and every change is journaled with the
-acting user (``--actor``, default ``cli:<login>``) exactly as the management API does.
+They open the same database and storage as the server, from the same settings (flags, the
+PACKHOUSE_* variables, ``--config``): the files folder, pypiserver's package folder
+(``--packages-dir``) or S3 (``--storage``). So they work while the server runs, and every change is
+journaled with the acting user (``--actor``, default ``cli:<login>``) exactly as the management API
+does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ T = TypeVar("T")
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="the server's data folder (default ./data; env PACKHOUSE_DATA_DIR)")
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
+    p.add_argument("--packages-dir", help="the pypiserver package folder 'packhouse run' serves "
+                   "(env PACKHOUSE_PACKAGES_DIR)")  # fmt: skip
+    p.add_argument("--storage", help="s3://BUCKET/PREFIX when the server stores files in S3 "
+                   "(env PACKHOUSE_STORAGE; the S3 settings come from PACKHOUSE_S3_*)")  # fmt: skip
+    p.add_argument("--config", help="the server's TOML settings file (env PACKHOUSE_CONFIG)")
 
 
 def _target(p: argparse.ArgumentParser) -> None:
@@ -58,20 +65,25 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]]) -> T:
-    """Open the database (brought to the latest schema) and storage, run ``work(sessions, storage)``."""
+    """Open the database (brought to the latest schema) and the storage exactly as the server does
+    (settings from flags > PACKHOUSE_* > --config), run ``work(sessions, storage)``."""
+    from app.commands._server import build_settings
     from app.db.engine import build_engine, build_sessionmaker
     from app.db.migrate import upgrade_to_head
-    from app.settings import Settings
-    from app.storage.local import LocalStorage
+    from app.main import open_storage
 
-    given = {k: getattr(args, k) for k in ("data_dir", "database_url") if getattr(args, k, None)}
-    settings = Settings(**given)
+    flags = {k: getattr(args, k) for k in ("data_dir", "database_url", "packages_dir", "storage")}
+    settings = build_settings(flags, args.config)
 
     async def main() -> T:
         engine = build_engine(settings.effective_database_url, immediate=True)
         try:
             await upgrade_to_head(engine)
-            return await work(build_sessionmaker(engine), LocalStorage(settings.effective_files_dir))
+            storage, close_storage = await open_storage(settings)
+            try:
+                return await work(build_sessionmaker(engine), storage)
+            finally:
+                await close_storage()
         finally:
             await engine.dispose()
 
@@ -80,9 +92,11 @@ def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]
 
 def check(args: argparse.Namespace) -> int:
     from app.services.check import CheckService
+    from app.storage.flat import FlatLocalStorage
 
     async def work(sessions: object, storage: object) -> int:
-        report = await CheckService(sessions, storage).run(repair=args.repair, actor=_actor(args))  # type: ignore[arg-type]
+        checker = CheckService(sessions, storage, package_folder=isinstance(storage, FlatLocalStorage))  # type: ignore[arg-type]
+        report = await checker.run(repair=args.repair, actor=_actor(args))
         for p in report.problems:
             print(f"{'REPAIRED' if p.repaired else 'PROBLEM'} {p.kind}: {p.filename or p.key}: {p.detail}")
         left = len(report.unrepaired)
@@ -121,8 +135,12 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def _guarded(call: Callable[[], int]) -> int:
+    from app.commands._server import ConfigError, fail
+
     try:
         return call()
+    except ConfigError as exc:
+        return fail(str(exc))
     except PackageIndexError as exc:
         print(f"packhouse: {exc.detail}", file=sys.stderr)
         return 1

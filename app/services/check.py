@@ -13,27 +13,16 @@ about to commit looks like an orphan for a moment (each orphan is re-checked jus
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
-import anyio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File, Project
-from app.errors import InvalidRequestError
 from app.storage.base import Storage
 
 METADATA_SUFFIX = ".metadata"
 BROKEN_PREFIX = "packhouse check:"
-
-
-@runtime_checkable
-class Inventory(Protocol):
-    def keys(self) -> Iterable[str]:
-        """Every stored key (blocking; run in a thread)."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,16 +50,18 @@ class CheckReport:
 
 
 class CheckService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], storage: Storage, *, package_folder: bool = False
+    ) -> None:
+        """``package_folder``: the storage is a pypiserver package folder served in place. Its files
+        belong to whoever put them there: one without a row is waiting for the next rescan (or is
+        not a distribution at all), never an orphan to remove."""
         self.sessions = sessions
         self.storage = storage
+        self.package_folder = package_folder
 
     async def run(self, *, repair: bool = False, actor: str | None = None) -> CheckReport:
-        """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled).
-
-        Raises:
-            InvalidRequestError: the storage backend cannot list its keys.
-        """
+        """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled)."""
         report = CheckReport()
         async with self.sessions() as session:
             rows = await repo.all_files(session)
@@ -86,13 +77,10 @@ class CheckService:
                 elif repair:
                     problem = await self._repair_row(row, problem, actor)
                 report.problems.append(problem)
-        inventory = self.storage
-        if not isinstance(inventory, Inventory):
-            raise InvalidRequestError("This storage backend cannot list its keys: orphans cannot be checked.")
-        stored = await anyio.to_thread.run_sync(lambda: sorted(inventory.keys()))
+        stored = sorted(await self.storage.keys())
         report.blobs = len(stored)
         for key in stored:
-            if key in known:
+            if key in known or self.package_folder:
                 continue
             problem = Problem("orphan", key, None, f"stored blob {key} belongs to no file row")
             report.problems.append(await self._remove_orphan(problem) if repair else problem)

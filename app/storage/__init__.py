@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from app.storage.base import Storage
+from app.storage.flat import FlatLocalStorage
 from app.storage.local import LocalStorage
 
 
@@ -18,13 +19,18 @@ async def build_storage(
     *,
     files_dir: Path,
     staging_dir: Path,
+    flat: bool = False,
+    extra_roots: Sequence[Path] = (),
     s3_endpoint_url: str | None = None,
     s3_public_endpoint_url: str | None = None,
     s3_delivery: str = "stream",
     s3_presign_expires: int = 300,
 ) -> tuple[Storage, Callable[[], Awaitable[None]]]:
     """The storage for ``url`` (``s3://bucket/prefix``, or None for ``files_dir``) and a coroutine
-    function that releases it. S3 needs the ``s3`` extra: ``pip install 'packhouse[s3]'``."""
+    function that releases it. ``flat``: ``files_dir`` is a pypiserver package folder, kept flat
+    (with ``extra_roots`` served read-only). S3 needs the ``s3`` extra: ``pip install 'packhouse[s3]'``."""
+    if not url and flat:
+        return FlatLocalStorage(files_dir, extra_roots), _nothing
     if not url:
         return LocalStorage(files_dir), _nothing
     try:

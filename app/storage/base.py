@@ -78,6 +78,10 @@ class Storage(Protocol):
         """Raise if the store is not reachable or writable."""
         ...
 
+    async def keys(self) -> list[str]:
+        """Every stored key (for consistency checks: ``packhouse check``)."""
+        ...
+
     def sweep_temporary(self) -> int:
         """Remove temporary files left by a crash; return how many."""
         ...

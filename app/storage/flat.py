@@ -50,7 +50,7 @@ class FlatLocalStorage(LocalStorage):
             raise ValueError(f"storage key {key!r} is inside Packhouse's own {STATE_DIR}/ folder")
         return path
 
-    def keys(self) -> list[str]:
+    def _walk(self) -> list[str]:
         """Every file in the package folder, skipping hidden folders and files (as pypiserver does)."""
         out = []
         for path in sorted(self.root.rglob("*")):

@@ -161,8 +161,11 @@ class LocalStorage:
     def sweep_temporary(self) -> int:
         return sweep_dead_uploads(self.tmp)
 
-    def keys(self) -> list[str]:
+    async def keys(self) -> list[str]:
         """Every stored key (for consistency checks)."""
+        return await anyio.to_thread.run_sync(self._walk)
+
+    def _walk(self) -> list[str]:
         out = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             if Path(dirpath) == self.root and TMP_DIR in dirnames:

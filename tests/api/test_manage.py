@@ -4,6 +4,7 @@ deleted-filename rule, the audit journal, and ``packhouse check``."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -268,13 +269,14 @@ def test_management_api_is_documented(client):
 # The CLI acts on the data directory directly -------------------------------------------------
 
 
-def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app", *args, "--data-dir", str(data_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -322,3 +324,50 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     r = cli("check", data_dir=data)
     assert r.returncode == 0 and "0 unrepaired" in r.stdout
     assert [e[2] for e in db_rows(data / "packhouse.db", "events") if e[2] == "check-broken"]
+
+
+def test_cli_acts_on_the_s3_storage_the_server_uses(make_client, s3, dists, tmp_path):
+    """With PACKHOUSE_STORAGE (or --storage) the commands open the bucket, not a local folder."""
+    client = make_client(storage=s3.storage_url, s3_endpoint_url=s3.server.endpoint)
+    for name in (W1, W2, S2):
+        assert post(client, dists / name).status_code == 200
+    data = tmp_path / "data"
+    r = cli("check", data_dir=data, env=s3.env)
+    assert r.returncode == 0 and "3 file(s) and 5 stored blob(s): 0 problem(s)" in r.stdout, r.stdout + r.stderr
+    bucket = s3.server.client()
+    (s2_key,) = [k for k in s3.keys() if k.endswith(S2)]
+    bucket.delete_object(Bucket=s3.bucket, Key=s2_key)
+    bucket.put_object(Bucket=s3.bucket, Key=f"{s3.prefix}/ab/cd/orphan.whl", Body=b"left by a crash")
+    r = cli("check", "--storage", s3.storage_url, data_dir=data, env={"PACKHOUSE_S3_ENDPOINT_URL": s3.server.endpoint})
+    assert r.returncode == 1
+    assert f"missing: {S2}" in r.stdout and "orphan: ab/cd/orphan.whl" in r.stdout, r.stdout
+    assert cli("check", "--repair", data_dir=data, env=s3.env).returncode == 0
+    assert f"{s3.prefix}/ab/cd/orphan.whl" not in s3.keys()
+    assert cli("delete", "demo", "--file", W2, data_dir=data, env=s3.env).returncode == 0
+    assert not [k for k in s3.keys() if W2 in k]  # the wheel and its PEP 658 metadata left the bucket
+    assert W2 not in yanked(client)
+
+
+def test_cli_in_pypiserver_mode_keeps_the_package_folder(make_client, dists, tmp_path):
+    """--packages-dir: the commands use the package folder as 'packhouse run' does. A file there
+    without a row (dropped in by hand, or not a distribution) is the owner's, never an orphan."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    client = make_client(packages_dir=packages)
+    for name in (W1, W2):
+        assert post(client, dists / name).status_code == 200
+    (packages / "README.txt").write_text("our wheels\n")
+    (packages / "later-1.0.tar.gz").write_bytes(b"not indexed yet")
+    flags = ("--packages-dir", str(packages))
+    r = cli("check", "--repair", *flags, data_dir=tmp_path / "data")
+    assert r.returncode == 0 and "0 problem(s)" in r.stdout, r.stdout + r.stderr
+    assert (packages / "README.txt").exists() and (packages / "later-1.0.tar.gz").exists()
+    assert (packages / ".packhouse" / "metadata" / f"{W2}.metadata").exists()
+    r = cli("delete", "demo", "--file", W2, *flags, data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stderr
+    assert not (packages / W2).exists() and (packages / W1).exists()
+    assert not list(packages.rglob(f"{W2}.metadata"))
+    assert W2 not in yanked(client)
+    (packages / W1).write_bytes(b"damaged")
+    r = cli("check", *flags, data_dir=tmp_path / "data")
+    assert r.returncode == 1 and f"corrupt: {W1}" in r.stdout
