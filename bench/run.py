@@ -582,9 +582,9 @@ def main() -> int:
                 servers.packhouse(sdir, args.workers, probe),
                 lambda s: small_and_uploads(s),
             )
-        # Floors for the small-upload row: the HTTP exchange alone (a server that stores nothing)
-        # and the fsyncs alone (no server).
-        run(servers.upload_floor(), lambda s: small_uploads(ctx, s, uploads["small"], up_dir, "upload_small_seq"))
+        # Floors for the upload rows: the HTTP exchange alone (a server that stores nothing), and
+        # for small uploads the fsyncs alone (no server).
+        run(servers.upload_floor(), lambda s: uploads_phase(ctx, s, uploads, up_dir))
         ctx.put("upload_small_seq", "fsyncs alone", durable_floor(WORK / "floor-disk"))
         for kind in ("pypiserver", "gunicorn"):
             if kind not in which:
@@ -665,9 +665,10 @@ def main() -> int:
     extra = ctx.out.get("get_50mb_file", {}).get("nginx")
     if extra:
         print(f"\nnginx sendfile, same file: {figure(extra, 'mb_s')} MB/s")
-    for srv_name, v in ctx.out.get("upload_small_seq", {}).items():
-        if srv_name in ("upload-floor", "fsyncs alone"):
-            print(f"small upload floor ({srv_name}): {_show(v)}")
+    for row, label in (("upload_50mb", "50 MB upload"), ("upload_small_seq", "small upload")):
+        for srv_name, v in ctx.out.get(row, {}).items():
+            if srv_name in ("upload-floor", "fsyncs alone"):
+                print(f"{label} floor ({srv_name}): {_show(v)}")
     for row in ("cold_start", "rss_growth_1gb_upload"):
         for srv_name, v in ctx.out.get(row, {}).items():
             print(f"{row} ({srv_name}): {_show(v)}")
