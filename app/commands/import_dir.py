@@ -22,27 +22,29 @@ def progress_bar(done: int, total: int, name: str, width: int = 30) -> None:
 async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
     from app.db.engine import build_engine, build_sessionmaker
     from app.db.migrate import upgrade_to_head
+    from app.main import open_storage
     from app.services.scan import FolderIndexer
     from app.services.upload import storage_key
     from app.storage.flat import FlatLocalStorage
-    from app.storage.local import LocalStorage
 
     engine = build_engine(settings.effective_database_url, immediate=True)
     try:
         await upgrade_to_head(engine)
-        flat = settings.packages_dir is not None and settings.files_dir is None
-        root = settings.effective_files_dir
-        storage = FlatLocalStorage(root) if flat else LocalStorage(root)
-        indexer = FolderIndexer(build_sessionmaker(engine), storage)
-        if flat and source == storage.root:
-            progress = progress_bar if show_progress else None
-            report = await indexer.sync_in_place([storage.root], progress, settle=False)
-        else:
+        storage, close_storage = await open_storage(settings)  # the server's: folder, package folder or S3
+        try:
+            flat = isinstance(storage, FlatLocalStorage)
+            indexer = FolderIndexer(build_sessionmaker(engine), storage)
+            if isinstance(storage, FlatLocalStorage) and source == storage.root:
+                progress = progress_bar if show_progress else None
+                report = await indexer.sync_in_place([storage.root], progress, settle=False)
+            else:
 
-            def key_for(sha: str, filename: str, _rel: str) -> str:
-                return filename if flat else storage_key(sha, filename)
+                def key_for(sha: str, filename: str, _rel: str) -> str:
+                    return filename if flat else storage_key(sha, filename)
 
-            report = await indexer.import_folder(source, key_for, progress_bar if show_progress else None)
+                report = await indexer.import_folder(source, key_for, progress_bar if show_progress else None)
+        finally:
+            await close_storage()
     finally:
         await engine.dispose()
     print(
@@ -59,7 +61,12 @@ def handle(args: argparse.Namespace) -> int:
     source = Path(args.directory)
     if not source.is_dir():
         return fail(f"{source} is not a directory")
-    flags = {"data_dir": args.data_dir, "packages_dir": args.packages_dir, "database_url": args.database_url}
+    flags = {
+        "data_dir": args.data_dir,
+        "packages_dir": args.packages_dir,
+        "database_url": args.database_url,
+        "storage": args.storage,
+    }
     try:
         settings = build_settings(flags, args.config)
     except ConfigError as exc:
@@ -77,10 +84,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("directory", metavar="DIRECTORY")
     p.add_argument("--data-dir", help="the data folder of 'packhouse serve' (env PACKHOUSE_DATA_DIR)")
-    p.add_argument(
-        "--packages-dir", help="the package folder of 'packhouse run' (env PACKHOUSE_PACKAGES_DIR)"
-    )
+    p.add_argument("--packages-dir", help="the package folder of 'packhouse run' (env PACKHOUSE_PACKAGES_DIR)")
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
+    p.add_argument("--storage", help="s3://BUCKET/PREFIX when the server stores files in S3 (env PACKHOUSE_STORAGE)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file (env PACKHOUSE_CONFIG)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=handle)

@@ -165,3 +165,22 @@ def test_htpasswd_edits_are_atomic_bcrypt_and_keep_other_lines(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["htpasswd"]  # no temporary file left behind
     with pytest.raises(ValueError, match="invalid user name"):
         edit_htpasswd(path, "a:b", hash_password("x"))
+
+
+def test_import_command_writes_to_the_s3_storage_the_server_uses(tmp_path, make_client, database_url_for, s3):
+    """PACKHOUSE_STORAGE (as the server's replicas have it) sends the imported files to the bucket."""
+    source = tmp_path / "wheelhouse"
+    source.mkdir()
+    wheel = make_wheel(source, "imported-lib", "1.2")
+    data_dir = tmp_path / "data"
+    url = database_url_for(data_dir)
+    env = clean_env(tmp_path / "home", {**s3.env, **({"PACKHOUSE_DATABASE_URL": url} if url else {})})
+    proc = subprocess.run(
+        [sys.executable, "-m", "app", "import", str(source), "--data-dir", str(data_dir), "-q"],
+        capture_output=True, text=True, cwd=ROOT, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0 and "imported 1 file(s)" in proc.stderr, proc.stderr
+    assert sorted(k.rsplit("/", 1)[1] for k in s3.keys()) == [wheel.name, wheel.name + ".metadata"]
+    assert not (data_dir / "files").exists()  # nothing went to the local folder
+    client = make_client(data_dir=data_dir, storage=s3.storage_url, s3_endpoint_url=s3.server.endpoint)
+    assert client.get(f"/files/imported-lib/{wheel.name}").content == wheel.read_bytes()
