@@ -241,3 +241,29 @@ def test_recent_releases_fall_back_when_one_release_fills_the_window(make_client
 
     assert client.portal.call(recent, 10) == [("big", "1.0"), ("small", "1.0")]
     assert client.portal.call(recent, 500) == [("big", "1.0"), ("small", "1.0")]
+
+
+def test_pages_and_assets_are_gzipped_when_asked_and_revalidated_with_304(seeded, tmp_path: Path):
+    url = "/ui/project/demo-pkg/"
+    plain = seeded.get(url, headers={"Accept-Encoding": "identity"})
+    zipped = seeded.get(url, headers={"Accept-Encoding": "gzip"})  # httpx decodes it
+    assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+    assert zipped.text == plain.text and zipped.num_bytes_downloaded * 2 < len(plain.content)
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert "content-encoding" not in seeded.get(url, headers={"Accept-Encoding": "gzip;q=0"}).headers
+    etag = plain.headers["etag"]
+    assert etag.startswith('W/"') and zipped.headers["etag"] == etag  # one page, two encodings
+    assert plain.headers["cache-control"] == "private, no-cache"  # revalidated on every visit
+    again = seeded.get(url, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    # A change to the project changes the page, so the old ETag no longer matches.
+    data.yank(tmp_path / "data", "demo_pkg-1.0.0-py3-none-any.whl", "superseded")
+    changed = seeded.get(url, headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag and "superseded" in changed.text
+    css = seeded.get("/ui/static/ui.css", headers={"Accept-Encoding": "gzip"})
+    assert css.headers["content-encoding"] == "gzip" and "immutable" in css.headers["cache-control"]
+    assert seeded.get("/ui/static/ui.css", headers={"If-None-Match": css.headers["etag"]}).status_code == 304
+    missing = seeded.get("/ui/project/nothing-here/", headers={"Accept": "text/html"})
+    assert missing.status_code == 404 and "etag" in missing.headers  # error pages are pages too
+    stale = {"Accept": "text/html", "If-None-Match": missing.headers["etag"]}
+    assert seeded.get("/ui/project/nothing-here/", headers=stale).status_code == 404  # never a 304

@@ -11,6 +11,7 @@ Every page needs the ``list`` permission; downloads keep their own (``download``
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from datetime import datetime
 from functools import cache
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from app import dists
@@ -30,6 +31,7 @@ from app.services.catalog import ProjectView
 WEB = Path(__file__).resolve().parents[2] / "web"
 STATIC = WEB / "static"
 ASSETS = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
+GZIP_MIN_BYTES = 1024  # below this, gzip saves less than its own cost
 
 router = APIRouter(tags=["web"], include_in_schema=False)
 templates = Jinja2Templates(directory=WEB / "templates")
@@ -65,7 +67,7 @@ templates.env.filters["day"] = lambda value: value.strftime("%Y-%m-%d")
 
 @cache
 def asset_version(name: str) -> str:
-    return hashlib.sha256((STATIC / name).read_bytes()).hexdigest()[:12]
+    return hashlib.sha256(_asset(name)).hexdigest()[:12]
 
 
 def _context(request: Request, **values: Any) -> dict[str, Any]:
@@ -87,11 +89,35 @@ def _context(request: Request, **values: Any) -> dict[str, Any]:
     }
 
 
-def page(request: Request, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
-    context = _context(request, **values)
-    response = templates.TemplateResponse(request, template, context, status_code=status_code)
-    response.headers.update(SECURITY_HEADERS)
-    return response
+def page(request: Request, template: str, status_code: int = 200, **values: Any) -> Response:
+    """A rendered page, revalidated on every visit (``no-cache``): an unchanged page answers 304
+    with no body. ``private``: it may depend on who asks."""
+    html = templates.get_template(template).render({**_context(request, **values), "request": request})
+    headers = {**SECURITY_HEADERS, "Cache-Control": "private, no-cache"}
+    return _send(request, html.encode(), "text/html; charset=utf-8", headers, status_code)
+
+
+def _send(request: Request, body: bytes, media_type: str, headers: dict[str, str], status_code: int = 200) -> Response:
+    """``body`` with a weak ETag (the gzip and plain forms are the same content), 304 when the
+    client already has it, and gzip when the client asks for it (HTML, CSS and JS shrink 4-6x)."""
+    etag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {**headers, "ETag": etag, "Vary": "Accept-Encoding"}
+    if status_code == 200 and _has(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    if len(body) >= GZIP_MIN_BYTES and _has(request.headers.get("accept-encoding"), "gzip"):
+        body = gzip.compress(body, compresslevel=6, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, status_code=status_code, headers=headers, media_type=media_type)
+
+
+def _has(header: str | None, token: str) -> bool:
+    """Whether a comma-separated header lists ``token`` (ETags compared weakly, codings without a
+    zero ``q``)."""
+    for item in (header or "").split(","):
+        value, _, params = item.strip().partition(";")
+        if value.removeprefix("W/") == token.removeprefix("W/") or value == "*":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
 
 
 def install_error_pages(app: FastAPI) -> None:
@@ -109,7 +135,7 @@ def install_error_pages(app: FastAPI) -> None:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def home(request: Request, catalog: CatalogDep, _who: ListIdentity) -> HTMLResponse:
+async def home(request: Request, catalog: CatalogDep, _who: ListIdentity) -> Response:
     return page(request, "home.html", home=await catalog.home())
 
 
@@ -121,7 +147,7 @@ async def projects(
     q: str = Query("", max_length=200),
     page_: int = Query(1, alias="page", ge=1, le=100_000),
     sort: str = Query("name", pattern="^(name|updated)$"),
-) -> HTMLResponse:
+) -> Response:
     return page(request, "projects.html", result=await catalog.search(q, page_, sort=sort))
 
 
@@ -145,7 +171,7 @@ async def release(
     return _project_page(request, await catalog.project(name, version), pinned=True)
 
 
-def _project_page(request: Request, view: ProjectView, pinned: bool) -> HTMLResponse:
+def _project_page(request: Request, view: ProjectView, pinned: bool) -> Response:
     pin = f"{view.name}=={view.version}" if pinned or not view.is_latest else view.name
     return page(request, "project.html", p=view, pin=pin)
 
@@ -157,9 +183,14 @@ async def projects_no_slash(request: Request) -> Response:
 
 
 @router.get("/ui/static/{name}")
-async def static(name: str) -> Response:
+async def static(request: Request, name: str) -> Response:
     if name not in ASSETS:
         raise NotFoundError(f"No asset {name!r}.")
     # Pages link assets with ?v=<content hash>, so a cached copy never goes stale.
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
-    return FileResponse(STATIC / name, media_type=ASSETS[name], headers=headers)
+    return _send(request, _asset(name), ASSETS[name], headers)
+
+
+@cache
+def _asset(name: str) -> bytes:
+    return (STATIC / name).read_bytes()
