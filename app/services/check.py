@@ -1,7 +1,8 @@
 """``packhouse check``: the database rows and the stored bytes agree.
 
 Every file row must have its bytes in storage with the recorded sha256 (and its PEP 658 metadata
-file, when one is advertised); every stored blob must belong to a row. ``repair`` removes orphan
+file, when one is advertised); every stored blob must belong to a row (except in a pypiserver
+package folder, whose files are their owner's: see ``package_folder``). ``repair`` removes orphan
 blobs, yanks rows whose bytes are missing or damaged (so installers skip them, with a reason that
 says why) and stops advertising metadata files that are gone. Each repair is journaled.
 
