@@ -21,6 +21,9 @@ from pydantic import ValidationError
 from app.errors import PackageIndexError
 
 T = TypeVar("T")
+# check --grace: far longer than an upload waits between storing its bytes and committing its row
+# (SQLite's busy timeout is 60 s).
+DEFAULT_GRACE = 900.0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -50,6 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _common(p)
     p.add_argument("--repair", action="store_true", help="remove orphan blobs and mark broken rows (yank)")
+    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+                   help="remove only orphans stored at least this long ago: younger ones may belong to "
+                   f"an upload in flight (default {DEFAULT_GRACE:g})")  # fmt: skip
     p.set_defaults(func=check)
 
     p = sub.add_parser("yank", help="yank a release or a file (PEP 592)")
@@ -96,7 +102,7 @@ def check(args: argparse.Namespace) -> int:
 
     async def work(sessions: object, storage: object) -> int:
         checker = CheckService(sessions, storage, package_folder=isinstance(storage, FlatLocalStorage))  # type: ignore[arg-type]
-        report = await checker.run(repair=args.repair, actor=_actor(args))
+        report = await checker.run(repair=args.repair, actor=_actor(args), grace=args.grace)
         for p in report.problems:
             print(f"{'REPAIRED' if p.repaired else 'PROBLEM'} {p.kind}: {p.filename or p.key}: {p.detail}")
         left = len(report.unrepaired)

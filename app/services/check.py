@@ -7,13 +7,15 @@ blobs, yanks rows whose bytes are missing or damaged (so installers skip them, w
 says why) and stops advertising metadata files that are gone. Each repair is journaled.
 
 Orphans are normal after a crash between "store" and "insert" (DESIGN rule 7), or a delete that
-died before removing the bytes. Run ``--repair`` while no upload is in flight: a blob whose row is
-about to commit looks like an orphan for a moment (each orphan is re-checked just before removal).
+died before removing the bytes. ``--repair`` is safe while the server runs: a blob whose row is
+about to commit looks like an orphan for a moment, so only orphans older than ``--grace`` (15
+minutes in the CLI) are removed, and each is re-checked against the database just before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -61,8 +63,10 @@ class CheckService:
         self.storage = storage
         self.package_folder = package_folder
 
-    async def run(self, *, repair: bool = False, actor: str | None = None) -> CheckReport:
-        """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled)."""
+    async def run(self, *, grace: float, repair: bool = False, actor: str | None = None) -> CheckReport:
+        """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled).
+        An orphan stored less than ``grace`` seconds ago is reported and kept: an upload stores its
+        bytes just before its row commits, so a young orphan may be one in flight."""
         report = CheckReport()
         async with self.sessions() as session:
             rows = await repo.all_files(session)
@@ -78,13 +82,23 @@ class CheckService:
                 elif repair:
                     problem = await self._repair_row(row, problem, actor)
                 report.problems.append(problem)
-        stored = sorted(await self.storage.keys())
+        stored = await self.storage.keys()
         report.blobs = len(stored)
-        for key in stored:
+        now = time.time()
+        for key, stored_at in sorted(stored.items()):
             if key in known or self.package_folder:
                 continue
-            problem = Problem("orphan", key, None, f"stored blob {key} belongs to no file row")
-            report.problems.append(await self._remove_orphan(problem) if repair else problem)
+            detail, age = f"stored blob {key} belongs to no file row", now - stored_at
+            if age < grace:
+                detail += (
+                    f", stored {max(age, 0):.0f} s ago: kept for now, an upload may still be committing its "
+                    f"row (--repair removes it once older than --grace {grace:g} s)"
+                )
+                report.problems.append(Problem("orphan", key, None, detail))
+            elif not repair:
+                report.problems.append(Problem("orphan", key, None, detail))
+            elif (removed := await self._remove_orphan(Problem("orphan", key, None, detail))) is not None:
+                report.problems.append(removed)
         return report
 
     async def _check_row(self, row: File) -> list[Problem]:
@@ -144,11 +158,11 @@ class CheckService:
             )
         return Problem(problem.kind, problem.key, problem.filename, f"{problem.detail}; {what}", True)
 
-    async def _remove_orphan(self, problem: Problem) -> Problem:
+    async def _remove_orphan(self, problem: Problem) -> Problem | None:
         data_key = problem.key.removesuffix(METADATA_SUFFIX)
         async with self.sessions() as session:
             if await repo.storage_key_in_use(session, data_key):
-                return problem  # its row committed meanwhile: not an orphan after all
+                return None  # its row committed meanwhile: not an orphan after all
         await self.storage.delete(problem.key)
         return Problem(problem.kind, problem.key, None, f"{problem.detail}; removed", True)
 

@@ -78,8 +78,9 @@ class Storage(Protocol):
         """Raise if the store is not reachable or writable."""
         ...
 
-    async def keys(self) -> list[str]:
-        """Every stored key (for consistency checks: ``packhouse check``)."""
+    async def keys(self) -> dict[str, float]:
+        """Every stored key, with the time it was stored (seconds since the epoch), for
+        consistency checks (``packhouse check``)."""
         ...
 
     def sweep_temporary(self) -> int:

@@ -161,9 +161,9 @@ class LocalStorage:
     def sweep_temporary(self) -> int:
         return sweep_dead_uploads(self.tmp)
 
-    async def keys(self) -> list[str]:
-        """Every stored key (for consistency checks)."""
-        return await anyio.to_thread.run_sync(self._walk)
+    async def keys(self) -> dict[str, float]:
+        """Every stored key and its file's mtime (for consistency checks)."""
+        return await anyio.to_thread.run_sync(lambda: {key: (self.root / key).stat().st_mtime for key in self._walk()})
 
     def _walk(self) -> list[str]:
         out = []

@@ -201,13 +201,13 @@ class S3Storage:
         """Staged uploads of dead processes (unfinished multipart uploads: a lifecycle rule)."""
         return sweep_dead_uploads(self.staging_dir)
 
-    async def keys(self) -> list[str]:
-        """Every stored key under the prefix (for consistency checks and transfers)."""
-        out: list[str] = []
+    async def keys(self) -> dict[str, float]:
+        """Every stored key under the prefix and its object's LastModified (for consistency checks)."""
+        out: dict[str, float] = {}
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key_prefix()):
-            out += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+            out.update((obj["Key"][strip:], obj["LastModified"].timestamp()) for obj in page.get("Contents", []))
         return out
 
     def _key_prefix(self) -> str:

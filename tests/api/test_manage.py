@@ -7,6 +7,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bcrypt
@@ -314,6 +315,13 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     for text in (f"corrupt: {W1}", f"missing: {S2}", f"missing-metadata: {W2}", "orphan: ab/cd/orphan.whl"):
         assert text in r.stdout
     assert "--repair" in r.stderr
+    # A young orphan may be an upload about to commit its row: --repair keeps it, and says so.
+    r = cli("check", "--repair", data_dir=data)
+    assert r.returncode == 1 and orphan.exists()
+    assert "PROBLEM orphan: ab/cd/orphan.whl" in r.stdout and "kept for now" in r.stdout, r.stdout
+    assert "REPAIRED corrupt" in r.stdout and "REPAIRED missing-metadata" in r.stdout
+    old = time.time() - 3600
+    os.utime(orphan, (old, old))  # older than the default --grace of 15 minutes
     r = cli("check", "--repair", data_dir=data)
     assert r.returncode == 0, r.stdout
     assert not orphan.exists()
@@ -341,7 +349,9 @@ def test_cli_acts_on_the_s3_storage_the_server_uses(make_client, s3, dists, tmp_
     r = cli("check", "--storage", s3.storage_url, data_dir=data, env={"PACKHOUSE_S3_ENDPOINT_URL": s3.server.endpoint})
     assert r.returncode == 1
     assert f"missing: {S2}" in r.stdout and "orphan: ab/cd/orphan.whl" in r.stdout, r.stdout
-    assert cli("check", "--repair", data_dir=data, env=s3.env).returncode == 0
+    assert cli("check", "--repair", data_dir=data, env=s3.env).returncode == 1  # the orphan is young
+    assert f"{s3.prefix}/ab/cd/orphan.whl" in s3.keys()
+    assert cli("check", "--repair", "--grace", "0", data_dir=data, env=s3.env).returncode == 0
     assert f"{s3.prefix}/ab/cd/orphan.whl" not in s3.keys()
     assert cli("delete", "demo", "--file", W2, data_dir=data, env=s3.env).returncode == 0
     assert not [k for k in s3.keys() if W2 in k]  # the wheel and its PEP 658 metadata left the bucket
@@ -359,7 +369,7 @@ def test_cli_in_pypiserver_mode_keeps_the_package_folder(make_client, dists, tmp
     (packages / "README.txt").write_text("our wheels\n")
     (packages / "later-1.0.tar.gz").write_bytes(b"not indexed yet")
     flags = ("--packages-dir", str(packages))
-    r = cli("check", "--repair", *flags, data_dir=tmp_path / "data")
+    r = cli("check", "--repair", "--grace", "0", *flags, data_dir=tmp_path / "data")  # however old they are
     assert r.returncode == 0 and "0 problem(s)" in r.stdout, r.stdout + r.stderr
     assert (packages / "README.txt").exists() and (packages / "later-1.0.tar.gz").exists()
     assert (packages / ".packhouse" / "metadata" / f"{W2}.metadata").exists()
