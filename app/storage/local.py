@@ -163,7 +163,17 @@ class LocalStorage:
 
     async def keys(self) -> dict[str, float]:
         """Every stored key and its file's mtime (for consistency checks)."""
-        return await anyio.to_thread.run_sync(lambda: {key: (self.root / key).stat().st_mtime for key in self._walk()})
+
+        def listing() -> dict[str, float]:
+            out = {}
+            for key in self._walk():
+                try:
+                    out[key] = (self.root / key).stat().st_mtime
+                except FileNotFoundError:
+                    pass  # removed meanwhile (a delete), or a dangling symlink
+            return out
+
+        return await anyio.to_thread.run_sync(listing)
 
     def _walk(self) -> list[str]:
         out = []

@@ -7,6 +7,7 @@ and a key that needs new directories reports every directory whose entries chang
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 
 import pytest
@@ -91,3 +92,13 @@ async def test_commit_writes_file_and_sidecar(tmp_path):
     assert (root / "ab/cd/ef/x.whl").read_bytes() == b"wheel bytes"
     assert (root / "ab/cd/ef/x.whl.metadata").read_bytes() == b"Name: x\n"
     assert list(storage.tmp.iterdir()) == []
+
+
+async def test_keys_give_stored_times_and_skip_files_gone_meanwhile(tmp_path):
+    storage = LocalStorage(tmp_path / "files")
+    blob = tmp_path / "files" / "ab" / "cd" / "x.whl"
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"x")
+    os.utime(blob, (1_000_000, 1_000_000))
+    (blob.parent / "gone.whl").symlink_to(tmp_path / "nowhere")  # listed by the walk, then not found
+    assert await storage.keys() == {"ab/cd/x.whl": 1_000_000}
