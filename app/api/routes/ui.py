@@ -97,17 +97,30 @@ def page(request: Request, template: str, status_code: int = 200, **values: Any)
     return _send(request, html.encode(), "text/html; charset=utf-8", headers, status_code)
 
 
-def _send(request: Request, body: bytes, media_type: str, headers: dict[str, str], status_code: int = 200) -> Response:
+def _send(
+    request: Request,
+    body: bytes,
+    media_type: str,
+    headers: dict[str, str],
+    status_code: int = 200,
+    *,
+    gzipped: bytes | None = None,
+) -> Response:
     """``body`` with a weak ETag (the gzip and plain forms are the same content), 304 when the
-    client already has it, and gzip when the client asks for it (HTML, CSS and JS shrink 4-6x)."""
+    client already has it, and gzip when the client asks for it (HTML, CSS and JS shrink 4-6x).
+    ``gzipped``: the compressed form, if already made."""
     etag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {**headers, "ETag": etag, "Vary": "Accept-Encoding"}
     if status_code == 200 and _has(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     if len(body) >= GZIP_MIN_BYTES and _has(request.headers.get("accept-encoding"), "gzip"):
-        body = gzip.compress(body, compresslevel=6, mtime=0)
+        body = gzipped or _gzip(body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, status_code=status_code, headers=headers, media_type=media_type)
+
+
+def _gzip(body: bytes) -> bytes:
+    return gzip.compress(body, compresslevel=6, mtime=0)
 
 
 def _has(header: str | None, token: str) -> bool:
@@ -188,9 +201,14 @@ async def static(request: Request, name: str) -> Response:
         raise NotFoundError(f"No asset {name!r}.")
     # Pages link assets with ?v=<content hash>, so a cached copy never goes stale.
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
-    return _send(request, _asset(name), ASSETS[name], headers)
+    return _send(request, _asset(name), ASSETS[name], headers, gzipped=_asset_gzipped(name))
 
 
 @cache
 def _asset(name: str) -> bytes:
     return (STATIC / name).read_bytes()
+
+
+@cache
+def _asset_gzipped(name: str) -> bytes:
+    return _gzip(_asset(name))
