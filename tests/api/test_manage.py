@@ -381,3 +381,12 @@ def test_cli_in_pypiserver_mode_keeps_the_package_folder(make_client, dists, tmp
     (packages / W1).write_bytes(b"damaged")
     r = cli("check", *flags, data_dir=tmp_path / "data")
     assert r.returncode == 1 and f"corrupt: {W1}" in r.stdout
+
+
+def test_cli_refuses_bad_settings_with_a_clear_message(loaded, tmp_path):
+    data = tmp_path / "data"
+    r = cli("check", "--config", str(tmp_path / "missing.toml"), data_dir=data)
+    assert r.returncode == 2 and "cannot read config file" in r.stderr, r.stderr
+    r = cli("delete", "demo", "2.0", "--storage", "ftp://bucket/files", data_dir=data)
+    assert r.returncode == 2 and "use s3://BUCKET/PREFIX" in r.stderr, r.stderr
+    assert W2 in yanked(loaded)  # nothing was deleted
