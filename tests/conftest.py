@@ -188,7 +188,7 @@ def clean_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("PIP_", "UV_", "PACKHOUSE_", "TWINE_", "FLIT_", "HATCH_"))
+        if not k.startswith(("PIP_", "UV_", "PACKHOUSE_", "TWINE_", "FLIT_", "HATCH_", "POETRY_"))
         and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
     }
     home.mkdir(parents=True, exist_ok=True)

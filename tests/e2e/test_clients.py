@@ -1,8 +1,11 @@
-"""End to end: a real `packhouse serve` driven by the real twine, flit, uv, hatch and pip."""
+"""End to end: a real `packhouse serve` driven by the real twine, flit, uv, hatch, poetry and pip."""
 
 from __future__ import annotations
 
+import html
 import re
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,11 +21,11 @@ from tests.support.htpasswd import write_htpasswd
 pytestmark = pytest.mark.e2e
 
 
-def readme_block(marker: str) -> str:
-    """The fenced ini block of README.md that contains ``marker``: tests use exactly what users copy."""
-    blocks = re.findall(r"```ini\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+def readme_block(marker: str, lang: str = "ini") -> str:
+    """The fenced block of README.md that contains ``marker``: tests use exactly what users copy."""
+    blocks = re.findall(rf"```{lang}\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
     matching = [b for b in blocks if marker in b]
-    assert matching, f"README.md has no ini block with {marker!r}"
+    assert matching, f"README.md has no {lang} block with {marker!r}"
     return matching[0]
 
 
@@ -221,3 +224,173 @@ def test_private_index_with_every_hash_format(live_server, client_env, dists, tm
     run([tool("uv"), "pip", "install", "--python", str(vpath / "bin" / "python"),
          "--index-url", authed + "/simple/", "team-app"], client_env)  # fmt: skip
     assert imports(vpath / "bin" / "python", "team_util") == "0.3.1\n"
+
+
+JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
+
+
+def make_poetry_project(root: Path, name: str, version: str, note: str = "") -> Path:
+    """A poetry-core project; ``note`` changes the built files' bytes (same name and version)."""
+    module = name.lower().replace("-", "_")
+    (root / module).mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
+        [build-system]
+        requires = ["poetry-core>=2.0"]
+        build-backend = "poetry.core.masonry.api"
+
+        [project]
+        name = "{name}"
+        version = "{version}"
+        description = "Published with poetry"
+        requires-python = ">=3.8"
+
+        [tool.poetry]
+        packages = [{{include = "{module}"}}]
+        """)
+    )
+    (root / module / "__init__.py").write_text(f'"""{name}.{note}"""\n__version__ = "{version}"\n')
+    return root
+
+
+def poetry_consumer(root: Path, requirements: list[str], source_block: str) -> Path:
+    """A Poetry application (package-mode = false) that depends on ``requirements``, with ``source_block``."""
+    root.mkdir(parents=True)
+    deps = ", ".join(f'"{r}"' for r in requirements)
+    (root / "pyproject.toml").write_text(
+        f'[project]\nname = "consumer"\nversion = "0.0.1"\nrequires-python = ">=3.8"\ndependencies = [{deps}]\n\n'
+        f"[tool.poetry]\npackage-mode = false\n\n{source_block}"
+    )
+    return root
+
+
+def listed(url: str, project: str, auth: tuple[str, str] | None = None) -> dict[str, str]:
+    """filename -> sha256 of a project's files, from its PEP 691 page."""
+    page = httpx.get(f"{url}/simple/{project}/", headers=JSON_PAGE, auth=auth)
+    assert page.status_code == 200, page.text
+    return {f["filename"]: f["hashes"]["sha256"] for f in page.json()["files"]}
+
+
+def test_poetry_publish_lock_and_install_with_readme_config(live_server, client_env, tmp_path):
+    """README's Poetry commands and source block, against a private index (-a update,download,list):
+    publish; the same files again; other bytes under the same filename (409, which --skip-existing
+    skips); a wrong password (401); then `poetry lock` and `poetry install` through the source."""
+    pw = tmp_path / "htpasswd"
+    user, password = write_htpasswd(pw, ("bcrypt",))["bcrypt"]
+    server = live_server("-P", str(pw), "-a", "update,download,list")
+
+    def from_readme(text: str) -> str:
+        return text.replace("http://localhost:8080", server.url).replace("alice", user).replace("secret", password)
+
+    lib = make_poetry_project(tmp_path / "lib", "Team-Lib", "0.1.0")
+    for line in readme_block("poetry config", "sh").splitlines():
+        argv = shlex.split(from_readme(line))
+        run([tool(argv[0]), *argv[1:]], client_env, cwd=lib)
+    first = listed(server.url, "team-lib", (user, password))
+    assert sorted(first) == ["team_lib-0.1.0-py3-none-any.whl", "team_lib-0.1.0.tar.gz"]
+
+    publish = [tool("poetry"), "publish", "--repository", "private"]
+    run(publish, client_env, cwd=lib)  # the very same files: accepted, nothing changes
+    assert listed(server.url, "team-lib", (user, password)) == first
+
+    shutil.rmtree(lib / "dist")
+    make_poetry_project(lib, "Team-Lib", "0.1.0", note=" Rebuilt.")
+    run([tool("poetry"), "build"], client_env, cwd=lib)
+    refused = run(publish, client_env, cwd=lib, check=False)
+    assert refused.returncode != 0
+    assert "409" in refused.stdout + refused.stderr and "File already exists" in refused.stdout + refused.stderr
+    skipped = run([*publish, "--skip-existing"], client_env, cwd=lib)
+    assert (skipped.stdout + skipped.stderr).count("File exists. Skipping") == 2
+    assert listed(server.url, "team-lib", (user, password)) == first  # not a stored byte changed
+
+    run([tool("poetry"), "config", "http-basic.private", user, "wrong"], client_env)
+    bad = run([*publish, "--skip-existing"], client_env, cwd=lib, check=False)
+    assert bad.returncode != 0 and "401" in bad.stdout + bad.stderr
+    run([tool("poetry"), "config", "http-basic.private", user, password], client_env)
+
+    app = poetry_consumer(tmp_path / "app", ["team-lib>=0.1"], from_readme(readme_block("tool.poetry.source", "toml")))
+    run([tool("poetry"), "lock"], client_env, cwd=app)
+    lock = (app / "poetry.lock").read_text()
+    assert first["team_lib-0.1.0-py3-none-any.whl"] in lock and 'reference = "private"' in lock
+    run([tool("poetry"), "install"], client_env, cwd=app)
+    version = run([tool("poetry"), "run", "python", "-c", "import team_lib; print(team_lib.__version__)"],
+                  client_env, cwd=app)  # fmt: skip
+    assert version.stdout.strip() == "0.1.0"
+
+
+LANDING_SNIPPETS = {"s-pip", "s-uv", "s-pypirc", "s-uvpub", "s-hatch", "s-poetry", "s-poetry-source"}
+
+
+def landing_snippets(url: str) -> dict[str, str]:
+    """The copyable snippets of the landing page (``<pre id="s-...">``), as a user would paste them."""
+    page = httpx.get(url + "/", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    found = re.findall(r'<pre[^>]*\bid="(s-[\w-]+)"[^>]*>(.*?)</pre>', page.text, re.S)
+    return {name: html.unescape(text) for name, text in found}
+
+
+@pytest.mark.sqlite_only  # what is tested is the page's text and the clients; the database is incidental
+def test_every_landing_page_snippet_works_as_shown(live_server, client_env, dists, tmp_path):
+    """Each snippet of the landing page, pasted as shown (with a real login for YOUR_USER and
+    YOUR_PASSWORD), publishes or installs with the client it is for."""
+    pw = tmp_path / "htpasswd"
+    user, password = write_htpasswd(pw, ("bcrypt",))["bcrypt"]
+    server = live_server("-P", str(pw), "-a", "update")
+    snippets = {
+        name: text.replace("YOUR_USER", user).replace("YOUR_PASSWORD", password)
+        for name, text in landing_snippets(server.url).items()
+    }
+    assert set(snippets) == LANDING_SNIPPETS  # a new snippet needs a line here
+
+    def command(name: str) -> list[list[str]]:
+        return [[tool(a[0]), *a[1:]] for a in map(shlex.split, snippets[name].splitlines()) if a]
+
+    # Uploads: twine and flit through ~/.pypirc, uv publish, hatch, poetry.
+    (Path(client_env["HOME"]) / ".pypirc").write_text(snippets["s-pypirc"])
+    run([tool("twine"), "upload", "--non-interactive", "--disable-progress-bar", "-r", "packhouse",
+         str(dists["util_whl"])], client_env)  # fmt: skip
+    run([tool("flit"), "publish", "--repository", "packhouse"], client_env,
+        cwd=make_flit_project(tmp_path / "flit", "podsearch", "0.4.0"))  # fmt: skip
+    (uv_publish,) = command("s-uvpub")
+    run([*uv_publish, str(dists["app_whl"])], client_env)
+    (hatch_publish,) = command("s-hatch")
+    run([*hatch_publish, "--no-prompt", str(dists["app_sdist"])], client_env, cwd=tmp_path)
+    lib = make_poetry_project(tmp_path / "lib", "Team-Lib", "0.1.0")
+    for argv in command("s-poetry"):
+        run(argv, client_env, cwd=lib)
+    index = httpx.get(server.url + "/simple/", headers=JSON_PAGE).json()
+    assert sorted(p["name"] for p in index["projects"]) == ["Team-App", "Team-Lib", "podsearch", "team_util"]
+    assert sorted(listed(server.url, "team-app")) == ["team_app-1.2.0-py3-none-any.whl", "team_app-1.2.0.tar.gz"]
+
+    # Installs: pip.conf, a uv project (whose index entry also publishes), a Poetry project.
+    conf = tmp_path / "pip.conf"
+    conf.write_text(snippets["s-pip"] + "\n")
+    py = new_venv(tmp_path / "v-pip")
+    pip_install(py, dict(client_env, PIP_CONFIG_FILE=str(conf)), "team-app")
+    assert imports(py, "team_app", "team_util") == "1.2.0\n0.3.1\n"
+
+    uv_app = tmp_path / "uv-app"
+    uv_app.mkdir()
+    (uv_app / "pyproject.toml").write_text(
+        '[project]\nname = "uv-app"\nversion = "0.1.0"\nrequires-python = ">=3.8"\n'
+        f'dependencies = ["team-app", "team-lib"]\n\n{snippets["s-uv"]}\n'
+    )
+    # The project's [tool.uv] is configuration: UV_NO_CONFIG would make uv skip it. PyPI stays uv's
+    # default index after this one; a dead loopback address stands in for it.
+    uv_env = {k: v for k, v in client_env.items() if k != "UV_NO_CONFIG"}
+    uv_env["UV_DEFAULT_INDEX"] = "http://127.0.0.1:9/simple/"
+    run([tool("uv"), "lock"], uv_env, cwd=uv_app)
+    run([tool("uv"), "sync"], uv_env, cwd=uv_app)
+    assert imports(uv_app / ".venv" / "bin" / "python", "team_app", "team_lib") == "1.2.0\n0.1.0\n"
+    (tmp_path / "extra").mkdir()
+    extra = make_wheel(tmp_path / "extra", "team-extra", "1.0.0")
+    run([tool("uv"), "publish", "--index", "packhouse", "--username", user, "--password", password, str(extra)],
+        uv_env, cwd=uv_app)  # fmt: skip
+    assert sorted(listed(server.url, "team-extra")) == ["team_extra-1.0.0-py3-none-any.whl"]
+
+    app = poetry_consumer(tmp_path / "poetry-app", ["team-app", "podsearch"], snippets["s-poetry-source"])
+    run([tool("poetry"), "lock"], client_env, cwd=app)
+    run([tool("poetry"), "install"], client_env, cwd=app)
+    versions = run([tool("poetry"), "run", "python", "-c", "import team_util, podsearch; print(podsearch.__version__)"],
+                   client_env, cwd=app)  # fmt: skip
+    assert versions.stdout.strip() == "0.4.0"
