@@ -42,7 +42,8 @@ class Staged(Protocol):
     def write(self, data: bytes | memoryview) -> None: ...
 
     def finish(self) -> None:
-        """Flush and close (blocking): the file is complete and durable on disk."""
+        """Flush and close (blocking): the file is complete, and durable on disk where the storage
+        keeps it there (local files; an object store's commit makes its copy durable itself)."""
         ...
 
 

@@ -39,28 +39,34 @@ _SYNC_FILE_RANGE_WRITE = 2
 class LocalStaged:
     """A file being received. Every few MiB, writeback of what was written is started (the way
     RocksDB's bytes_per_sync or PostgreSQL's backend_flush_after do), so the disk writes while the
-    rest arrives and the final fsync only waits for the last few MiB instead of the whole file."""
+    rest arrives and the final fsync only waits for the last few MiB instead of the whole file.
 
-    def __init__(self, directory: Path) -> None:
+    ``durable=False`` for a scratch copy that is read back and sent elsewhere (the S3 backend's
+    staging): no writeback is started and nothing is fsynced, as the object store's PUT is what
+    makes the upload durable; the file is deleted after it, usually before the kernel wrote it."""
+
+    def __init__(self, directory: Path, *, durable: bool = True) -> None:
         # The pid in the name lets a restarted server sweep only the leftovers of dead processes.
         fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=".part", dir=directory)
         self.path = Path(name)
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._written = self._flushed = 0
+        self._durable = durable
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[self._fh.write(view) :]  # type: ignore[arg-type]
         self._written += len(data)
-        if _SYNC_FILE_RANGE is not None and self._written - self._flushed >= WRITEBACK_BYTES:
+        if self._durable and _SYNC_FILE_RANGE is not None and self._written - self._flushed >= WRITEBACK_BYTES:
             # Starts writeback and returns (no wait); an error shows up at the fsync in finish().
             _SYNC_FILE_RANGE(self._fh.fileno(), self._flushed, self._written - self._flushed, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
             self._flushed = self._written
 
     def finish(self) -> None:
         if not self._fh.closed:
-            os.fsync(self._fh.fileno())
+            if self._durable:
+                os.fsync(self._fh.fileno())
             self._fh.close()
 
 

@@ -84,7 +84,8 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def stage(self) -> LocalStaged:
-        return LocalStaged(self.staging_dir)
+        # A scratch copy: the PUT (or multipart upload) in commit() is what makes it durable.
+        return LocalStaged(self.staging_dir, durable=False)
 
     async def commit(  # type: ignore[override]
         self, staged: LocalStaged, key: str, *, sidecars: Mapping[str, bytes] | None = None

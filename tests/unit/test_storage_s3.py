@@ -115,3 +115,31 @@ def test_staged_files_of_dead_processes_are_swept(s3, tmp_path):
 
     assert _run(scenario()) == 1
     assert [p.name for p in staging.iterdir()] == [f"upload-{os.getpid()}-y.part"]
+
+
+def test_staging_copy_is_never_synced_to_disk(s3, tmp_path, monkeypatch):
+    """The S3 backend's staged file is a scratch copy read back for the PUT: neither fsynced nor
+    written back early (the local backend does both; tests/unit/test_upload_stream.py)."""
+    from app.storage import local
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(local, "_SYNC_FILE_RANGE", lambda *args: synced.append("sync_file_range") or 0)
+    payload = os.urandom(9 * MiB)
+
+    async def scenario():
+        options = S3Options(url=s3.storage_url, endpoint_url=s3.server.endpoint)
+        storage, close = await open_s3_storage(options, tmp_path / "staging")
+        try:
+            staged = storage.stage()
+            for i in range(0, len(payload), MiB):
+                staged.write(payload[i : i + MiB])
+            await storage.commit(staged, "ab/cd/ef/demo-1.0.tar.gz")
+            assert await storage.get_bytes("ab/cd/ef/demo-1.0.tar.gz") == payload
+            assert not staged.path.exists()
+        finally:
+            await close()
+
+    _run(scenario())
+    assert synced == []

@@ -102,3 +102,19 @@ async def test_keys_give_stored_times_and_skip_files_gone_meanwhile(tmp_path):
     os.utime(blob, (1_000_000, 1_000_000))
     (blob.parent / "gone.whl").symlink_to(tmp_path / "nowhere")  # listed by the walk, then not found
     assert await storage.keys() == {"ab/cd/x.whl": 1_000_000}
+
+
+def test_local_staged_file_is_written_back_early_and_fsynced(tmp_path, monkeypatch):
+    """Local storage keeps the staged file: writeback starts every WRITEBACK_BYTES and finish()
+    fsyncs it, so the upload is durable once committed."""
+    from app.storage import local
+
+    calls: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(local, "_SYNC_FILE_RANGE", lambda *args: calls.append("sync_file_range") or 0)
+    staged = LocalStorage(tmp_path / "files").stage()
+    for _ in range(9):
+        staged.write(b"x" * (1024 * 1024))
+    staged.finish()
+    assert calls == ["sync_file_range", "sync_file_range", "fsync"]  # at 4 and 8 MiB, then the end
