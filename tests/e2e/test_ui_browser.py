@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from importlib.resources import files
 from pathlib import Path
@@ -141,7 +142,7 @@ def test_keyboard_only(tab):
     tab.keyboard.press("Tab")
     assert tab.evaluate("document.activeElement.textContent") == "Skip to content"
     tab.keyboard.press("Enter")
-    assert tab.url.endswith("#main")
+    expect(tab).to_have_url(re.compile(r"#main$"))  # waits: on a busy machine the jump lands a little later
     for _ in range(15):  # from the main landmark, Tab reaches the install command's copy button
         tab.keyboard.press("Tab")
         if tab.evaluate("document.activeElement.dataset.copy") == "cmd-pip":
