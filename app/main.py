@@ -74,7 +74,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     serials = SqliteSerials(db_file) if db_file else SessionSerials(readers)
     units = SqliteUnits(url) if db_file else SessionUnits(readers, writers)
     state.index = IndexService(readers, serials=serials)
-    state.files = FileService(readers, storage)
+    state.files = FileService(readers, storage, serials=serials)
     state.catalog = CatalogService(readers, storage)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,

@@ -87,14 +87,25 @@ async def file_in_project(session: AsyncSession, project_id: int, filename: str)
     return result.scalar_one_or_none()
 
 
-async def file_for_download(session: AsyncSession, normalized_name: str, filename: str) -> File | None:
-    """One query (one round trip) for the download route: the file by project and filename."""
-    result = await session.execute(
-        select(File)
-        .join(Project, File.project_id == Project.id)
-        .where(Project.normalized_name == normalized_name, File.filename == filename)
+_DOWNLOAD_ROWS = (
+    select(
+        _FILES.c.filename,
+        _FILES.c.storage_key,
+        _FILES.c.sha256,
+        _FILES.c.size,
+        _FILES.c.metadata_sha256,
+        _FILES.c.upload_time,
     )
-    return result.scalar_one_or_none()
+    .join(_PROJECTS, _FILES.c.project_id == _PROJECTS.c.id)
+    .where(_PROJECTS.c.normalized_name == bindparam("name"))
+)
+
+
+async def download_rows(session: AsyncSession, normalized_name: str) -> Sequence[Row[Any, ...]]:
+    """What the download route needs of each file of a project (filename, storage_key, sha256,
+    size, metadata_sha256, upload_time): one query, only these columns, Core rows."""
+    result = await session.execute(_DOWNLOAD_ROWS, {"name": normalized_name})
+    return result.all()
 
 
 def metadata_columns(meta: CoreMetadata) -> dict[str, Any]:

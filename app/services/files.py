@@ -11,12 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import dists
 from app.db import repo
 from app.db.models import Project
+from app.db.serials import Serials, SessionSerials
 from app.errors import DistFileNotFoundError
 from app.storage.base import Delivery, Storage
 
 METADATA_SUFFIX = ".metadata"
 SMALL_ENTRIES = 4096
 SMALL_MAX_BYTES = 256 * 1024
+PROJECTS_CACHED = 2048  # projects whose file rows are kept (filename -> key, digests, size, time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,21 +31,65 @@ class FileDownload:
     data: bytes | None = None  # the bytes themselves, for small immutable ones (PEP 658 metadata)
 
 
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What a download needs of a file's row."""
+
+    storage_key: str
+    sha256: str
+    size: int
+    metadata_sha256: str | None
+    upload_time: datetime
+
+
 class FileService:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        storage: Storage,
+        serials: Serials | None = None,
+        projects_cached: int = PROJECTS_CACHED,
+    ) -> None:
         self.sessions = sessions
         self.storage = storage
         # PEP 658 metadata files are small and fetched by every resolve: keep them in memory instead
         # of stat + open + read + close in threads each time (or a round trip to S3). Keyed by the
         # row's metadata sha256 too: a flat (pypiserver-mode) key is reused by --overwrite.
         self._small: OrderedDict[tuple[str, str], tuple[Delivery, bytes]] = OrderedDict()
+        # Each project's files (filename -> row), keyed by the project's serial, as the simple pages
+        # are (app/services/index.py): a download costs one serial lookup (app/db/serials.py), not
+        # a query through a session. Every upload, delete, yank and --overwrite changes the serial
+        # in the database, so every worker and replica reloads on its next download.
+        self.serials: Serials = serials or SessionSerials(sessions)
+        self._projects: OrderedDict[str, tuple[int, dict[str, _Stored]]] = OrderedDict()
+        self._projects_cached = projects_cached
+
+    async def _files_of(self, name: str) -> dict[str, _Stored]:
+        serial = await self.serials.project(name)
+        if serial is None:
+            return {}
+        cached = self._projects.get(name)
+        if cached is not None and cached[0] == serial:
+            self._projects.move_to_end(name)
+            return cached[1]
+        async with self.sessions() as session:
+            # Read the serial again before the rows: the map is keyed by a serial no newer than
+            # the rows it holds (a later change bumps the serial, and the next download reloads).
+            serial = await repo.project_serial(session, name)
+            rows = await repo.download_rows(session, name) if serial is not None else ()
+        files = {r.filename: _Stored(r.storage_key, r.sha256, r.size, r.metadata_sha256, r.upload_time) for r in rows}
+        if serial is not None:
+            self._projects[name] = (serial, files)
+            self._projects.move_to_end(name)
+            while len(self._projects) > self._projects_cached:
+                self._projects.popitem(last=False)
+        return files
 
     async def find(self, project: str, filename: str) -> FileDownload:
         """Raises DistFileNotFoundError (also when the stored bytes have gone missing)."""
         want_metadata = filename.endswith(METADATA_SUFFIX)
         dist_name = filename[: -len(METADATA_SUFFIX)] if want_metadata else filename
-        async with self.sessions() as session:
-            row = await repo.file_for_download(session, dists.normalize(project), dist_name)
+        row = (await self._files_of(dists.normalize(project))).get(dist_name)
         if row is None or (want_metadata and not row.metadata_sha256):
             raise DistFileNotFoundError(f"No file {filename!r} in project {project!r}.")
         key = row.storage_key + (METADATA_SUFFIX if want_metadata else "")

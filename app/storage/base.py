@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,9 +11,11 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class LocalPath:
-    """Deliver these bytes from a local file (the files route serves it with Range support)."""
+    """Deliver these bytes from a local file (the files route serves it with Range support).
+    ``stat``: the file's stat, when the storage already took it (the response then needs no other)."""
 
     path: Path
+    stat: os.stat_result | None = None
 
 
 @dataclass(frozen=True, slots=True)

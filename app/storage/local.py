@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
@@ -152,9 +153,14 @@ class LocalStorage:
 
     async def delivery(self, key: str) -> Delivery:
         path = self._path(key)
-        if not await aiofiles.os.path.isfile(path):
+        try:
+            # One stat, in a worker thread; the response reuses it (Starlette would stat again).
+            st = await anyio.to_thread.run_sync(os.stat, path)
+        except (OSError, ValueError):  # as os.path.isfile: gone, not a directory, unreadable
+            raise FileNotFoundError(key) from None
+        if not stat.S_ISREG(st.st_mode):
             raise FileNotFoundError(key)
-        return LocalPath(path)
+        return LocalPath(path, st)
 
     async def check(self) -> None:
         def _check() -> None:

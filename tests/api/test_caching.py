@@ -143,6 +143,29 @@ def test_delete_invalidates_cached_pages(client):
     assert r.status_code == 200 and "demo" not in r.text
 
 
+def test_downloads_follow_uploads_overwrites_and_deletes_made_by_another_process(make_client):
+    """Each process keeps a project's file rows keyed by the project's serial (FileService): a
+    download after any change, made by this process or another one on the same database and
+    storage, sees that change."""
+    mine, other = make_client(overwrite=True), make_client(overwrite=True)
+    name, first = upload(mine, "demo", "1.0", b"first = 1\n")
+    meta = f"/files/demo/{name}.metadata"
+    assert get(mine, f"/files/demo/{name}").content == first  # rows of "demo" now kept by `mine`
+    assert get(mine, meta).status_code == 200
+
+    newer, newer_bytes = upload(other, "demo", "2.0")
+    assert get(mine, f"/files/demo/{newer}").content == newer_bytes  # a file added since
+
+    _, second = upload(other, "demo", "1.0", b"second = 2\n")  # --overwrite: other bytes, same name
+    r = get(mine, f"/files/demo/{name}")
+    assert r.content == second and r.headers["etag"] == f'"{hashlib.sha256(second).hexdigest()}"'
+
+    change(other, "demo", "delete")
+    for path in (f"/files/demo/{name}", meta, f"/files/demo/{newer}"):
+        assert get(mine, path).status_code == 404, path
+        assert mine.head(path).status_code == 404, path
+
+
 def test_gzip_only_when_asked(client):
     for minor in range(12):  # a page over the compression threshold
         upload(client, "demo", f"1.{minor}")

@@ -69,7 +69,11 @@ def deliver(request: Request, found: FileDownload) -> Response:
             return Response(media_type="application/octet-stream", headers={**headers, **extra})
         # FileResponse answers HEAD and Range (206) itself; never a Content-Encoding.
         return LargeChunkFileResponse(
-            found.delivery.path, media_type="application/octet-stream", headers=headers, filename=None
+            found.delivery.path,
+            media_type="application/octet-stream",
+            headers=headers,
+            filename=None,
+            stat_result=found.delivery.stat,
         )
     if isinstance(found.delivery, ObjectStream):
         return stream_response(request, found.delivery, headers)  # HEAD and Range handled there
