@@ -18,7 +18,7 @@ from app.storage.base import Delivery, Storage
 METADATA_SUFFIX = ".metadata"
 SMALL_ENTRIES = 4096
 SMALL_MAX_BYTES = 256 * 1024
-PROJECTS_CACHED = 2048  # projects whose file rows are kept (filename -> key, digests, size, time)
+FILES_CACHED = 100_000  # file rows kept for downloads, all projects together (~25 MB at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +48,7 @@ class FileService:
         sessions: async_sessionmaker[AsyncSession],
         storage: Storage,
         serials: Serials | None = None,
-        projects_cached: int = PROJECTS_CACHED,
+        files_cached: int = FILES_CACHED,
     ) -> None:
         self.sessions = sessions
         self.storage = storage
@@ -62,7 +62,8 @@ class FileService:
         # in the database, so every worker and replica reloads on its next download.
         self.serials: Serials = serials or SessionSerials(sessions)
         self._projects: OrderedDict[str, tuple[int, dict[str, _Stored]]] = OrderedDict()
-        self._projects_cached = projects_cached
+        self._files_cached = files_cached
+        self._files_kept = 0
 
     async def _files_of(self, name: str) -> dict[str, _Stored]:
         serial = await self.serials.project(name)
@@ -79,10 +80,11 @@ class FileService:
             rows = await repo.download_rows(session, name) if serial is not None else ()
         files = {r.filename: _Stored(r.storage_key, r.sha256, r.size, r.metadata_sha256, r.upload_time) for r in rows}
         if serial is not None:
+            old = self._projects.pop(name, None)
+            self._files_kept += len(files) - (len(old[1]) if old else 0)
             self._projects[name] = (serial, files)
-            self._projects.move_to_end(name)
-            while len(self._projects) > self._projects_cached:
-                self._projects.popitem(last=False)
+            while self._files_kept > self._files_cached and len(self._projects) > 1:
+                self._files_kept -= len(self._projects.popitem(last=False)[1][1])
         return files
 
     async def find(self, project: str, filename: str) -> FileDownload:

@@ -246,3 +246,25 @@ def test_x_sendfile(make_client):
     r = client.get(f"/files/demo/{filename}")
     assert r.headers["x-sendfile"].endswith(f"/{filename}")
     assert r.content == b""
+
+
+def test_download_rows_kept_within_their_bound(client):
+    """The per-project file rows of FileService are bounded by a file count (least recently used
+    projects go first); evicted projects are simply loaded again."""
+    from app.services.files import FileService
+
+    state = client.app.state.files
+    service = FileService(state.sessions, state.storage, state.serials, files_cached=3)
+    names = {p: upload(client, p, "1.0")[0] for p in ("alpha", "beta")}
+    names["gamma"] = upload(client, "gamma", "1.0")[0]
+    upload(client, "gamma", "2.0")
+
+    def find(project: str) -> str:
+        return client.portal.call(service.find, project, names[project]).sha256
+
+    first = {p: find(p) for p in ("alpha", "beta")}
+    assert list(service._projects) == ["alpha", "beta"]
+    find("gamma")  # two files: 4 > 3, so the least recently used (alpha) goes
+    assert list(service._projects) == ["beta", "gamma"] and service._files_kept == 3
+    assert find("alpha") == first["alpha"]  # loaded again; now beta goes
+    assert list(service._projects) == ["gamma", "alpha"] and service._files_kept == 3
