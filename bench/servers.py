@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import shutil
@@ -21,7 +22,8 @@ from corpus import Dist
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work"
 PEER_VENV = WORK / "venv"
-PEER_PACKAGES = ["pypiserver==2.4.2", "gunicorn==23.0.0"]
+PEER_PACKAGES = ["pypiserver==2.4.2", "gunicorn==23.0.0", "devpi-server==6.20.3"]
+DEVPI_PASSWORD = "bench"  # root's password on the throwaway devpi server (loopback only)
 UPLOAD_TIME = "2024-01-01 00:00:00.000000"
 
 
@@ -32,7 +34,7 @@ def free_port() -> int:
 
 
 def ensure_peer_venv() -> Path:
-    """pypiserver and gunicorn in their own venv (bench/.work/venv), never in Packhouse's."""
+    """pypiserver, gunicorn and devpi-server in their own venv (bench/.work/venv), never in Packhouse's."""
     stamp = PEER_VENV / ".bench-installed"
     if stamp.exists() and stamp.read_text() == " ".join(PEER_PACKAGES):
         return PEER_VENV / "bin"
@@ -136,6 +138,9 @@ class Server:
     port: int
     probe: str  # path that answers 200 once ready
     env: dict[str, str] = field(default_factory=dict)
+    simple: str = "/simple/"  # the simple index's root
+    upload_path: str = "/"  # the legacy upload API
+    authorization: str | None = None  # Authorization header for uploads (devpi requires a login)
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     ready_after: float = 0.0
@@ -317,3 +322,42 @@ def nginx(root: Path, probe: str) -> Server | None:
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(work=work, port=port, root=root))
     return Server("nginx", [binary, "-c", str(conf), "-p", str(work)], port, probe)
+
+
+def devpi(bin_dir: Path, serverdir: Path) -> Server:
+    """devpi-server on an initialised ``serverdir`` (``devpi_init``), offline (no PyPI mirror), its
+    default 50 threads. The index is ``root/dev``, with no bases, created by ``devpi_create_index``."""
+    port = free_port()
+    argv = [str(bin_dir / "devpi-server"), "--serverdir", str(serverdir), "--host", "127.0.0.1",
+            "--port", str(port), "--offline-mode"]  # fmt: skip
+    token = base64.b64encode(f"root:{DEVPI_PASSWORD}".encode()).decode()
+    return Server("devpi", argv, port, "/+api", simple="/root/dev/+simple/", upload_path="/root/dev/",
+                  authorization=f"Basic {token}")  # fmt: skip
+
+
+def devpi_init(bin_dir: Path, serverdir: Path) -> None:
+    if serverdir.exists():
+        shutil.rmtree(serverdir)
+    subprocess.run(
+        [bin_dir / "devpi-init", "--serverdir", serverdir, "--root-passwd", DEVPI_PASSWORD, "--no-root-pypi"],
+        check=True,
+        capture_output=True,
+    )
+
+
+def devpi_create_index(srv: Server) -> None:
+    """Log in as root and create ``root/dev``, a plain index with no bases (nothing mirrored)."""
+
+    def call(method: str, path: str, body: object, headers: dict[str, str]) -> dict:
+        req = urllib.request.Request(
+            srv.url + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+        )
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.load(resp)
+
+    login = call("POST", "/+login", {"user": "root", "password": DEVPI_PASSWORD}, {})
+    auth = base64.b64encode(f"root:{login['result']['password']}".encode()).decode()
+    call("PUT", "/root/dev", {"bases": [], "volatile": True}, {"X-Devpi-Auth": auth})
