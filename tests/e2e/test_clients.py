@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import httpx
@@ -133,24 +132,27 @@ def test_pip_extra_index_url_and_readme_pip_conf(live_server, client_env, dists,
     assert imports(py, "team_app") == "1.2.0\n"
 
 
-def make_flit_project(root: Path, name: str, version: str) -> Path:
-    root.mkdir(parents=True)
-    module = name.replace("-", "_")
-    (root / "pyproject.toml").write_text(
-        textwrap.dedent(f"""\
-        [build-system]
-        requires = ["flit_core>=3.2,<5"]
-        build-backend = "flit_core.buildapi"
+BACKENDS = {
+    "flit": ('requires = ["flit_core>=3.2,<5"]\nbuild-backend = "flit_core.buildapi"', ""),
+    "poetry": (
+        'requires = ["poetry-core>=2.0"]\nbuild-backend = "poetry.core.masonry.api"',
+        '\n[tool.poetry]\npackages = [{include = "MODULE"}]\n',
+    ),
+}
 
-        [project]
-        name = "{name}"
-        version = "{version}"
-        description = "Published with flit"
-        requires-python = ">=3.8"
-        """)
+
+def make_project(root: Path, name: str, version: str, backend: str, note: str = "") -> Path:
+    """A one-module project built by ``backend`` (flit or poetry); ``note`` changes the built
+    files' bytes without changing their names."""
+    module = name.lower().replace("-", "_")
+    build_system, tool_table = BACKENDS[backend]
+    (root / module).mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text(
+        f"[build-system]\n{build_system}\n\n[project]\n"
+        f'name = "{name}"\nversion = "{version}"\ndescription = "Published with {backend}"\n'
+        f'requires-python = ">=3.8"\n{tool_table.replace("MODULE", module)}'
     )
-    (root / module).mkdir()
-    (root / module / "__init__.py").write_text(f'"""{name}."""\n__version__ = "{version}"\n')
+    (root / module / "__init__.py").write_text(f'"""{name}.{note}"""\n__version__ = "{version}"\n')
     return root
 
 
@@ -165,7 +167,7 @@ def test_flit_publish_with_readme_pypirc(live_server, client_env, tmp_path, auth
     server = live_server(*args)
     home = Path(client_env["HOME"])
     (home / ".pypirc").write_text(pypirc_from_readme(server.url, user, password))
-    project = make_flit_project(tmp_path / "proj", "podsearch", "0.4.0")
+    project = make_project(tmp_path / "proj", "podsearch", "0.4.0", "flit")
     run([tool("flit"), "publish", "--repository", "private"], client_env, cwd=project)
 
     page = httpx.get(
@@ -229,30 +231,6 @@ def test_private_index_with_every_hash_format(live_server, client_env, dists, tm
 JSON_PAGE = {"Accept": "application/vnd.pypi.simple.v1+json"}
 
 
-def make_poetry_project(root: Path, name: str, version: str, note: str = "") -> Path:
-    """A poetry-core project; ``note`` changes the built files' bytes (same name and version)."""
-    module = name.lower().replace("-", "_")
-    (root / module).mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text(
-        textwrap.dedent(f"""\
-        [build-system]
-        requires = ["poetry-core>=2.0"]
-        build-backend = "poetry.core.masonry.api"
-
-        [project]
-        name = "{name}"
-        version = "{version}"
-        description = "Published with poetry"
-        requires-python = ">=3.8"
-
-        [tool.poetry]
-        packages = [{{include = "{module}"}}]
-        """)
-    )
-    (root / module / "__init__.py").write_text(f'"""{name}.{note}"""\n__version__ = "{version}"\n')
-    return root
-
-
 def poetry_consumer(root: Path, requirements: list[str], source_block: str) -> Path:
     """A Poetry application (package-mode = false) that depends on ``requirements``, with ``source_block``."""
     root.mkdir(parents=True)
@@ -282,7 +260,7 @@ def test_poetry_publish_lock_and_install_with_readme_config(live_server, client_
     def from_readme(text: str) -> str:
         return text.replace("http://localhost:8080", server.url).replace("alice", user).replace("secret", password)
 
-    lib = make_poetry_project(tmp_path / "lib", "Team-Lib", "0.1.0")
+    lib = make_project(tmp_path / "lib", "Team-Lib", "0.1.0", "poetry")
     for line in readme_block("poetry config", "sh").splitlines():
         argv = shlex.split(from_readme(line))
         run([tool(argv[0]), *argv[1:]], client_env, cwd=lib)
@@ -294,7 +272,7 @@ def test_poetry_publish_lock_and_install_with_readme_config(live_server, client_
     assert listed(server.url, "team-lib", (user, password)) == first
 
     shutil.rmtree(lib / "dist")
-    make_poetry_project(lib, "Team-Lib", "0.1.0", note=" Rebuilt.")
+    make_project(lib, "Team-Lib", "0.1.0", "poetry", note=" Rebuilt.")
     run([tool("poetry"), "build"], client_env, cwd=lib)
     refused = run(publish, client_env, cwd=lib, check=False)
     assert refused.returncode != 0
@@ -350,12 +328,12 @@ def test_every_landing_page_snippet_works_as_shown(live_server, client_env, dist
     run([tool("twine"), "upload", "--non-interactive", "--disable-progress-bar", "-r", "packhouse",
          str(dists["util_whl"])], client_env)  # fmt: skip
     run([tool("flit"), "publish", "--repository", "packhouse"], client_env,
-        cwd=make_flit_project(tmp_path / "flit", "podsearch", "0.4.0"))  # fmt: skip
+        cwd=make_project(tmp_path / "flit", "podsearch", "0.4.0", "flit"))  # fmt: skip
     (uv_publish,) = command("s-uvpub")
     run([*uv_publish, str(dists["app_whl"])], client_env)
     (hatch_publish,) = command("s-hatch")
     run([*hatch_publish, "--no-prompt", str(dists["app_sdist"])], client_env, cwd=tmp_path)
-    lib = make_poetry_project(tmp_path / "lib", "Team-Lib", "0.1.0")
+    lib = make_project(tmp_path / "lib", "Team-Lib", "0.1.0", "poetry")
     for argv in command("s-poetry"):
         run(argv, client_env, cwd=lib)
     index = httpx.get(server.url + "/simple/", headers=JSON_PAGE).json()

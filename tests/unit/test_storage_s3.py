@@ -48,6 +48,15 @@ def _run(coro):
     return asyncio.run(coro)
 
 
+async def stage_and_commit(storage, payload: bytes, key: str) -> None:
+    """Stage ``payload`` in 1 MiB writes, as an upload would, and commit it; no staged file remains."""
+    staged = storage.stage()
+    for i in range(0, len(payload), MiB):
+        staged.write(payload[i : i + MiB])
+    await storage.commit(staged, key)
+    assert not staged.path.exists()
+
+
 def test_large_upload_is_multipart_and_round_trips(s3, tmp_path):
     payload = os.urandom(11 * MiB + 123)
 
@@ -55,11 +64,7 @@ def test_large_upload_is_multipart_and_round_trips(s3, tmp_path):
         options = S3Options(url=s3.storage_url, endpoint_url=s3.server.endpoint, part_size=5 * MiB)
         storage, close = await open_s3_storage(options, tmp_path / "staging")
         try:
-            staged = storage.stage()
-            for i in range(0, len(payload), MiB):
-                staged.write(payload[i : i + MiB])
-            await storage.commit(staged, "aa/bb/big.whl")
-            assert not staged.path.exists()
+            await stage_and_commit(storage, payload, "aa/bb/big.whl")
             got = b"".join([chunk async for chunk in storage.open("aa/bb/big.whl")])
             ranged = b"".join(
                 [c async for c in storage.read_range("aa/bb/big.whl", 5 * MiB - 2, 5 * MiB + 1)]
@@ -132,12 +137,8 @@ def test_staging_copy_is_never_synced_to_disk(s3, tmp_path, monkeypatch):
         options = S3Options(url=s3.storage_url, endpoint_url=s3.server.endpoint)
         storage, close = await open_s3_storage(options, tmp_path / "staging")
         try:
-            staged = storage.stage()
-            for i in range(0, len(payload), MiB):
-                staged.write(payload[i : i + MiB])
-            await storage.commit(staged, "ab/cd/ef/demo-1.0.tar.gz")
+            await stage_and_commit(storage, payload, "ab/cd/ef/demo-1.0.tar.gz")
             assert await storage.get_bytes("ab/cd/ef/demo-1.0.tar.gz") == payload
-            assert not staged.path.exists()
         finally:
             await close()
 
