@@ -266,7 +266,7 @@ def file_url(server: Server, dist: corpus.Dist) -> str:
     if server.name == "nginx":
         return f"{server.url}/{dist.filename}"
     if server.name == "devpi":
-        return f"{server.url}/root/dev/+f/{dist.sha256[:3]}/{dist.sha256[3:16]}/{dist.filename}"
+        return f"{server.url}{server.upload_path}+f/{dist.sha256[:3]}/{dist.sha256[3:16]}/{dist.filename}"
     return f"{server.url}/packages/{dist.filename}"
 
 
