@@ -46,6 +46,13 @@ _LAST_DELETION = (
 )
 
 
+def upload_lookup(session: Session, filename: str) -> tuple[Row[int, str, str, str] | None, Row[str, datetime] | None]:
+    """What an upload of ``filename`` must know first: the live file of that name, or else its
+    last deletion (see UploadService._check_reuse)."""
+    existing = file_ref(session, filename)
+    return existing, None if existing is not None else last_deletion(session, filename)
+
+
 def get_project(session: Session, normalized_name: str) -> Project | None:
     result = session.execute(select(Project).where(Project.normalized_name == normalized_name))
     return result.scalar_one_or_none()

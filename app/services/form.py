@@ -233,7 +233,7 @@ class _FormReader:
                 raise InvalidRequestError("The form has more than one 'content' file; upload one file per request.")
             # The filename arrives as raw header bytes; clients send UTF-8.
             self.form.filename = filename.encode("latin-1", "replace").decode("utf-8", "replace")
-            self.form.staged = self.storage.stage()
+            self.form.staged = self.storage.stage(self.form.filename)
             self.sink = _HashingSink(
                 self.form.staged, self.limits.max_file_bytes, all_digests=not self.form.get("sha256_digest")
             )

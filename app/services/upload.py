@@ -13,19 +13,16 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from hashlib import sha256
-from typing import TYPE_CHECKING
 
 import anyio
-from sqlalchemy import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app import dists
 from app.db import repo
-from app.db.units import SessionUnits, Units
+from app.db.units import FileRef, SessionUnits, Units
 from app.errors import (
     DigestMismatchError,
     FileExistsInIndexError,
@@ -39,9 +36,6 @@ from app.services.manage import ManageService
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.upload")
-
-if TYPE_CHECKING:
-    FileRef = Row[int, str, str, str]  # repo.file_ref: id, filename, sha256, storage_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +57,10 @@ class RemovalResult:
     @property
     def message(self) -> str:
         return "".join(f"Deleted: {name}\n" for name in self.filenames)
+
+
+# Archives up to this size are read on the event loop (see _check_file).
+INLINE_ARCHIVE_BYTES = 64 * 1024
 
 
 def storage_key(sha256_hex: str, filename: str) -> str:
@@ -147,16 +145,18 @@ class UploadService:
         if form.staged is None or form.filename is None or form.digests is None:
             raise InvalidRequestError("The form has no file: send the distribution in the 'content' field.")
         # The staged bytes are made durable (fsync) while they are checked and the filename is looked
-        # up; nothing is committed or discarded before that has finished.
+        # up, and while the store writes what else it keeps: the store's commit waits for that fsync
+        # to finish (Staged.finish() is idempotent), and so does everything here before it returns
+        # (nothing is discarded while it runs).
         durable = asyncio.ensure_future(anyio.to_thread.run_sync(form.staged.finish))
         try:
             checked = await self._check_file(form)
+            if isinstance(checked, UploadResult):
+                return checked
+            return await self._store(form, uploader, *checked)
         finally:
             with anyio.CancelScope(shield=True):
                 await durable
-        if isinstance(checked, UploadResult):
-            return checked
-        return await self._store(form, uploader, *checked)
 
     async def _check_file(
         self, form: UploadForm
@@ -171,14 +171,22 @@ class UploadService:
             raise InvalidDistributionError(f"{filename} is empty (0 bytes); rebuild it and upload again.")
         _check_digests(form, digests)
 
-        # The archive is read and the filename looked up at the same time (two worker threads).
-        meta, reuse = await asyncio.gather(
-            anyio.to_thread.run_sync(dists.read_metadata, form.staged.path, dist, filename),
-            self._check_reuse(filename, digests),
-            return_exceptions=True,
-        )
-        if isinstance(meta, BaseException):
-            raise meta  # a broken archive is reported before any filename conflict
+        meta: dists.CoreMetadata | BaseException
+        reuse: tuple[FileRef | None, UploadResult | None] | BaseException
+        if digests.size <= INLINE_ARCHIVE_BYTES:
+            # A small archive is read right here (~0.1 ms: less than a hop to a worker thread and
+            # back), then the filename is looked up.
+            meta = dists.read_metadata(form.staged.path, dist, filename)
+            reuse = await self._check_reuse(filename, digests)
+        else:
+            # A larger one is read in a worker thread while the filename is looked up.
+            meta, reuse = await asyncio.gather(
+                anyio.to_thread.run_sync(dists.read_metadata, form.staged.path, dist, filename),
+                self._check_reuse(filename, digests),
+                return_exceptions=True,
+            )
+            if isinstance(meta, BaseException):
+                raise meta  # a broken archive is reported before any filename conflict
         if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
             raise InvalidDistributionError(
                 f"The metadata inside {filename} says {meta.name} {meta.version}, which does not "
@@ -200,7 +208,9 @@ class UploadService:
         """Store the checked file and insert its row (one transaction)."""
         assert form.staged is not None and form.filename is not None and form.digests is not None
         filename, digests = form.filename, form.digests
-        key = filename if self.flat else storage_key(digests.sha256, filename)
+        # The local store stages an upload in place, under a key of its own (LocalStorage.stage);
+        # otherwise the key is content-addressed.
+        key = filename if self.flat else form.staged.key or storage_key(digests.sha256, filename)
         metadata_sha256 = None
         sidecars = {}
         if dist.kind is dists.DistKind.WHEEL:
@@ -255,8 +265,10 @@ class UploadService:
             winner = await self.units.read(lambda session: repo.file_ref(session, filename))
             if winner is None:
                 raise
-            if winner.sha256 != digests.sha256:
-                await self.manage.forget_blobs([key])  # our bytes lost the race: keep no orphan
+            if winner.storage_key != key:
+                # Our copy lost the race: keep no orphan (identical bytes too: an upload staged in
+                # place has a key of its own).
+                await self.manage.forget_blobs([key])
             return self._duplicate(winner, digests)
         if replaced is not None:
             await self.manage.forget_blobs([replaced])
@@ -275,11 +287,7 @@ class UploadService:
             FileExistsInIndexError: other bytes under a live or deleted filename (-> 409).
         """
 
-        def lookup(session: Session) -> tuple[FileRef | None, Row[str, datetime] | None]:
-            existing = repo.file_ref(session, filename)
-            return existing, None if existing else repo.last_deletion(session, filename)
-
-        existing, deleted = await self.units.read(lookup)
+        existing, deleted = await self.units.lookup(filename)
         if existing is not None and (not self.overwrite or existing.sha256 == digests.sha256):
             return None, self._duplicate(existing, digests)
         if deleted is not None and deleted.sha256 != digests.sha256 and not self.overwrite:

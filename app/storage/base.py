@@ -41,6 +41,9 @@ class Staged(Protocol):
     """An upload being received: bytes go to a local temporary file until committed or discarded."""
 
     path: Path
+    # Staged in place: the key these bytes will be committed under (the storage chose it, and
+    # ``commit`` must be given it); None: the caller chooses the key.
+    key: str | None
 
     def write(self, data: bytes | memoryview) -> None: ...
 
@@ -51,8 +54,10 @@ class Staged(Protocol):
 
 
 class Storage(Protocol):
-    def stage(self) -> Staged:
-        """Open a temporary file beside the store (same filesystem for the local backend)."""
+    def stage(self, filename: str | None = None) -> Staged:
+        """Open a temporary file beside the store (same filesystem for the local backend). With the
+        upload's ``filename``, the store may stage it in place under a key of its own choosing
+        (``Staged.key``)."""
         ...
 
     async def commit(self, staged: Staged, key: str, *, sidecars: Mapping[str, bytes] | None = None) -> None:

@@ -21,12 +21,16 @@ class FlatLocalStorage(LocalStorage):
     """``root`` receives uploads; ``extra_roots`` (pypiserver's further PACKAGES_DIRs) are served
     read-only, their files keyed ``@N/<relative path>`` (N from 1)."""
 
+    stages_in_place = False  # keys are the filenames themselves; uploads are staged in .packhouse/tmp
+
     def __init__(self, root: Path, extra_roots: Sequence[Path] = ()) -> None:
         self.root = root.resolve()
         self.extra_roots = [r.resolve() for r in extra_roots]
         self.state = self.root / STATE_DIR
         self.tmp = self.state / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._fsyncs = None
+        self._prefix_dirs_ready = False
 
     @property
     def roots(self) -> list[Path]:

@@ -1,12 +1,20 @@
-"""Local filesystem storage: temp file beside the target, then ``os.replace``; nothing outside root."""
+"""Local filesystem storage: nothing is ever visible under a key half-written; nothing outside root.
+
+Uploads are staged in place (see ``LocalStorage.stage``): the file is received into its final
+directory under a fresh, never-used key, so making it durable costs one fsync of the file and one
+of its directory, issued at the same time, and no directory is created per upload.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import stat
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiofiles
@@ -17,6 +25,12 @@ from app.storage.base import Delivery, LocalPath
 
 TMP_DIR = ".tmp"
 CHUNK = 256 * 1024
+PART_SUFFIX = ".part"
+# An upload staged in place is named "<key>.upload-<pid>.part" until it is committed.
+_PART_MARK = ".upload-"
+# Keys of in-place uploads: "<2 hex>/<14 hex>-<filename>". The filename must leave room for the
+# token, the ".metadata" sidecar suffix and the ".upload-<pid>.part" suffix within NAME_MAX (255).
+IN_PLACE_MAX_FILENAME = 200
 
 
 WRITEBACK_BYTES = 4 * 1024 * 1024
@@ -46,13 +60,23 @@ class LocalStaged:
     staging): no writeback is started and nothing is fsynced, as the object store's PUT is what
     makes the upload durable; the file is deleted after it, usually before the kernel wrote it."""
 
-    def __init__(self, directory: Path, *, durable: bool = True) -> None:
+    def __init__(
+        self, directory: Path, *, durable: bool = True, key: str | None = None, path: Path | None = None
+    ) -> None:
         # The pid in the name lets a restarted server sweep only the leftovers of dead processes.
-        fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=".part", dir=directory)
-        self.path = Path(name)
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=PART_SUFFIX, dir=directory)
+            path = Path(name)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.path = path
+        # Staged in place: the key these bytes are committed under (LocalStorage.stage), and its path.
+        self.key = key
+        self.target: Path | None = None
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._written = self._flushed = 0
         self._durable = durable
+        self._finishing = threading.Lock()
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -65,17 +89,25 @@ class LocalStaged:
             self._flushed = self._written
 
     def finish(self) -> None:
-        if not self._fh.closed:
-            if self._durable:
-                os.fsync(self._fh.fileno())
-            self._fh.close()
+        """fsync and close. Idempotent and thread-safe: a second caller waits for the first, so
+        the upload can start it early and the commit still knows the file is durable."""
+        with self._finishing:
+            if not self._fh.closed:
+                if self._durable:
+                    os.fsync(self._fh.fileno())
+                self._fh.close()
 
 
 class LocalStorage:
+    # Subclasses whose keys are not free to choose (pypiserver's flat folder) stage in .tmp.
+    stages_in_place = True
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.tmp = self.root / TMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self._fsyncs: ThreadPoolExecutor | None = None
+        self._prefix_dirs_ready = False
 
     def _path(self, key: str) -> Path:
         """Resolve a key, refusing anything that would land outside the root."""
@@ -86,8 +118,45 @@ class LocalStorage:
             raise ValueError(f"storage key {key!r} resolves outside the storage root")
         return path
 
-    def stage(self) -> LocalStaged:
-        return LocalStaged(self.tmp)
+    def stage(self, filename: str | None = None) -> LocalStaged:
+        """A file to receive an upload into. Given the upload's ``filename``, the file is staged in
+        place: created (exclusively) in its final directory under a fresh key of its own,
+        ``<2 hex>/<14 hex>-<filename>``, as ``<key>.upload-<pid>.part`` until it is committed, so
+        committing it is a rename within one directory. No directory is created per upload (256
+        at most, ever), and nothing is visible under the key before the commit. Without a
+        filename (or with one that is not a plain file name), the file is staged in ``.tmp``."""
+        if filename is None or not self.stages_in_place or not _plain_name(filename):
+            return LocalStaged(self.tmp)
+        remade = False
+        while True:
+            token = secrets.token_hex(8)
+            if not self._prefix_dirs_ready:
+                self._make_prefix_dirs()
+            # Built, not resolved (as _path does for keys from elsewhere): a hex directory and a
+            # plain name cannot leave the root, and resolving costs a stat per path component.
+            directory = self.root / token[:2]
+            target = directory / f"{token[2:]}-{filename}"
+            if target.exists():
+                continue  # 64 random bits: never in practice, but a key is never reused
+            try:
+                staged = LocalStaged(directory, key=f"{token[:2]}/{target.name}", path=_part_path(target))
+            except FileExistsError:
+                continue
+            except FileNotFoundError:  # a prefix directory was removed by hand: make them again, once
+                if remade:
+                    raise
+                remade, self._prefix_dirs_ready = True, False
+                continue
+            staged.target = target
+            return staged
+
+    def _make_prefix_dirs(self) -> None:
+        """The 256 prefix directories, made once and fsynced with the root: their names are then
+        durable (a crashed process may have made one without), and no upload creates a directory."""
+        for i in range(256):
+            (self.root / f"{i:02x}").mkdir(exist_ok=True)
+        _fsync_dir(self.root)
+        self._prefix_dirs_ready = True
 
     async def commit(  # type: ignore[override]
         self, staged: LocalStaged, key: str, *, sidecars: Mapping[str, bytes] | None = None, exclusive: bool = False
@@ -96,6 +165,15 @@ class LocalStorage:
         metadata), all durable when this returns: one thread hop, and one fsync per directory.
         ``exclusive``: never replace an existing file (raises FileExistsError, and no sidecar is
         written) -- for keys that are not content-addressed, such as pypiserver's flat names."""
+        if staged.key is not None and staged.key == key and staged.target is not None and not exclusive:
+            target = staged.target
+            # Sidecars beside it: "<key><suffix>", a suffix without a path separator.
+            extra = {target.with_name(target.name + k[len(key) :]): data for k, data in (sidecars or {}).items()
+                     if k.startswith(key) and "/" not in k[len(key) :]}  # fmt: skip
+            if len(extra) != len(sidecars or {}):
+                raise ValueError("sidecars of an upload staged in place are named <key><suffix>")
+            await anyio.to_thread.run_sync(self._commit_in_place, staged, target, extra)
+            return
         target = self._path(key)
         extra = {self._path(k): data for k, data in (sidecars or {}).items()}
 
@@ -115,6 +193,45 @@ class LocalStorage:
                 _fsync_dir(directory)
 
         await anyio.to_thread.run_sync(_commit)
+
+    def _commit_in_place(self, staged: LocalStaged, target: Path, extra: dict[Path, bytes]) -> None:
+        """An upload staged in place: rename it within its directory, write the sidecars beside
+        it (fresh names: nobody reads them before the database row exists), then fsync the
+        directory, the sidecars and the file at the same time. Nothing needs an order among
+        them: nothing refers to the key until the database row does, after this returns. The
+        file's fsync is usually under way already (the upload starts finish() while it checks
+        the file); finish() then waits for it."""
+        directory = target.parent
+        os.rename(staged.path, target)
+        staged.path = target  # a discard() after a failure below removes it
+        written: list[Path] = []
+        try:
+            fds = []
+            try:
+                for path, data in extra.items():
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                    fds.append(fd)
+                    written.append(path)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                # The directory's fsync makes the file's and the sidecars' names durable (its own
+                # name is: _make_prefix_dirs).
+                if self._fsyncs is None:
+                    self._fsyncs = ThreadPoolExecutor(2, thread_name_prefix="packhouse-fsync")
+                pending = [self._fsyncs.submit(_fsync_dir, directory)]
+                for fd in fds:
+                    os.fsync(fd)
+                staged.finish()
+                for future in pending:
+                    future.result()
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
 
     async def discard(self, staged: LocalStaged) -> None:  # type: ignore[override]
         def _discard() -> None:
@@ -171,7 +288,14 @@ class LocalStorage:
         await anyio.to_thread.run_sync(_check)
 
     def sweep_temporary(self) -> int:
-        return sweep_dead_uploads(self.tmp)
+        """Remove what dead processes were receiving: in ``.tmp`` and, staged in place, in the
+        prefix directories (one listing of each of the at most 256)."""
+        count = sweep_dead_uploads(self.tmp)
+        if self.stages_in_place:
+            for entry in os.scandir(self.root):
+                if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False) and entry.name != TMP_DIR:
+                    count += _sweep_in_place(Path(entry.path))
+        return count
 
     async def keys(self) -> dict[str, float]:
         """Every stored key and its file's mtime (for consistency checks)."""
@@ -228,6 +352,20 @@ def _makedirs(path: Path) -> list[Path]:
     return [directory.parent for directory in missing]
 
 
+def _plain_name(filename: str) -> bool:
+    """A name that can be a file in a directory as it is (the upload checks it fully later)."""
+    return (
+        0 < len(filename.encode("utf-8", "surrogateescape")) <= IN_PLACE_MAX_FILENAME
+        and not filename.startswith(".")
+        and not any(c in filename for c in "/\\\0")
+        and filename.isprintable()
+    )
+
+
+def _part_path(target: Path) -> Path:
+    return target.with_name(f"{target.name}{_PART_MARK}{os.getpid()}{PART_SUFFIX}")
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -246,6 +384,20 @@ def sweep_dead_uploads(directory: Path) -> int:
             continue
         path.unlink(missing_ok=True)
         count += 1
+    return count
+
+
+def _sweep_in_place(directory: Path) -> int:
+    count = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.endswith(PART_SUFFIX) or _PART_MARK not in entry.name:
+                continue
+            pid = entry.name.rsplit(_PART_MARK, 1)[1].removesuffix(PART_SUFFIX)
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            Path(entry.path).unlink(missing_ok=True)
+            count += 1
     return count
 
 

@@ -83,7 +83,7 @@ class S3Storage:
             raise ValueError(f"invalid storage key {key!r}")
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def stage(self) -> LocalStaged:
+    def stage(self, filename: str | None = None) -> LocalStaged:
         # A scratch copy: the PUT (or multipart upload) in commit() is what makes it durable.
         return LocalStaged(self.staging_dir, durable=False)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import re
 import zipfile
+from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, update
@@ -234,7 +236,9 @@ def test_x_accel_redirect_hands_the_file_to_nginx(make_client):
     r = client.get(f"/files/demo/{filename}")
     assert r.status_code == 200
     assert r.content == b""
-    assert r.headers["x-accel-redirect"] == f"/_packhouse_files/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{filename}"
+    # The stored key of a local upload: "<2 hex>/<14 hex>-<filename>" (staged in place, app/storage/local.py).
+    key = rf"[0-9a-f]{{2}}/[0-9a-f]{{14}}-{re.escape(filename)}"
+    assert re.fullmatch(f"/_packhouse_files/{key}", r.headers["x-accel-redirect"]), r.headers["x-accel-redirect"]
     assert r.headers["etag"] == f'"{sha}"'
     assert client.get(f"/files/demo/{filename}", headers={"If-None-Match": f'"{sha}"'}).status_code == 304
     assert client.get("/files/demo/nope-1.0-py3-none-any.whl").status_code == 404
@@ -242,9 +246,10 @@ def test_x_accel_redirect_hands_the_file_to_nginx(make_client):
 
 def test_x_sendfile(make_client):
     client = make_client(x_sendfile=True)
-    filename, _ = upload(client, "demo", "1.0")
+    filename, data = upload(client, "demo", "1.0")
     r = client.get(f"/files/demo/{filename}")
-    assert r.headers["x-sendfile"].endswith(f"/{filename}")
+    assert r.headers["x-sendfile"].endswith(f"-{filename}")
+    assert Path(r.headers["x-sendfile"]).read_bytes() == data
     assert r.content == b""
 
 

@@ -127,7 +127,7 @@ def test_overwrite_replaces_bytes_and_journals_the_old_sha256(make_client, dists
     events = client.get("/api/projects/demo/events").json()
     assert [e["action"] for e in events] == ["upload", "overwrite", "upload"]
     assert events[1]["sha256"] == hashlib.sha256(old).hexdigest()
-    stored = [p for p in (tmp_path / "data" / "files").rglob(W1)]
+    stored = [p for p in (tmp_path / "data" / "files").rglob(f"*{W1}")]
     assert [p.read_bytes() for p in stored] == [new.read_bytes()]  # the old blob is gone
 
 
@@ -301,14 +301,14 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     r = cli("check", data_dir=data)
     assert r.returncode == 0 and "0 problem(s)" in r.stdout
     files = data / "files"
-    (w1,) = [p for p in files.rglob(W1)]
+    (w1,) = [p for p in files.rglob(f"*{W1}")]
     w1.write_bytes(w1.read_bytes() + b"tampered")
-    (s2,) = [p for p in files.rglob(S2)]
+    (s2,) = [p for p in files.rglob(f"*{S2}")]
     s2.unlink()
-    (w2_meta,) = [p for p in files.rglob(W2 + ".metadata")]
+    (w2_meta,) = [p for p in files.rglob(f"*{W2}.metadata")]
     w2_meta.unlink()
     orphan = files / "ab" / "cd" / "orphan.whl"
-    orphan.parent.mkdir(parents=True)
+    orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"left by a crash")
     r = cli("check", data_dir=data)
     assert r.returncode == 1

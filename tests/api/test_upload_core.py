@@ -195,6 +195,7 @@ def test_oversized_upload_is_413_before_reading(make_client, tmp_path, data_dir)
     assert r.status_code == 413
     assert "--max-upload-size" in r.json()["detail"]
     assert rows(data_dir) == [] and list((data_dir / "files" / ".tmp").iterdir()) == []
+    assert stored_files(data_dir) == {}  # nor anything staged in place
 
 
 def test_upload_url_never_redirects(client, tmp_path):

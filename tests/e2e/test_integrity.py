@@ -83,9 +83,25 @@ def test_ten_concurrent_uploads_of_one_filename_exactly_one_wins(live_server, tm
     assert [f["hashes"]["sha256"] for f in page["files"]] == [hashlib.sha256(winner.read_bytes()).hexdigest()]
     # the losers' bytes were staged and even stored, but none is left behind
     blobs = stored(server.data_dir)
-    assert sorted(k.rsplit("/", 1)[1] for k in blobs) == [name, name + ".metadata"]
-    assert blobs[next(k for k in blobs if k.endswith(".whl"))] == winner.read_bytes()
+    (key,) = [k for k in blobs if k.endswith(name)]
+    assert sorted(blobs) == [key, key + ".metadata"]
+    assert blobs[key] == winner.read_bytes()
     assert not list((server.data_dir / "files" / ".tmp").iterdir())
+
+
+def test_ten_concurrent_identical_uploads_all_succeed_and_one_copy_is_kept(live_server, tmp_path):
+    """Identical bytes racing: every client gets 200 (twine retries must not fail), one row, and
+    the losers' copies (each upload is staged under a key of its own) are all removed."""
+    server = live_server()
+    path = make_wheel(tmp_path, "twin", "1.0")
+    responses = concurrent_posts(server.url, [path] * 10)
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
+    assert sum(r.text.startswith("Stored") for r in responses) == 1
+    assert len(db_rows(server.data_dir / "packhouse.db", "files")) == 1
+    blobs = stored(server.data_dir)
+    (key,) = [k for k in blobs if k.endswith(path.name)]
+    assert sorted(blobs) == [key, key + ".metadata"] and blobs[key] == path.read_bytes()
+    assert httpx.get(f"{server.url}/files/twin/{path.name}").content == path.read_bytes()
 
 
 def _start_upload(url: str, body: bytes, content_type: str, declared: int) -> socket.socket:
@@ -132,17 +148,18 @@ def test_sigkill_mid_upload_leaves_nothing_and_temp_is_swept(live_server, tmp_pa
     fields = {":action": "file_upload", "protocol_version": "1", "name": "crash", "version": "1.0"}
     body, ctype = multipart({**fields, **digest_fields(content)}, b"crash-1.0.tar.gz", content)
     sock = _start_upload(server.url, body[: len(body) // 2], ctype, len(body))
-    tmp = server.data_dir / "files" / ".tmp"
+    files = server.data_dir / "files"
+    # Staged in place: "<2 hex>/<14 hex>-crash-1.0.tar.gz.upload-<pid>.part" (app/storage/local.py).
     deadline = time.monotonic() + 10
-    while not list(tmp.glob("upload-*.part")) and time.monotonic() < deadline:
+    while not list(files.glob("*/*.upload-*.part")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert list(tmp.glob("upload-*.part")), "the upload never started staging"
+    assert list(files.glob("*/*-crash-1.0.tar.gz.upload-*.part")), "the upload never started staging"
     server.kill()
     sock.close()
-    assert list(tmp.glob("upload-*.part"))  # the crash left its temporary file
+    assert list(files.glob("*/*.upload-*.part"))  # the crash left its temporary file
 
     restarted = live_server(data_dir=server.data_dir)
-    assert not list(tmp.glob("upload-*.part"))  # swept at start
+    assert not list(files.rglob("*.part"))  # swept at start
     assert "removed 1 temporary file" in restarted.log()
     assert httpx.get(restarted.url + "/simple/crash/").status_code == 404
     assert "crash" not in httpx.get(restarted.url + "/simple/").text
@@ -163,7 +180,7 @@ def test_stalled_upload_times_out_with_408_and_leaves_nothing(live_server):
     assert answer.startswith("HTTP/1.1 408"), answer
     assert "sent no data for 1 seconds" in answer
     assert time.monotonic() - started < 5
-    assert not list((server.data_dir / "files" / ".tmp").glob("upload-*"))
+    assert not [p for p in (server.data_dir / "files").rglob("*") if p.is_file()]
 
 
 def test_oversized_stream_is_refused_before_it_is_all_sent(live_server):

@@ -82,7 +82,7 @@ def test_transfer_to_postgresql_and_s3_then_serve_from_there(
 def test_transfer_refuses_a_file_whose_bytes_do_not_match_its_sha256(
     embedded, postgres_cluster, s3, tmp_path
 ):
-    (damaged,) = [p for p in (tmp_path / "data" / "files").rglob(embedded[1].name)]
+    (damaged,) = [p for p in (tmp_path / "data" / "files").rglob(f"*{embedded[1].name}")]
     original = damaged.read_bytes()
     damaged.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])
     database = postgres_cluster.create_database()

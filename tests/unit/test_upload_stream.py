@@ -2,19 +2,22 @@
 
 The API and end-to-end tests send real uploads; these pin down what they cannot see: batches that
 are queued to the writer thread stay in order, an error mid-stream leaves no staged file behind,
-and a key that needs new directories reports every directory whose entries changed."""
+a key that needs new directories reports every directory whose entries changed, and an upload
+staged in place is named, committed, cleaned up and swept as the local store promises."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import re
 
 import pytest
 
 from app.errors import InvalidRequestError, UploadTooLargeError
 from app.services import form as form_module
 from app.services.form import FormLimits, read_upload_form
+from app.storage import local
 from app.storage.local import LocalStorage, _makedirs
 from tests.support.integrity import multipart
 
@@ -72,7 +75,11 @@ async def test_error_mid_stream_leaves_no_staged_file(tmp_path, cut, limit, erro
     storage = LocalStorage(tmp_path / "files")
     with pytest.raises(error):
         await read_upload_form(ctype, _chunks(body[:cut], 65_536), storage, FormLimits(max_file_bytes=limit))
-    assert list(storage.tmp.iterdir()) == []
+    assert _files(storage.root) == []  # staged in place, and removed from there
+
+
+def _files(root) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 def test_makedirs_reports_the_parents_of_new_directories(tmp_path):
@@ -118,3 +125,64 @@ def test_local_staged_file_is_written_back_early_and_fsynced(tmp_path, monkeypat
         staged.write(b"x" * (1024 * 1024))
     staged.finish()
     assert calls == ["sync_file_range", "sync_file_range", "fsync"]  # at 4 and 8 MiB, then the end
+
+
+IN_PLACE = r"[0-9a-f]{2}/[0-9a-f]{14}-demo-1\.0-py3-none-any\.whl"
+
+
+async def test_upload_is_staged_in_place_and_committed_by_a_rename(tmp_path):
+    storage = LocalStorage(tmp_path / "files")
+    staged = storage.stage("demo-1.0-py3-none-any.whl")
+    assert staged.key is not None and re.fullmatch(IN_PLACE, staged.key)
+    # Until the commit, only the ".part" name exists: nothing is under the key yet.
+    assert _files(storage.root) == [f"{staged.key}.upload-{os.getpid()}.part"]
+    staged.write(b"wheel bytes")
+    await storage.commit(staged, staged.key, sidecars={staged.key + ".metadata": b"Name: demo\n"})
+    assert _files(storage.root) == [staged.key, staged.key + ".metadata"]
+    assert (storage.root / staged.key).read_bytes() == b"wheel bytes"
+    assert (storage.root / (staged.key + ".metadata")).read_bytes() == b"Name: demo\n"
+    assert list(storage.tmp.iterdir()) == []
+    # Two uploads of the same filename never share a key.
+    other = storage.stage("demo-1.0-py3-none-any.whl")
+    assert other.key != staged.key
+    await storage.discard(other)
+
+
+@pytest.mark.parametrize("filename", ["../demo-1.0.tar.gz", ".demo-1.0.tar.gz", "a\\b.whl", "x" * 201 + ".whl", None])
+async def test_names_that_are_not_plain_are_staged_in_tmp(tmp_path, filename):
+    storage = LocalStorage(tmp_path / "files")
+    staged = storage.stage(filename)
+    assert staged.key is None and staged.path.parent == storage.tmp
+    await storage.discard(staged)
+    assert _files(storage.root) == []
+
+
+async def test_failed_in_place_commit_leaves_only_what_discard_removes(tmp_path, monkeypatch):
+    """A commit that fails (here: the directory's fsync) removes the sidecars it wrote; the upload's
+    discard then removes the file itself, renamed or not: nothing is left under any key."""
+    storage = LocalStorage(tmp_path / "files")
+    staged = storage.stage("demo-1.0-py3-none-any.whl")
+    staged.write(b"wheel bytes")
+
+    def failing(path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(local, "_fsync_dir", failing)
+    with pytest.raises(OSError):
+        await storage.commit(staged, staged.key, sidecars={staged.key + ".metadata": b"Name: demo\n"})
+    assert _files(storage.root) == [staged.key]
+    await storage.discard(staged)
+    assert _files(storage.root) == []
+
+
+async def test_sweep_removes_in_place_uploads_of_dead_processes_only(tmp_path):
+    storage = LocalStorage(tmp_path / "files")
+    live = storage.stage("demo-1.0-py3-none-any.whl")
+    dead = storage.root / "ab" / "0123456789abcd-demo-1.0.tar.gz.upload-999999999.part"
+    dead.parent.mkdir(exist_ok=True)
+    dead.write_bytes(b"half an upload")
+    committed = storage.root / "ab" / "0123456789abce-demo-2.0.tar.gz"
+    committed.write_bytes(b"a stored file")
+    assert storage.sweep_temporary() == 1
+    assert not dead.exists() and committed.exists() and live.path.exists()
+    await storage.discard(live)
