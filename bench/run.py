@@ -357,45 +357,51 @@ def devpi_copy(pristine: Path, name: str) -> Path:
 
 
 def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
-    """What an upload's durability costs on this disk with no server at all: a 3 KB file and an
-    800-byte metadata file written and fsynced, moved into two new directories, the directories
-    fsynced, and one row committed to a WAL-mode SQLite database with synchronous=FULL (the
-    fsyncs Packhouse does before it answers an upload)."""
+    """What an upload's durability costs on this disk with no server at all, done the way
+    Packhouse's local store does it (app/storage/local.py): a 3 KB file written in an existing
+    prefix directory under a temporary name and renamed there, an 800-byte metadata file written
+    beside it, the file, the metadata file and the directory fsynced at the same time (two
+    threads), then one row committed to a WAL-mode SQLite database with synchronous=FULL."""
     if directory.exists():
         shutil.rmtree(directory)
-    (directory / "tmp").mkdir(parents=True)
+    (directory / "ab").mkdir(parents=True)
     db = sqlite3.connect(directory / "floor.db", isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, filename TEXT UNIQUE, sha256 TEXT)")
 
-    def fsynced(path: Path, data: bytes | None = None) -> None:
-        """Write ``data`` to a new file and fsync it; without data, fsync the directory ``path``."""
-        fd = os.open(path, os.O_RDONLY if data is None else os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    def written(path: Path, data: bytes) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        os.write(fd, data)
+        return fd
+
+    def fsync_dir(path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY)
         try:
-            if data is not None:
-                os.write(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
 
     times = []
-    for i in range(n):
-        start = time.perf_counter()
-        digest = f"{i:064x}"
-        staged, meta = directory / "tmp" / f"{i}.part", directory / "tmp" / f"{i}.meta"
-        fsynced(staged, os.urandom(3000))
-        fsynced(meta, os.urandom(800))
-        target = directory / digest[:2] / digest[2:4] / digest[4:]
-        target.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, target / "x.whl")
-        os.replace(meta, target / "x.whl.metadata")
-        for d in (target, target.parent, target.parent.parent):
-            fsynced(d)
-        db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT INTO files (filename, sha256) VALUES (?, ?)", (f"x-{i}.whl", digest))
-        db.execute("COMMIT")
-        times.append(time.perf_counter() - start)
+    with ThreadPoolExecutor(2) as pool:
+        for i in range(n):
+            start = time.perf_counter()
+            digest = f"{i:064x}"
+            target = directory / "ab" / f"{digest[-14:]}-x.whl"
+            part = target.with_name(target.name + ".part")
+            fd = written(part, os.urandom(3000))
+            os.rename(part, target)
+            meta = written(target.with_name(target.name + ".metadata"), os.urandom(800))
+            pending = [pool.submit(os.fsync, fd), pool.submit(fsync_dir, target.parent)]
+            os.fsync(meta)
+            for future in pending:
+                future.result()
+            os.close(fd)
+            os.close(meta)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO files (filename, sha256) VALUES (?, ?)", (f"x-{i}.whl", digest))
+            db.execute("COMMIT")
+            times.append(time.perf_counter() - start)
     db.close()
     shutil.rmtree(directory)
     return {"p50_ms": round(statistics.median(times) * 1000, 3)}
