@@ -34,6 +34,9 @@ IN_PLACE_MAX_FILENAME = 200
 
 
 WRITEBACK_BYTES = 4 * 1024 * 1024
+# A directory's fsync, run beside the commit's own fsyncs. Process-wide, as anyio's worker threads
+# are: it holds no settings and no app state, and its threads start only when first used.
+_FSYNCS = ThreadPoolExecutor(2, thread_name_prefix="packhouse-fsync")
 
 
 def _sync_file_range() -> object:
@@ -106,7 +109,6 @@ class LocalStorage:
         self.root = root.resolve()
         self.tmp = self.root / TMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._fsyncs: ThreadPoolExecutor | None = None
         self._prefix_dirs_ready = False
 
     def _path(self, key: str) -> Path:
@@ -217,9 +219,7 @@ class LocalStorage:
                         view = view[os.write(fd, view) :]
                 # The directory's fsync makes the file's and the sidecars' names durable (its own
                 # name is: _make_prefix_dirs).
-                if self._fsyncs is None:
-                    self._fsyncs = ThreadPoolExecutor(2, thread_name_prefix="packhouse-fsync")
-                pending = [self._fsyncs.submit(_fsync_dir, directory)]
+                pending = [_FSYNCS.submit(_fsync_dir, directory)]
                 for fd in fds:
                     os.fsync(fd)
                 staged.finish()
