@@ -20,6 +20,7 @@ from app import __version__
 from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
 from app.api.fallback import install_fallback
+from app.api.fastpath import install_fast_path
 from app.api.guards import RejectNulMiddleware, document_nul_rejection
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
+    install_fast_path(app)  # innermost: after the NUL guard and the metrics
     app.add_middleware(RejectNulMiddleware)
     document_nul_rejection(app)
     if settings.metrics:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,7 +17,11 @@ from app.services.upload import UploadService
 
 
 def basic_credentials(request: Request) -> tuple[str, str] | None:
-    header = request.headers.get("authorization")
+    return basic_credentials_from(request.headers)
+
+
+def basic_credentials_from(headers: Mapping[str, str]) -> tuple[str, str] | None:
+    header = headers.get("authorization")
     if not header:
         return None
     scheme, _, value = header.partition(" ")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app import dists
 from app.api.deps import IndexDep, ListIdentity
 from app.api.errors import problem_response
-from app.services.index import Page
+from app.services.index import IndexService, Page
 from app.simple.negotiate import MediaType, negotiate
 
 router = APIRouter(tags=["simple"])
@@ -44,8 +46,11 @@ def _fmt(request: Request, format_: str | None) -> MediaType:
 
 
 def _not_modified(request: Request, etag: str | None) -> bool:
-    inm = request.headers.get("if-none-match")
-    return bool(etag and inm and etag in [t.strip() for t in inm.split(",")])
+    return _matches(request.headers.get("if-none-match"), etag)
+
+
+def _matches(if_none_match: str | None, etag: str | None) -> bool:
+    return bool(etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
 
 
 def _headers(etag: str) -> dict[str, str]:
@@ -53,9 +58,13 @@ def _headers(etag: str) -> dict[str, str]:
 
 
 def render(request: Request, page: Page) -> Response:
+    return _render(request.headers, page)
+
+
+def _render(request_headers: Mapping[str, str], page: Page) -> Response:
     headers = _headers(page.etag)
     body = page.body
-    if page.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
+    if page.gzipped is not None and "gzip" in request_headers.get("accept-encoding", ""):
         body = page.gzipped
         headers["Content-Encoding"] = "gzip"
     return Response(body, media_type=page.media_type.value, headers=headers)
@@ -82,13 +91,23 @@ async def _project(
         # PEP 503: redirect to the normalised URL (relative, so it survives reverse proxies).
         query = f"?{request.url.query}" if request.url.query else ""
         return RedirectResponse(f"../{name}/{query}", status_code=301)
-    fmt = _fmt(request, format)
-    if request.headers.get("if-none-match"):
+    return await project_response(index, request.headers, name, _fmt(request, format), base)
+
+
+async def project_response(
+    index: IndexService, request_headers: Mapping[str, str], name: str, fmt: MediaType, base: str
+) -> Response:
+    """A normalised project's page, or 304 (the route, and the fast path in app/api/fastpath.py).
+
+    Raises:
+        ProjectNotFoundError: no such project (-> 404).
+    """
+    if inm := request_headers.get("if-none-match"):
         etag = await index.project_etag(name, fmt, base)
-        if _not_modified(request, etag):
+        if _matches(inm, etag):
             assert etag is not None
             return _not_modified_response(etag)
-    return render(request, await index.project_page(name, fmt, base))
+    return _render(request_headers, await index.project_page(name, fmt, base))
 
 
 @router.get("/simple/{project}/", responses=_SIMPLE_RESPONSES, summary="Project page (PEP 503 / PEP 691)")
