@@ -155,7 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     install_error_handlers(app, settings.realm)
-    install_fast_path(app)  # innermost: after the NUL guard and the metrics
+    install_fast_path(app, settings.realm)  # innermost: after the NUL guard and the metrics
     app.add_middleware(RejectNulMiddleware)
     document_nul_rejection(app)
     if settings.metrics:

@@ -79,12 +79,22 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return Response(body + "\n", status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def domain_problem(exc: PackageIndexError, realm: str) -> Response:
+    """The answer to a domain error (the exception handler's, and app/api/fastpath.py's)."""
+    status = status_for(exc)
+    headers = {"WWW-Authenticate": f'Basic realm="{realm}"'} if status == 401 else None
+    return problem(status, exc.title, exc.detail, headers)
+
+
+def disconnected() -> Response:
+    # The client went away mid-upload; the staged file is already discarded. Nobody reads this.
+    return problem(400, "Client disconnected", "The request body was not received completely.")
+
+
 def install_error_handlers(app: FastAPI, realm: str) -> None:
     async def on_domain_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, PackageIndexError)
-        status = status_for(exc)
-        headers = {"WWW-Authenticate": f'Basic realm="{realm}"'} if status == 401 else None
-        return problem(status, exc.title, exc.detail, headers)
+        return domain_problem(exc, realm)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -101,8 +111,7 @@ def install_error_handlers(app: FastAPI, realm: str) -> None:
         return problem(422, "Invalid request", "; ".join(parts) or "invalid request")
 
     async def on_disconnect(request: Request, exc: Exception) -> Response:
-        # The client went away mid-upload; the staged file is already discarded. Nobody reads this.
-        return problem(400, "Client disconnected", "The request body was not received completely.")
+        return disconnected()
 
     app.add_exception_handler(PackageIndexError, on_domain_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

@@ -6,10 +6,12 @@ route, so both answers can be compared byte for byte."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from app.api import fastpath
-from tests.api.test_caching import JSON, upload
+from tests.api.test_caching import JSON, upload, wheel
 from tests.conftest import basic
 from tests.support.htpasswd import write_htpasswd
 
@@ -115,3 +117,43 @@ def test_metrics_label_the_fast_path_with_the_route(client):
 def test_a_nul_in_the_path_is_refused_before_the_fast_path(client, answered):
     r = client.get("/simple/de%00mo/")
     assert r.status_code == 400 and answered == []
+
+
+@pytest.fixture
+def uploads_answered(monkeypatch):
+    calls: list[str] = []
+    real = fastpath.SimpleFastPath._upload
+
+    async def spy(self, scope, receive):
+        calls.append(scope["path"])
+        return await real(self, scope, receive)
+
+    monkeypatch.setattr(fastpath.SimpleFastPath, "_upload", spy)
+    return calls
+
+
+@pytest.mark.parametrize("path", ["/", "/legacy/", "/legacy"])
+def test_uploads_are_answered_before_routing_and_counted_under_their_route(client, uploads_answered, path):
+    filename, data = wheel("demo", "1.0")
+    form = {":action": "file_upload", "protocol_version": "1", "name": "demo", "version": "1.0",
+            "sha256_digest": hashlib.sha256(data).hexdigest()}  # fmt: skip
+    r = client.post(path, data=form, files={"content": (filename, data, "application/octet-stream")})
+    assert r.status_code == 200 and r.text == f"Stored: {filename}\n"
+    assert uploads_answered == [path]
+    text = client.get("/metrics").text
+    if path != "/legacy":  # not an upload route for the metrics (the link is undocumented)
+        assert f'packhouse_http_requests_total{{method="POST",route="{path}",status="200"}} 1.0' in text
+        assert "packhouse_uploads_total 1.0" in text
+    # An error is answered by the error table, as on any route: problem+json and the right status.
+    r = client.post(path, data=form, files={"content": (filename, data + b"x", "application/octet-stream")})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+    assert "sha256_digest sent" in r.json()["detail"]
+
+
+def test_upload_needing_a_password_answers_401_with_the_realm(make_client, tmp_path, uploads_answered):
+    write_htpasswd(tmp_path / "htpasswd")
+    client = make_client(passwords=str(tmp_path / "htpasswd"), realm="corp index")
+    filename, data = wheel("demo", "1.0")
+    r = client.post("/legacy/", data={":action": "file_upload"}, files={"content": (filename, data)})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="corp index"'
+    assert uploads_answered == ["/legacy/"]

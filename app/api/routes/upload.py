@@ -10,6 +10,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
 from app.api.deps import UploadDep, UploadIdentity
+from app.auth.policy import Identity
+from app.services.upload import UploadService
 
 router = APIRouter(tags=["upload"])
 
@@ -55,6 +57,15 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
 
 async def upload(request: Request, uploads: UploadDep, who: UploadIdentity) -> Response:
     """Upload one distribution file (``:action=file_upload``)."""
+    return await upload_response(uploads, request, who)
+
+
+async def upload_response(uploads: UploadService, request: Request, who: Identity | None) -> Response:
+    """The route's answer (and app/api/fastpath.py's, which calls it before FastAPI routes).
+
+    Raises:
+        PackageIndexError subclasses (the error table maps them), ClientDisconnect.
+    """
     uploads.check_content_length(request.headers.get("content-length"))
     result = await uploads.handle(
         request.headers.get("content-type"), request.stream(), who.username if who else None
