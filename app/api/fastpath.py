@@ -12,7 +12,8 @@ route, which answers it as always.
 Uploads (``POST /``, ``/legacy/``, ``/legacy``) are answered here whole, through the route's own
 function (``routes.upload.upload_response``) after the same policy check, and their errors through
 the error table's own function (``errors.domain_problem``): FastAPI's routing and dependency
-solving were ~0.4 ms of a small upload's 3 ms.
+solving cost ~0.25 ms of a small upload's 3.5 ms. The routes stay registered: they document the
+operations in OpenAPI, and answer whatever this does not take.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ FILES_BASE = "../../files/"
 UPLOAD_PATHS = ("/", "/legacy/", "/legacy")
 
 
-class SimpleFastPath:
+class FastPath:
     def __init__(self, app: ASGIApp, realm: str) -> None:
         self.app = app
         self.realm = realm
@@ -75,7 +76,6 @@ class SimpleFastPath:
         except PackageIndexError:
             return None  # the route answers it (and raises the same error, mapped as always)
 
-
     async def _upload(self, scope: Scope, receive: Receive) -> Any:
         request = Request(scope, receive)
         state = scope["app"].state
@@ -91,4 +91,4 @@ class SimpleFastPath:
 def install_fast_path(app: FastAPI, realm: str) -> None:
     """Add the middleware. Call it before any other middleware is added: it must run innermost,
     after those that see every request (the NUL guard, the metrics)."""
-    app.add_middleware(SimpleFastPath, realm=realm)
+    app.add_middleware(FastPath, realm=realm)

@@ -20,14 +20,14 @@ from tests.support.htpasswd import write_htpasswd
 def answered(monkeypatch):
     """The names the fast path answered itself (None where it handed over to the route)."""
     calls: list[tuple[str, bool]] = []
-    real = fastpath.SimpleFastPath._answer
+    real = fastpath.FastPath._answer
 
     async def spy(scope, name):
         response = await real(scope, name)
         calls.append((name, response is not None))
         return response
 
-    monkeypatch.setattr(fastpath.SimpleFastPath, "_answer", staticmethod(spy))
+    monkeypatch.setattr(fastpath.FastPath, "_answer", staticmethod(spy))
     return calls
 
 
@@ -122,13 +122,13 @@ def test_a_nul_in_the_path_is_refused_before_the_fast_path(client, answered):
 @pytest.fixture
 def uploads_answered(monkeypatch):
     calls: list[str] = []
-    real = fastpath.SimpleFastPath._upload
+    real = fastpath.FastPath._upload
 
     async def spy(self, scope, receive):
         calls.append(scope["path"])
         return await real(self, scope, receive)
 
-    monkeypatch.setattr(fastpath.SimpleFastPath, "_upload", spy)
+    monkeypatch.setattr(fastpath.FastPath, "_upload", spy)
     return calls
 
 
