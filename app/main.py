@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+import anyio
 from fastapi import FastAPI
 from sqlalchemy import text
 
@@ -54,6 +55,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     flat = isinstance(storage, FlatLocalStorage)
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
+    # The local store's uploads staged in place are swept once the server is up (it lists every
+    # prefix folder: app/storage/local.py); the task is awaited at shutdown.
+    sweeper = asyncio.create_task(_sweep_in_place(storage)) if hasattr(storage, "sweep_in_place") else None
     authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
     readers, writers = build_sessionmaker(engine), build_sessionmaker(writer)
 
@@ -101,6 +105,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             rescanner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await rescanner
+        if sweeper is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await close_storage()
         await engine.dispose()
         if writer is not engine:
@@ -122,6 +129,16 @@ async def open_storage(settings: Settings) -> tuple[Storage, Callable[[], Awaita
         s3_delivery=settings.s3_delivery,
         s3_presign_expires=settings.s3_presign_expires,
     )
+
+
+async def _sweep_in_place(storage: Storage) -> None:
+    try:
+        swept = await anyio.to_thread.run_sync(storage.sweep_in_place)  # type: ignore[attr-defined]
+    except Exception:  # the next start sweeps again; `packhouse check --repair` removes them too
+        log.exception("sweeping interrupted uploads failed")
+        return
+    if swept:
+        log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
 
 
 async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:

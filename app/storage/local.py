@@ -288,12 +288,16 @@ class LocalStorage:
         await anyio.to_thread.run_sync(_check)
 
     def sweep_temporary(self) -> int:
-        """Remove what dead processes were receiving: in ``.tmp`` and, staged in place, in the
-        prefix directories (one listing of each of the at most 256)."""
-        count = sweep_dead_uploads(self.tmp)
+        return sweep_dead_uploads(self.tmp)
+
+    def sweep_in_place(self) -> int:
+        """Remove the uploads that dead processes were receiving in place (``*.upload-<pid>.part``
+        in the prefix directories). One listing of each of the 256: it takes time in proportion to
+        the files stored (17 ms for 30,000 here), so the server runs it once it is up."""
+        count = 0
         if self.stages_in_place:
             for entry in os.scandir(self.root):
-                if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False) and entry.name != TMP_DIR:
+                if len(entry.name) == 2 and entry.is_dir(follow_symlinks=False):
                     count += _sweep_in_place(Path(entry.path))
         return count
 

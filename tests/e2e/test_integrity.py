@@ -159,7 +159,12 @@ def test_sigkill_mid_upload_leaves_nothing_and_temp_is_swept(live_server, tmp_pa
     assert list(files.glob("*/*.upload-*.part"))  # the crash left its temporary file
 
     restarted = live_server(data_dir=server.data_dir)
-    assert not list(files.rglob("*.part"))  # swept at start
+    deadline = time.monotonic() + 10  # swept once the server is up (app/main.py)
+    while (list(files.rglob("*.part")) or "removed 1 temporary file" not in restarted.log()) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    assert not list(files.rglob("*.part"))
     assert "removed 1 temporary file" in restarted.log()
     assert httpx.get(restarted.url + "/simple/crash/").status_code == 404
     assert "crash" not in httpx.get(restarted.url + "/simple/").text

@@ -183,6 +183,7 @@ async def test_sweep_removes_in_place_uploads_of_dead_processes_only(tmp_path):
     dead.write_bytes(b"half an upload")
     committed = storage.root / "ab" / "0123456789abce-demo-2.0.tar.gz"
     committed.write_bytes(b"a stored file")
-    assert storage.sweep_temporary() == 1
+    assert storage.sweep_temporary() == 0  # .tmp only
+    assert storage.sweep_in_place() == 1
     assert not dead.exists() and committed.exists() and live.path.exists()
     await storage.discard(live)
