@@ -18,9 +18,6 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 import nh3
-import readme_renderer.markdown
-import readme_renderer.rst
-import readme_renderer.txt
 from packaging.metadata import parse_email
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -163,6 +160,12 @@ def _listing(row: catalog.ListingRow) -> Listing:
 
 def render_readme(text: str, content_type: str | None) -> str:
     """README -> sanitised HTML, the way PyPI does it: markdown or reStructuredText, else plain text."""
+    # Imported here: docutils and markdown take ~35 ms to import, a twentieth of the server's cold
+    # start, and only a project page of the browsing UI needs them.
+    import readme_renderer.markdown
+    import readme_renderer.rst
+    import readme_renderer.txt
+
     msg = Message()
     msg["content-type"] = content_type or "text/x-rst"
     kind = msg.get_content_type()
