@@ -55,9 +55,6 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     flat = isinstance(storage, FlatLocalStorage)
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
-    # The local store's uploads staged in place are swept once the server is up (it lists every
-    # prefix folder: app/storage/local.py); the task is awaited at shutdown.
-    sweeper = asyncio.create_task(_sweep_in_place(storage)) if hasattr(storage, "sweep_in_place") else None
     authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
     readers, writers = build_sessionmaker(engine), build_sessionmaker(writer)
 
@@ -96,6 +93,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
         await _sync_folder(indexer, storage.roots, settle=False)
         rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval))
     state.file_offload = files.Offload(settings.x_accel_redirect, settings.x_sendfile, getattr(storage, "root", None))
+    # The local store's uploads staged in place are swept once the server is up (it lists every
+    # prefix folder: app/storage/local.py); the task is awaited at shutdown.
+    sweeper = asyncio.create_task(_sweep_in_place(storage)) if hasattr(storage, "sweep_in_place") else None
     try:
         yield
     finally:
