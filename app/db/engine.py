@@ -9,8 +9,10 @@ never queue behind writers (WAL lets them run concurrently).
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -27,6 +29,14 @@ def sqlite_path(url: str) -> str | None:
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         return None
     return parsed.database
+
+
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """A read-only sqlite3 connection in autocommit, for lookups on the event loop (WAL readers
+    never wait for a writer; each statement sees every commit made before it started)."""
+    conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
 
 
 def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:

@@ -14,13 +14,12 @@ before it started, by any worker or process.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Protocol
-from urllib.parse import quote
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
+from app.db.engine import connect_readonly
 
 
 class Serials(Protocol):
@@ -53,8 +52,7 @@ class SqliteSerials:
     LAST = "SELECT coalesce(max(id), 0) FROM events"
 
     def __init__(self, path: str) -> None:
-        self.conn = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None)
-        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.conn = connect_readonly(path)
 
     async def project(self, normalized_name: str) -> int | None:
         row = self.conn.execute(self.PROJECT, (normalized_name,)).fetchone()

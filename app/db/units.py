@@ -20,7 +20,6 @@ import sqlite3
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, TypeVar
-from urllib.parse import quote
 
 import anyio
 from sqlalchemy.dialects import sqlite
@@ -28,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.db import repo
-from app.db.engine import build_sync_engine, sqlite_path
+from app.db.engine import build_sync_engine, connect_readonly, sqlite_path
 
 T = TypeVar("T")
 
@@ -114,10 +113,7 @@ class SqliteUnits:
         self.reader = build_sync_engine(url)
         self.writer = build_sync_engine(url, immediate=True)  # BEGIN IMMEDIATE, see engine.py
         path = sqlite_path(url)
-        self._ro: sqlite3.Connection | None = None
-        if path is not None:
-            self._ro = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, isolation_level=None)
-            self._ro.execute("PRAGMA busy_timeout=5000")
+        self._ro: sqlite3.Connection | None = None if path is None else connect_readonly(path)
 
     async def lookup(self, filename: str) -> Lookup:
         if self._ro is None:  # an in-memory database: only the engine's own connection sees it

@@ -29,7 +29,6 @@ class FlatLocalStorage(LocalStorage):
         self.state = self.root / STATE_DIR
         self.tmp = self.state / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._prefix_dirs_ready = False
 
     @property
     def roots(self) -> list[Path]:

@@ -63,19 +63,19 @@ class LocalStaged:
     staging): no writeback is started and nothing is fsynced, as the object store's PUT is what
     makes the upload durable; the file is deleted after it, usually before the kernel wrote it."""
 
-    def __init__(
-        self, directory: Path, *, durable: bool = True, key: str | None = None, path: Path | None = None
-    ) -> None:
+    def __init__(self, directory: Path, *, durable: bool = True, target: Path | None = None) -> None:
+        """In ``directory`` under a temporary name; or, staged in place (LocalStorage.stage), as
+        ``<target>.upload-<pid>.part`` beside ``target``, the path it is committed under."""
         # The pid in the name lets a restarted server sweep only the leftovers of dead processes.
-        if path is None:
+        if target is None:
             fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=PART_SUFFIX, dir=directory)
-            path = Path(name)
+            self.path = Path(name)
         else:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        self.path = path
-        # Staged in place: the key these bytes are committed under (LocalStorage.stage), and its path.
-        self.key = key
-        self.target: Path | None = None
+            self.path = target.with_name(f"{target.name}{_PART_MARK}{os.getpid()}{PART_SUFFIX}")
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.target = target
+        # The key of an upload staged in place: "<prefix directory>/<name>".
+        self.key = None if target is None else f"{target.parent.name}/{target.name}"
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._written = self._flushed = 0
         self._durable = durable
@@ -141,16 +141,13 @@ class LocalStorage:
             if target.exists():
                 continue  # 64 random bits: never in practice, but a key is never reused
             try:
-                staged = LocalStaged(directory, key=f"{token[:2]}/{target.name}", path=_part_path(target))
+                return LocalStaged(directory, target=target)
             except FileExistsError:
                 continue
             except FileNotFoundError:  # a prefix directory was removed by hand: make them again, once
                 if remade:
                     raise
                 remade, self._prefix_dirs_ready = True, False
-                continue
-            staged.target = target
-            return staged
 
     def _make_prefix_dirs(self) -> None:
         """The 256 prefix directories, made once and fsynced with the root: their names are then
@@ -167,8 +164,7 @@ class LocalStorage:
         metadata), all durable when this returns: one thread hop, and one fsync per directory.
         ``exclusive``: never replace an existing file (raises FileExistsError, and no sidecar is
         written) -- for keys that are not content-addressed, such as pypiserver's flat names."""
-        if staged.key is not None and staged.key == key and staged.target is not None and not exclusive:
-            target = staged.target
+        if (target := staged.target) is not None and staged.key == key and not exclusive:
             # Sidecars beside it: "<key><suffix>", a suffix without a path separator.
             extra = {target.with_name(target.name + k[len(key) :]): data for k, data in (sidecars or {}).items()
                      if k.startswith(key) and "/" not in k[len(key) :]}  # fmt: skip
@@ -366,10 +362,6 @@ def _plain_name(filename: str) -> bool:
     )
 
 
-def _part_path(target: Path) -> Path:
-    return target.with_name(f"{target.name}{_PART_MARK}{os.getpid()}{PART_SUFFIX}")
-
-
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -381,28 +373,23 @@ def _fsync_dir(path: Path) -> None:
 def sweep_dead_uploads(directory: Path) -> int:
     """Remove staged uploads whose process (pid in the name, see LocalStaged) is gone; return how many.
     Files of live processes -- other workers receiving uploads right now -- are left alone."""
-    count = 0
-    for path in directory.glob("upload-*.part"):
-        pid = path.name.split("-")[1]
-        if pid.isdigit() and _alive(int(pid)):
-            continue
-        path.unlink(missing_ok=True)
-        count += 1
-    return count
+    return sum(_remove_if_dead(path, path.name.split("-")[1]) for path in directory.glob(f"upload-*{PART_SUFFIX}"))
 
 
 def _sweep_in_place(directory: Path) -> int:
-    count = 0
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not entry.name.endswith(PART_SUFFIX) or _PART_MARK not in entry.name:
-                continue
-            pid = entry.name.rsplit(_PART_MARK, 1)[1].removesuffix(PART_SUFFIX)
-            if pid.isdigit() and _alive(int(pid)):
-                continue
-            Path(entry.path).unlink(missing_ok=True)
-            count += 1
-    return count
+    """The same for uploads staged in place in one prefix directory (``<key>.upload-<pid>.part``)."""
+    return sum(
+        _remove_if_dead(path, path.name.rsplit(_PART_MARK, 1)[1].removesuffix(PART_SUFFIX))
+        for path in directory.glob(f"*{_PART_MARK}*{PART_SUFFIX}")
+    )
+
+
+def _remove_if_dead(path: Path, pid: str) -> bool:
+    """Remove a staged upload unless the process named by ``pid`` is alive; True if removed."""
+    if pid.isdigit() and _alive(int(pid)):
+        return False
+    path.unlink(missing_ok=True)
+    return True
 
 
 def _alive(pid: int) -> bool:
