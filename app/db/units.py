@@ -48,6 +48,10 @@ Lookup = tuple[FileRef | None, Deletion | None]
 
 
 class Units(Protocol):
+    # True: ``read`` and ``write`` run their function in a worker thread, where it may also block
+    # on other work (the upload commits its file there, beside the row's statements).
+    in_thread: bool
+
     async def read(self, fn: Callable[[Session], T]) -> T:
         """``fn(session)`` outside any write transaction (reads see the last commit)."""
         ...
@@ -72,6 +76,8 @@ def _as_lookup(found: tuple[Any, Any]) -> Lookup:
 
 
 class SessionUnits:
+    in_thread = False  # AsyncSession.run_sync runs the function on the event loop (asyncpg)
+
     def __init__(self, readers: async_sessionmaker[AsyncSession], writers: async_sessionmaker[AsyncSession]) -> None:
         self.readers, self.writers = readers, writers
 
@@ -105,6 +111,7 @@ class _Compiled:
 
 
 class SqliteUnits:
+    in_thread = True
     # repo's statements, compiled for SQLite (positional parameters: the filename each time).
     FILE_REF = _Compiled(repo._FILE_REF)
     LAST_DELETION = _Compiled(repo._LAST_DELETION)

@@ -9,6 +9,7 @@ races; stored bytes are content-addressed and never overwritten.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
@@ -144,19 +145,22 @@ class UploadService:
     async def _file_upload(self, form: UploadForm, uploader: str | None) -> UploadResult:
         if form.staged is None or form.filename is None or form.digests is None:
             raise InvalidRequestError("The form has no file: send the distribution in the 'content' field.")
-        # The staged bytes are made durable (fsync) while they are checked and the filename is looked
-        # up, and while the store writes what else it keeps: the store's commit waits for that fsync
-        # to finish (Staged.finish() is idempotent), and so does everything here before it returns
-        # (nothing is discarded while it runs).
-        durable = asyncio.ensure_future(anyio.to_thread.run_sync(form.staged.finish))
+        # A large file is made durable (fsync) while it is checked and the filename is looked up:
+        # the store's commit waits for that fsync to finish (Staged.finish() is idempotent), and so
+        # does everything here before it returns (nothing is discarded while it runs). A small one
+        # is checked without a pause (nothing else would run meanwhile): the commit fsyncs it.
+        durable = None
+        if form.digests.size > INLINE_ARCHIVE_BYTES:
+            durable = asyncio.ensure_future(anyio.to_thread.run_sync(form.staged.finish))
         try:
             checked = await self._check_file(form)
             if isinstance(checked, UploadResult):
                 return checked
             return await self._store(form, uploader, *checked)
         finally:
-            with anyio.CancelScope(shield=True):
-                await durable
+            if durable is not None:
+                with anyio.CancelScope(shield=True):
+                    await durable
 
     async def _check_file(
         self, form: UploadForm
@@ -217,10 +221,18 @@ class UploadService:
             # PEP 658: the wheel's METADATA, byte for byte, beside the file.
             sidecars[key + ".metadata"] = meta.raw
             metadata_sha256 = sha256(meta.raw).hexdigest()
-        if self.flat:
+        staged = form.staged
+        # An upload the local store staged in place is committed in the worker thread that runs
+        # the row's transaction (SQLite): its fsyncs run while the row's statements do, and the row
+        # commits once they are done. One thread hop instead of two, and the disk's wait overlaps
+        # the SQL. Otherwise the file is committed first, then the row.
+        together = staged.key is not None and self.units.in_thread
+        if together:
+            pass  # below, in the row's transaction
+        elif self.flat:
             # Flat names are not content-addressed: claim the name atomically, so two racing uploads
             # (or a file copied in by hand) can never have their bytes replaced.
-            staged, form.staged = form.staged, None  # commit removes it, whatever happens
+            form.staged = None  # commit removes it, whatever happens
             try:
                 await self.storage.commit(staged, key, sidecars=sidecars, exclusive=existing is None)  # type: ignore[call-arg]
             except FileExistsError:
@@ -229,7 +241,7 @@ class UploadService:
                     "hand, or being uploaded right now); it is listed after the next rescan."
                 ) from None
         else:
-            await self.storage.commit(form.staged, key, sidecars=sidecars)
+            await self.storage.commit(staged, key, sidecars=sidecars)
             form.staged = None  # moved; until then, handle() discards it on any error
 
         row = {
@@ -258,8 +270,26 @@ class UploadService:
             )  # fmt: skip
             return replaced
 
+        def commit_and_insert(session: Session) -> str | None:
+            # Runs before the transaction's first statement (BEGIN IMMEDIATE takes the lock then).
+            durable = self.storage.start_commit(staged, sidecars)
+            try:
+                replaced = insert(session)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    durable()  # no sidecar is removed under its own fsync
+                raise
+            durable()  # raises if an fsync failed: the row is rolled back
+            return replaced
+
         try:
-            replaced = await self.units.write(insert)
+            try:
+                replaced = await self.units.write(commit_and_insert if together else insert)
+            except BaseException as exc:
+                if not isinstance(exc, IntegrityError):
+                    await self._forget_stored(key, sidecars, rolled_back=together)
+                raise
+            form.staged = None  # committed (a worker thread's result comes back even if cancelled)
         except IntegrityError:
             # Another upload of the same filename committed first: same bytes is fine, else 409.
             winner = await self.units.read(lambda session: repo.file_ref(session, filename))
@@ -274,6 +304,20 @@ class UploadService:
             await self.manage.forget_blobs([replaced])
         log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
         return UploadResult(filename, created=True)
+
+    async def _forget_stored(self, key: str, sidecars: dict[str, bytes], *, rolled_back: bool) -> None:
+        """The row's insert failed after the store wrote the file: remove what no row refers to.
+        ``rolled_back``: the transaction surely did not commit (it ran whole in a worker thread and
+        raised there) and the key is this upload's own: removed without asking the database."""
+        with anyio.CancelScope(shield=True):
+            try:
+                if rolled_back:
+                    for stored in (key, *sidecars):
+                        await self.storage.delete(stored)
+                else:
+                    await self.manage.forget_blobs([key])
+            except Exception:
+                log.exception("could not remove %s after its row failed to commit", key)
 
     async def _check_reuse(self, filename: str, digests: FileDigests) -> tuple[FileRef | None, UploadResult | None]:
         """The filename rules, applied before anything is stored. Returns the row that --overwrite

@@ -13,7 +13,7 @@ import secrets
 import stat
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,9 +34,10 @@ IN_PLACE_MAX_FILENAME = 200
 
 
 WRITEBACK_BYTES = 4 * 1024 * 1024
-# A directory's fsync, run beside the commit's own fsyncs. Process-wide, as anyio's worker threads
-# are: it holds no settings and no app state, and its threads start only when first used.
-_FSYNCS = ThreadPoolExecutor(2, thread_name_prefix="packhouse-fsync")
+# The fsyncs of a commit (LocalStorage.start_commit), issued at the same time. Process-wide, as
+# anyio's worker threads are: it holds no settings and no app state, and its threads start only
+# when first used. Three per upload staged in place (its directory, the file, the metadata).
+_FSYNCS = ThreadPoolExecutor(8, thread_name_prefix="packhouse-fsync")
 
 
 def _sync_file_range() -> object:
@@ -164,13 +165,8 @@ class LocalStorage:
         metadata), all durable when this returns: one thread hop, and one fsync per directory.
         ``exclusive``: never replace an existing file (raises FileExistsError, and no sidecar is
         written) -- for keys that are not content-addressed, such as pypiserver's flat names."""
-        if (target := staged.target) is not None and staged.key == key and not exclusive:
-            # Sidecars beside it: "<key><suffix>", a suffix without a path separator.
-            extra = {target.with_name(target.name + k[len(key) :]): data for k, data in (sidecars or {}).items()
-                     if k.startswith(key) and "/" not in k[len(key) :]}  # fmt: skip
-            if len(extra) != len(sidecars or {}):
-                raise ValueError("sidecars of an upload staged in place are named <key><suffix>")
-            await anyio.to_thread.run_sync(self._commit_in_place, staged, target, extra)
+        if staged.target is not None and staged.key == key and not exclusive:
+            await anyio.to_thread.run_sync(lambda: self.start_commit(staged, sidecars or {})())
             return
         target = self._path(key)
         extra = {self._path(k): data for k, data in (sidecars or {}).items()}
@@ -192,42 +188,64 @@ class LocalStorage:
 
         await anyio.to_thread.run_sync(_commit)
 
-    def _commit_in_place(self, staged: LocalStaged, target: Path, extra: dict[Path, bytes]) -> None:
-        """An upload staged in place: rename it within its directory, write the sidecars beside
-        it (fresh names: nobody reads them before the database row exists), then fsync the
-        directory, the sidecars and the file at the same time. Nothing needs an order among
-        them: nothing refers to the key until the database row does, after this returns. The
-        file's fsync is usually under way already (the upload starts finish() while it checks
-        the file); finish() then waits for it."""
-        directory = target.parent
+    def start_commit(self, staged: LocalStaged, sidecars: Mapping[str, bytes]) -> Callable[[], None]:  # type: ignore[override]
+        """Commit an upload staged in place under its own key (``staged.key``), blocking, in a worker
+        thread: rename it within its directory, write the sidecars beside it (``<key><suffix>``:
+        fresh names, nobody reads them before the database row exists), and start the fsyncs of
+        the directory, the sidecars and the file, all at once: nothing needs an order among them,
+        as nothing refers to the key until the row does. Returns without waiting for them, with
+        a function that does (it raises what an fsync raised, having removed the sidecars), so the
+        caller can run its own work, the row's statements, meanwhile. The file's fsync is often
+        under way already (the upload starts finish() while it checks a large file)."""
+        target, key = staged.target, staged.key
+        if target is None or key is None:
+            raise ValueError("start_commit is for an upload staged in place (LocalStorage.stage(filename))")
+        # Sidecars beside it: "<key><suffix>", a suffix without a path separator.
+        extra = [(target.with_name(target.name + k[len(key) :]), data) for k, data in sidecars.items()
+                 if k.startswith(key) and "/" not in k[len(key) :]]  # fmt: skip
+        if len(extra) != len(sidecars):
+            raise ValueError("sidecars of an upload staged in place are named <key><suffix>")
         os.rename(staged.path, target)
         staged.path = target  # a discard() after a failure below removes it
         written: list[Path] = []
-        try:
-            fds = []
-            try:
-                for path, data in extra.items():
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                    fds.append(fd)
-                    written.append(path)
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                # The directory's fsync makes the file's and the sidecars' names durable (its own
-                # name is: _make_prefix_dirs).
-                pending = [_FSYNCS.submit(_fsync_dir, directory)]
-                for fd in fds:
-                    os.fsync(fd)
-                staged.finish()
-                for future in pending:
-                    future.result()
-            finally:
-                for fd in fds:
-                    os.close(fd)
-        except BaseException:
+        fds: list[int] = []
+
+        def undo() -> None:
+            for fd in fds:
+                os.close(fd)
             for path in written:
                 path.unlink(missing_ok=True)
+
+        try:
+            for path, data in extra:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                fds.append(fd)
+                written.append(path)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+        except BaseException:
+            undo()
             raise
+        # The directory's fsync makes the file's and the sidecars' names durable (its own name
+        # is: _make_prefix_dirs).
+        pending = [_FSYNCS.submit(_fsync_dir, target.parent), _FSYNCS.submit(staged.finish)]
+        pending += [_FSYNCS.submit(os.fsync, fd) for fd in fds]
+
+        def wait() -> None:
+            failure = None
+            for future in pending:  # every one, so no fd is closed under its fsync
+                try:
+                    future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after the rest
+                    failure = failure or exc
+            if failure is not None:
+                undo()
+                raise failure
+            for fd in fds:
+                os.close(fd)
+
+        return wait
 
     async def discard(self, staged: LocalStaged) -> None:  # type: ignore[override]
         def _discard() -> None:

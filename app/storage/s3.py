@@ -128,6 +128,9 @@ class S3Storage:
                     pass  # the lifecycle rule will clean it up
             raise
 
+    def start_commit(self, staged: LocalStaged, sidecars: Mapping[str, bytes]) -> Callable[[], None]:  # type: ignore[override]
+        raise NotImplementedError("object keys are content-addressed: nothing is staged in place")
+
     async def discard(self, staged: LocalStaged) -> None:  # type: ignore[override]
         def _discard() -> None:
             staged.finish()

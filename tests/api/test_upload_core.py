@@ -213,3 +213,58 @@ def test_announced_oversized_body_is_refused_before_reading(make_client):
     service.check_content_length("1000")
     with pytest.raises(UploadTooLargeError, match="over this server's limit of 1024 bytes"):
         service.check_content_length(str(10**12))
+
+
+def _client_answering_500(make_settings):
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+
+    return TestClient(create_app(make_settings()), base_url="http://127.0.0.1", raise_server_exceptions=False)
+
+
+def test_a_failed_fsync_at_commit_stores_nothing(make_settings, tmp_path, data_dir, monkeypatch):
+    """The disk fails while the upload is committed (on SQLite, in the thread that inserts the row:
+    the row waits for the file's fsyncs): a server error, and no file, no metadata, no row. The
+    same upload then succeeds."""
+    from app.storage import local
+
+    whl = make_wheel(tmp_path, "diskfail", "1.0")
+    real = local._fsync_dir
+
+    def failing(path):
+        raise OSError(5, "Input/output error")
+
+    with _client_answering_500(make_settings) as client:
+        monkeypatch.setattr(local, "_fsync_dir", failing)
+        r = post(client, whl)
+        assert r.status_code == 500, r.text
+        assert stored_files(data_dir) == {} and rows(data_dir) == []
+        monkeypatch.setattr(local, "_fsync_dir", real)
+        r = post(client, whl)
+        assert r.status_code == 200, r.text
+    assert len(rows(data_dir)) == 1
+    assert len(stored_files(data_dir)) == 2  # the wheel and its PEP 658 metadata
+
+
+def test_a_failed_insert_after_the_commit_leaves_no_file(make_settings, tmp_path, data_dir, monkeypatch):
+    """The row's insert fails after the store wrote the file and its metadata: both are removed
+    (nothing refers to them), and the same upload then succeeds."""
+    from app.db import repo
+
+    whl = make_wheel(tmp_path, "rowfail", "1.0")
+    real = repo.add_file
+
+    def failing(session, **fields):
+        raise RuntimeError("the database went away")
+
+    with _client_answering_500(make_settings) as client:
+        monkeypatch.setattr(repo, "add_file", failing)
+        r = post(client, whl)
+        assert r.status_code == 500, r.text
+        assert stored_files(data_dir) == {} and rows(data_dir) == []
+        monkeypatch.setattr(repo, "add_file", real)
+        r = post(client, whl)
+        assert r.status_code == 200, r.text
+    assert len(rows(data_dir)) == 1
+    assert len(stored_files(data_dir)) == 2
