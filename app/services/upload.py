@@ -293,7 +293,8 @@ class UploadService:
         except IntegrityError:
             # Another upload of the same filename committed first: same bytes is fine, else 409.
             winner = await self.units.read(lambda session: repo.file_ref(session, filename))
-            if winner is None:
+            if winner is None:  # another constraint: nothing refers to what was stored either
+                await self._forget_stored(key, sidecars, rolled_back=together)
                 raise
             if winner.storage_key != key:
                 # Our copy lost the race: keep no orphan (identical bytes too: an upload staged in

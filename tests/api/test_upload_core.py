@@ -268,3 +268,22 @@ def test_a_failed_insert_after_the_commit_leaves_no_file(make_settings, tmp_path
         assert r.status_code == 200, r.text
     assert len(rows(data_dir)) == 1
     assert len(stored_files(data_dir)) == 2
+
+
+def test_an_integrity_error_that_is_no_lost_race_leaves_no_file(make_settings, tmp_path, data_dir, monkeypatch):
+    """A constraint other than the filename's fails the insert (no other upload won a race):
+    the same server error as any failed insert, and nothing stored is left behind."""
+    from sqlalchemy.exc import IntegrityError
+
+    from app.db import repo
+
+    whl = make_wheel(tmp_path, "constraint", "1.0")
+
+    def failing(session, **fields):
+        raise IntegrityError("INSERT INTO files ...", {}, Exception("FOREIGN KEY constraint failed"))
+
+    with _client_answering_500(make_settings) as client:
+        monkeypatch.setattr(repo, "add_file", failing)
+        r = post(client, whl)
+        assert r.status_code == 500, r.text
+    assert stored_files(data_dir) == {} and rows(data_dir) == []
