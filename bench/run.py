@@ -421,6 +421,29 @@ def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
     return {"p50_ms": round(statistics.median(times) * 1000, 3)}
 
 
+def disk_floor(directory: Path, up_dir: Path, dists: list[corpus.Dist]) -> dict[str, object]:
+    """What the 50 MB upload's durability costs on this disk with no server: each file's bytes
+    (read before the clock starts) written in 1 MiB pieces through Packhouse's own staged-file
+    writer (``LocalStaged``: writeback started every 4 MiB), then fsynced, as many times as the
+    timed uploads. On a VM disk whose speed varies, this shows when the disk, not the server, set
+    a durable upload's time (pypiserver fsyncs nothing, so it never waits for the disk)."""
+    from app.storage.local import LocalStaged
+
+    directory.mkdir(parents=True, exist_ok=True)
+    times = []
+    for dist in dists[1:]:  # the first upload is the warm-up, as in uploads_phase
+        view = memoryview((up_dir / dist.filename).read_bytes())
+        start = time.perf_counter()
+        staged = LocalStaged(directory)
+        for i in range(0, len(view), 1024 * 1024):
+            staged.write(view[i : i + 1024 * 1024])
+        staged.finish()
+        times.append(round(time.perf_counter() - start, 3))
+    shutil.rmtree(directory)
+    os.sync()
+    return {"seconds": times, "mb_s": round(dists[1].size / 1e6 / statistics.median(times), 1)}
+
+
 def big_phase(ctx: Ctx, srv: Server, probe_project: str, uploads: list[corpus.Dist], up_dir: Path) -> None:
     d = ctx.duration
     ctx.put("index_10k", srv.name, wrk(f"{srv.url}/simple/", d))
@@ -653,10 +676,11 @@ def main() -> int:
                 servers.packhouse(sdir, args.workers, probe),
                 lambda s: small_and_uploads(s),
             )
-        # Floors for the upload rows: the HTTP exchange alone (a server that stores nothing), and
-        # for small uploads the fsyncs alone (no server).
+        # Floors for the upload rows: the HTTP exchange alone (a server that stores nothing); for
+        # small uploads the fsyncs alone, for the 50 MB upload the disk alone (no server).
         run(servers.upload_floor(), lambda s: uploads_phase(ctx, s, uploads, up_dir))
         ctx.put("upload_small_seq", "fsyncs alone", durable_floor(WORK / "floor-disk"))
+        ctx.put("upload_50mb", "disk alone", disk_floor(WORK / "floor-disk", up_dir, uploads["big"]))
         for kind in ("pypiserver", "gunicorn"):
             if kind not in which:
                 continue
@@ -740,7 +764,7 @@ def main() -> int:
         print(f"\nnginx sendfile, same file: {figure(extra, 'mb_s')} MB/s")
     for row, label in (("upload_50mb", "50 MB upload"), ("upload_small_seq", "small upload")):
         for srv_name, v in ctx.out.get(row, {}).items():
-            if srv_name in ("upload-floor", "fsyncs alone"):
+            if srv_name in ("upload-floor", "fsyncs alone", "disk alone"):
                 print(f"{label} floor ({srv_name}): {_show(v)}")
     for row in ("cold_start", "rss_growth_1gb_upload"):
         for srv_name, v in ctx.out.get(row, {}).items():
