@@ -223,67 +223,46 @@ def _client_answering_500(make_settings):
     return TestClient(create_app(make_settings()), base_url="http://127.0.0.1", raise_server_exceptions=False)
 
 
-def test_a_failed_fsync_at_commit_stores_nothing(make_settings, tmp_path, data_dir, monkeypatch):
-    """The disk fails while the upload is committed (on SQLite, in the thread that inserts the row:
-    the row waits for the file's fsyncs): a server error, and no file, no metadata, no row. The
-    same upload then succeeds."""
-    from app.storage import local
+def _disk_fails(path):
+    raise OSError(5, "Input/output error")
 
-    whl = make_wheel(tmp_path, "diskfail", "1.0")
-    real = local._fsync_dir
 
-    def failing(path):
-        raise OSError(5, "Input/output error")
+def _insert_fails(session, **fields):
+    raise RuntimeError("the database went away")
 
+
+def _constraint_fails(session, **fields):
+    from sqlalchemy.exc import IntegrityError
+
+    raise IntegrityError("INSERT INTO files ...", {}, Exception("FOREIGN KEY constraint failed"))
+
+
+@pytest.mark.parametrize(
+    ("where", "failing"),
+    [
+        # The disk fails while the file is committed (on SQLite in the thread that inserts the row:
+        # the row waits for the file's fsyncs, and is rolled back).
+        ("app.storage.local._fsync_dir", _disk_fails),
+        # The insert fails after the store wrote the file and its metadata.
+        ("app.db.repo.add_file", _insert_fails),
+        # A constraint other than the filename's fails the insert: no other upload won a race.
+        ("app.db.repo.add_file", _constraint_fails),
+    ],
+    ids=["fsync", "insert", "constraint"],
+)
+def test_a_failed_commit_or_insert_stores_nothing_and_a_retry_succeeds(
+    make_settings, tmp_path, data_dir, monkeypatch, where, failing
+):
+    """A server error, and no file, no metadata, no row: nothing refers to what was written, so
+    it is removed. The same upload then succeeds."""
+    whl = make_wheel(tmp_path, "failing", "1.0")
     with _client_answering_500(make_settings) as client:
-        monkeypatch.setattr(local, "_fsync_dir", failing)
-        r = post(client, whl)
-        assert r.status_code == 500, r.text
-        assert stored_files(data_dir) == {} and rows(data_dir) == []
-        monkeypatch.setattr(local, "_fsync_dir", real)
+        with monkeypatch.context() as patch:
+            patch.setattr(where, failing)
+            r = post(client, whl)
+            assert r.status_code == 500, r.text
+            assert stored_files(data_dir) == {} and rows(data_dir) == []
         r = post(client, whl)
         assert r.status_code == 200, r.text
     assert len(rows(data_dir)) == 1
     assert len(stored_files(data_dir)) == 2  # the wheel and its PEP 658 metadata
-
-
-def test_a_failed_insert_after_the_commit_leaves_no_file(make_settings, tmp_path, data_dir, monkeypatch):
-    """The row's insert fails after the store wrote the file and its metadata: both are removed
-    (nothing refers to them), and the same upload then succeeds."""
-    from app.db import repo
-
-    whl = make_wheel(tmp_path, "rowfail", "1.0")
-    real = repo.add_file
-
-    def failing(session, **fields):
-        raise RuntimeError("the database went away")
-
-    with _client_answering_500(make_settings) as client:
-        monkeypatch.setattr(repo, "add_file", failing)
-        r = post(client, whl)
-        assert r.status_code == 500, r.text
-        assert stored_files(data_dir) == {} and rows(data_dir) == []
-        monkeypatch.setattr(repo, "add_file", real)
-        r = post(client, whl)
-        assert r.status_code == 200, r.text
-    assert len(rows(data_dir)) == 1
-    assert len(stored_files(data_dir)) == 2
-
-
-def test_an_integrity_error_that_is_no_lost_race_leaves_no_file(make_settings, tmp_path, data_dir, monkeypatch):
-    """A constraint other than the filename's fails the insert (no other upload won a race):
-    the same server error as any failed insert, and nothing stored is left behind."""
-    from sqlalchemy.exc import IntegrityError
-
-    from app.db import repo
-
-    whl = make_wheel(tmp_path, "constraint", "1.0")
-
-    def failing(session, **fields):
-        raise IntegrityError("INSERT INTO files ...", {}, Exception("FOREIGN KEY constraint failed"))
-
-    with _client_answering_500(make_settings) as client:
-        monkeypatch.setattr(repo, "add_file", failing)
-        r = post(client, whl)
-        assert r.status_code == 500, r.text
-    assert stored_files(data_dir) == {} and rows(data_dir) == []
