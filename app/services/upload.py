@@ -2,8 +2,10 @@
 
 Order (DESIGN rule 7): stream to a staged file while hashing and counting; validate the form, the
 filename, the digests and the metadata inside the archive; store; insert the row in one
-transaction. A file is visible only once its row commits; the filename's unique constraint decides
-races; stored bytes are content-addressed and never overwritten.
+transaction, committed only once the stored bytes are durable (on SQLite the row's statements run
+while the store's fsyncs do). A file is visible only once its row commits; the filename's unique
+constraint decides races; stored bytes are never overwritten (their keys are content-addressed,
+or, for an upload the local store staged in place, random and never reused).
 """
 
 from __future__ import annotations
