@@ -310,13 +310,14 @@ class UploadService:
 
     async def _forget_stored(self, key: str, sidecars: dict[str, bytes], *, rolled_back: bool) -> None:
         """The row's insert failed after the store wrote the file: remove what no row refers to.
-        ``rolled_back``: the transaction surely did not commit (it ran whole in a worker thread and
-        raised there) and the key is this upload's own: removed without asking the database."""
+        ``rolled_back``: the file was committed in the row's own thread (an upload staged in place,
+        under a key of its own) and the transaction surely did not commit: its sidecars are removed
+        without asking the database, and the file itself by handle(), with ``form.staged``."""
         with anyio.CancelScope(shield=True):
             try:
                 if rolled_back:
-                    for stored in (key, *sidecars):
-                        await self.storage.delete(stored)
+                    for sidecar in sidecars:
+                        await self.storage.delete(sidecar)
                 else:
                     await self.manage.forget_blobs([key])
             except Exception:
