@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.db.engine import build_engine
 from app.db.migrate import upgrade_to_head
 from app.db.models import Event, File, Project
+from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage import build_storage
 from app.storage.base import Storage
 
@@ -165,7 +166,18 @@ async def transfer(args: argparse.Namespace, out: TextIO) -> int:
         for f in files:
             size = await _copy_blob(source, dest, f["storage_key"], f["sha256"])
             if f["metadata_sha256"]:
-                await _copy_blob(source, dest, f["storage_key"] + ".metadata", f["metadata_sha256"])
+                # Checked against the row, and rebuilt from the wheel if the source lost it (the
+                # source is only read).
+                key = f["storage_key"] + METADATA_SUFFIX
+                try:
+                    data = await core_metadata(
+                        source, f["storage_key"], f["filename"], f["metadata_sha256"], store_back=False
+                    )
+                except FileNotFoundError:
+                    raise TransferError(
+                        f"{key}: missing from the source storage, and its wheel cannot rebuild it"
+                    ) from None
+                await dest.put_bytes(key, data)
             progress.advance(size)
         await _insert_rows(dest_db, rows)
         print(

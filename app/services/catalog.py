@@ -26,6 +26,7 @@ from app import dists
 from app.db import catalog
 from app.db.models import File
 from app.errors import NotFoundError, ProjectNotFoundError
+from app.services.metadata import core_metadata
 from app.storage.base import Storage
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
@@ -353,7 +354,7 @@ class CatalogService:
         if not f.metadata_sha256:
             return ()
         try:
-            raw = await self.storage.get_bytes(f.storage_key + ".metadata")
+            raw = await core_metadata(self.storage, f.storage_key, f.filename, f.metadata_sha256)
         except FileNotFoundError:
             return ()  # not cached: the bytes may come back (`packhouse check`)
         return self._urls.remember(key, project_urls(raw))

@@ -4,7 +4,9 @@ Every file row must have its bytes in storage with the recorded sha256 (and its 
 file, when one is advertised); every stored blob must belong to a row (except in a pypiserver
 package folder, whose files are their owner's: see ``package_folder``). ``repair`` removes orphan
 blobs, yanks rows whose bytes are missing or damaged (so installers skip them, with a reason that
-says why) and stops advertising metadata files that are gone. Each repair is journaled.
+says why) and rebuilds metadata files that are gone or damaged from their wheel (or, if the wheel
+cannot give the same bytes, stops advertising them). Each repair that changes what clients see is
+journaled; a rebuilt metadata file changes nothing they see, and is only reported.
 
 Orphans are normal after a crash between "store" and "insert" (DESIGN rule 7), or a delete that
 died before removing the bytes. ``--repair`` is safe while the server runs: a blob whose row is
@@ -22,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File, Project
+from app.services import metadata
+from app.services.metadata import METADATA_SUFFIX
 from app.storage.base import Storage
 
-METADATA_SUFFIX = ".metadata"
 BROKEN_PREFIX = "packhouse check:"
 
 
@@ -134,6 +137,14 @@ class CheckService:
         return digest.hexdigest()
 
     async def _repair_row(self, row: File, problem: Problem, actor: str | None) -> Problem:
+        if problem.kind.endswith("metadata"):
+            # Derived data (app/services/metadata.py): rebuilt from the wheel when it gives the
+            # bytes the row records, which is what a download would do too.
+            rebuilt = await metadata.rebuild(self.storage, row.storage_key, row.filename)
+            if rebuilt is not None and hashlib.sha256(rebuilt).hexdigest() == row.metadata_sha256:
+                await self.storage.put_bytes(problem.key, rebuilt)
+                detail = f"{problem.detail}; rebuilt from the wheel"
+                return Problem(problem.kind, problem.key, problem.filename, detail, True)
         async with self.sessions() as session, session.begin():
             current = await session.run_sync(repo.file_by_filename, row.filename)
             if current is None or current.id != row.id:

@@ -13,9 +13,9 @@ from app.db import repo
 from app.db.models import Project
 from app.db.serials import Serials, SessionSerials
 from app.errors import DistFileNotFoundError
+from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage.base import Delivery, Storage
 
-METADATA_SUFFIX = ".metadata"
 SMALL_ENTRIES = 4096
 SMALL_MAX_BYTES = 256 * 1024
 FILES_CACHED = 100_000  # file rows kept for downloads, all projects together (~25 MB at most)
@@ -24,7 +24,7 @@ FILES_CACHED = 100_000  # file rows kept for downloads, all projects together (~
 @dataclass(frozen=True, slots=True)
 class FileDownload:
     filename: str
-    delivery: Delivery
+    delivery: Delivery | None  # None when ``data`` holds the bytes
     sha256: str  # of the bytes delivered (the file, or its PEP 658 metadata)
     size: int | None
     modified: datetime
@@ -55,7 +55,7 @@ class FileService:
         # PEP 658 metadata files are small and fetched by every resolve: keep them in memory instead
         # of stat + open + read + close in threads each time (or a round trip to S3). Keyed by the
         # row's metadata sha256 too: a flat (pypiserver-mode) key is reused by --overwrite.
-        self._small: OrderedDict[tuple[str, str], tuple[Delivery, bytes]] = OrderedDict()
+        self._small: OrderedDict[tuple[str, str], bytes] = OrderedDict()
         # Each project's files (filename -> row), keyed by the project's serial, as the simple pages
         # are (app/services/index.py): a download costs one serial lookup (app/db/serials.py), not
         # a query through a session. Every upload, delete, yank and --overwrite changes the serial
@@ -94,19 +94,20 @@ class FileService:
         row = (await self._files_of(dists.normalize(project))).get(dist_name)
         if row is None or (want_metadata and not row.metadata_sha256):
             raise DistFileNotFoundError(f"No file {filename!r} in project {project!r}.")
-        key = row.storage_key + (METADATA_SUFFIX if want_metadata else "")
+        delivery: Delivery | None = None
         data = None
         try:
             if not want_metadata:
-                delivery = await self.storage.delivery(key)
-            elif (small := self._small.get((key, row.metadata_sha256 or ""))) is not None:
-                self._small.move_to_end((key, row.metadata_sha256 or ""))
-                delivery, data = small
+                delivery = await self.storage.delivery(row.storage_key)
+            elif (small := self._small.get((row.storage_key, row.metadata_sha256 or ""))) is not None:
+                self._small.move_to_end((row.storage_key, row.metadata_sha256 or ""))
+                data = small
             else:
-                delivery = await self.storage.delivery(key)
-                data = await self.storage.get_bytes(key)
+                # Served from memory, checked against the row (rebuilt from the wheel if need be).
+                assert row.metadata_sha256 is not None
+                data = await core_metadata(self.storage, row.storage_key, dist_name, row.metadata_sha256)
                 if len(data) <= SMALL_MAX_BYTES:
-                    self._small[(key, row.metadata_sha256 or "")] = (delivery, data)
+                    self._small[(row.storage_key, row.metadata_sha256)] = data
                     while len(self._small) > SMALL_ENTRIES:
                         self._small.popitem(last=False)
         except FileNotFoundError:

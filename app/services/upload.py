@@ -279,7 +279,7 @@ class UploadService:
                 replaced = insert(session)
             except BaseException:
                 with contextlib.suppress(Exception):
-                    durable()  # no sidecar is removed under its own fsync
+                    durable()  # nothing is removed under its fsync
                 raise
             durable()  # raises if an fsync failed: the row is rolled back
             return replaced

@@ -68,7 +68,9 @@ class Storage(Protocol):
     def start_commit(self, staged: Staged, sidecars: Mapping[str, bytes]) -> Callable[[], None]:
         """Only for a file staged in place (``staged.key`` set): ``commit`` under that key, blocking
         (for a worker thread), returning once the writes are issued with a function that waits
-        until they are durable (and raises, leaving no sidecar, if they failed)."""
+        until the file and its name are durable (and raises, leaving no sidecar, if that failed).
+        Sidecars are derived from the file and may be written without being made durable: readers
+        check them against the row and rebuild them (``app.services.metadata``)."""
         ...
 
     async def discard(self, staged: Staged) -> None: ...

@@ -7,6 +7,7 @@ of its directory, issued at the same time, and no directory is created per uploa
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import secrets
@@ -36,7 +37,7 @@ IN_PLACE_MAX_FILENAME = 200
 WRITEBACK_BYTES = 4 * 1024 * 1024
 # The fsyncs of a commit (LocalStorage.start_commit), issued at the same time. Process-wide, as
 # anyio's worker threads are: it holds no settings and no app state, and its threads start only
-# when first used. Three per upload staged in place (its directory, the file, the metadata).
+# when first used. Two per upload staged in place (its directory, the file).
 _FSYNCS = ThreadPoolExecutor(8, thread_name_prefix="packhouse-fsync")
 
 
@@ -190,13 +191,19 @@ class LocalStorage:
 
     def start_commit(self, staged: LocalStaged, sidecars: Mapping[str, bytes]) -> Callable[[], None]:  # type: ignore[override]
         """Commit an upload staged in place under its own key (``staged.key``), blocking, in a worker
-        thread: rename it within its directory, write the sidecars beside it (``<key><suffix>``:
-        fresh names, nobody reads them before the database row exists), and start the fsyncs of
-        the directory, the sidecars and the file, all at once: nothing needs an order among them,
-        as nothing refers to the key until the row does. Returns without waiting for them, with
-        a function that does (it raises what an fsync raised, having removed the sidecars), so the
-        caller can run its own work, the row's statements, meanwhile. The file's fsync is often
-        under way already (the upload starts finish() while it checks a large file)."""
+        thread: rename it within its directory, start the fsyncs of the file and the directory at
+        once (nothing needs an order between them, as nothing refers to the key until the row
+        does), and write the sidecars beside it (``<key><suffix>``: fresh names, nobody reads them
+        before the database row exists) while those run. Returns without waiting, with a function
+        that waits (it raises what an fsync raised, having removed the sidecars), so the caller can
+        run its own work, the row's statements, meanwhile. The file's fsync is often under way
+        already (the upload starts finish() while it checks a large file).
+
+        The sidecars are derived data (the PEP 658 metadata is the wheel's own METADATA, and the
+        row records its sha256): they are written but not fsynced. Readers check the bytes against
+        the row and rebuild a sidecar that a crash lost or cut short from the file itself
+        (``app.services.metadata``), so the upload is durable once the file, its name and the row
+        are."""
         target, key = staged.target, staged.key
         if target is None or key is None:
             raise ValueError("start_commit is for an upload staged in place (LocalStorage.stage(filename))")
@@ -207,34 +214,17 @@ class LocalStorage:
             raise ValueError("sidecars of an upload staged in place are named <key><suffix>")
         os.rename(staged.path, target)
         staged.path = target  # a discard() after a failure below removes it
+        # The directory's fsync makes the file's name durable (its own name is: _make_prefix_dirs).
+        pending = [_FSYNCS.submit(_fsync_dir, target.parent), _FSYNCS.submit(staged.finish)]
         written: list[Path] = []
-        fds: list[int] = []
 
         def undo() -> None:
-            for fd in fds:
-                os.close(fd)
             for path in written:
                 path.unlink(missing_ok=True)
 
-        try:
-            for path, data in extra:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-                fds.append(fd)
-                written.append(path)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-        except BaseException:
-            undo()
-            raise
-        # The directory's fsync makes the file's and the sidecars' names durable (its own name
-        # is: _make_prefix_dirs).
-        pending = [_FSYNCS.submit(_fsync_dir, target.parent), _FSYNCS.submit(staged.finish)]
-        pending += [_FSYNCS.submit(os.fsync, fd) for fd in fds]
-
         def wait() -> None:
             failure = None
-            for future in pending:  # every one, so no fd is closed under its fsync
+            for future in pending:  # every one: nothing is removed under its fsync
                 try:
                     future.result()
                 except BaseException as exc:  # noqa: BLE001 - re-raised below, after the rest
@@ -242,9 +232,16 @@ class LocalStorage:
             if failure is not None:
                 undo()
                 raise failure
-            for fd in fds:
-                os.close(fd)
 
+        try:
+            for path, data in extra:
+                written.append(path)
+                _write_new(path, data)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                wait()
+            undo()
+            raise
         return wait
 
     async def discard(self, staged: LocalStaged) -> None:  # type: ignore[override]
@@ -353,6 +350,17 @@ def _write_durably(tmp: Path, path: Path, data: bytes) -> set[Path]:
         staged.path.unlink(missing_ok=True)
         raise
     return directories
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (it must not exist) holding ``data``; not fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
 
 
 def _makedirs(path: Path) -> list[Path]:

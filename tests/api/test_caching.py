@@ -229,6 +229,39 @@ def test_metadata_file_not_compressed(client):
     assert client.get(f"/files/other/{filename}.metadata").status_code == 404
 
 
+@pytest.mark.parametrize("damage", ["missing", "cut short", "other bytes"])
+def test_a_lost_or_damaged_metadata_file_is_rebuilt_from_the_wheel(make_client, tmp_path, damage):
+    """The local store writes the PEP 658 file beside an upload without waiting for the disk (it is
+    the wheel's own METADATA, and the row records its sha256): after a crash it may be gone or
+    short. A download checks it against the row, serves the wheel's METADATA and stores it again."""
+    client = make_client()
+    filename, data = upload(client, "demo", "1.0")
+    expected = zipfile.ZipFile(io.BytesIO(data)).read("demo-1.0.dist-info/METADATA")
+    (sidecar,) = (tmp_path / "data" / "files").rglob(f"*{filename}.metadata")
+    assert sidecar.read_bytes() == expected
+    if damage == "missing":
+        sidecar.unlink()
+    elif damage == "cut short":
+        sidecar.write_bytes(expected[:10])
+    else:
+        sidecar.write_bytes(expected.replace(b"demo", b"evil"))
+    client = make_client()  # a fresh process: nothing in memory
+    r = client.get(f"/files/demo/{filename}.metadata")
+    assert r.status_code == 200 and r.content == expected
+    assert r.headers["etag"] == f'"{hashlib.sha256(expected).hexdigest()}"'
+    assert sidecar.read_bytes() == expected
+    assert not list((tmp_path / "data" / "files" / ".tmp").iterdir())
+
+
+def test_metadata_is_404_when_neither_the_file_nor_the_wheel_has_it(make_client, tmp_path):
+    client = make_client()
+    filename, _ = upload(client, "demo", "1.0")
+    for path in (tmp_path / "data" / "files").rglob(f"*{filename}*"):
+        path.unlink()
+    r = make_client().get(f"/files/demo/{filename}.metadata")
+    assert r.status_code == 404 and "packhouse check" in r.text
+
+
 def test_x_accel_redirect_hands_the_file_to_nginx(make_client):
     client = make_client(x_accel_redirect="/_packhouse_files/")
     filename, data = upload(client, "demo", "1.0")

@@ -319,7 +319,8 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     r = cli("check", "--repair", data_dir=data)
     assert r.returncode == 1 and orphan.exists()
     assert "PROBLEM orphan: ab/cd/orphan.whl" in r.stdout and "kept for now" in r.stdout, r.stdout
-    assert "REPAIRED corrupt" in r.stdout and "REPAIRED missing-metadata" in r.stdout
+    assert "REPAIRED corrupt" in r.stdout
+    assert f"REPAIRED missing-metadata: {W2}: PEP 658 metadata is missing; rebuilt from the wheel" in r.stdout
     old = time.time() - 3600
     os.utime(orphan, (old, old))  # older than the default --grace of 15 minutes
     r = cli("check", "--repair", data_dir=data)
@@ -327,11 +328,25 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     assert not orphan.exists()
     state = yanked(loaded)
     assert str(state[W1]).startswith("packhouse check:") and str(state[S2]).startswith("packhouse check:")
+    # The metadata file is the wheel's own METADATA: rebuilt from it, still advertised.
     w2 = next(f for f in page(loaded)["files"] if f["filename"] == W2)
-    assert not w2.get("core-metadata") and not state[W2]  # metadata no longer advertised; file fine
+    assert w2["core-metadata"] == {"sha256": hashlib.sha256(w2_meta.read_bytes()).hexdigest()} and not state[W2]
     r = cli("check", data_dir=data)
     assert r.returncode == 0 and "0 unrepaired" in r.stdout
     assert [e[2] for e in db_rows(data / "packhouse.db", "events") if e[2] == "check-broken"]
+
+
+def test_check_stops_advertising_metadata_that_nothing_can_rebuild(loaded, tmp_path):
+    """The wheel and its metadata file both gone: the row is yanked and its metadata no longer
+    advertised (pip and uv would otherwise fetch a 404 on every resolve)."""
+    data = tmp_path / "data"
+    for path in (data / "files").rglob(f"*{W2}*"):
+        path.unlink()
+    r = cli("check", "--repair", data_dir=data)
+    assert r.returncode == 0, r.stdout
+    assert f"REPAIRED missing-metadata: {W2}: PEP 658 metadata is missing; stopped advertising" in r.stdout
+    w2 = next(f for f in page(loaded)["files"] if f["filename"] == W2)
+    assert not w2.get("core-metadata") and str(w2["yanked"]).startswith("packhouse check:")
 
 
 def test_cli_acts_on_the_s3_storage_the_server_uses(make_client, s3, dists, tmp_path):

@@ -61,7 +61,7 @@ def deliver(request: Request, found: FileDownload) -> Response:
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    if found.data is not None:
+    if found.data is not None or found.delivery is None:
         return Response(found.data, media_type="application/octet-stream", headers=headers)
     if isinstance(found.delivery, LocalPath):
         offload: Offload | None = getattr(request.app.state, "file_offload", None)

@@ -1,0 +1,81 @@
+"""PEP 658 metadata files: read them checked against the row, rebuild them from the wheel.
+
+A wheel's metadata file (``<storage key>.metadata``) is the wheel's own ``METADATA``, byte for
+byte, and the file's row records its sha256 (the simple pages advertise it, and pip and uv check
+it). It is derived data: the local store writes it beside an upload without waiting for it to
+reach the disk (``LocalStorage.start_commit``), so a crash may lose it or cut it short, and an
+operator may delete it. Every reader therefore checks the bytes against the row, and a missing or
+damaged one is rebuilt from the wheel, which is durable once its row is, and written back.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from hashlib import sha256
+from pathlib import Path
+
+import anyio
+
+from app import dists
+from app.errors import InvalidDistributionError
+from app.storage.base import LocalPath, Storage
+
+log = logging.getLogger("packhouse.metadata")
+
+METADATA_SUFFIX = ".metadata"
+
+
+async def core_metadata(
+    storage: Storage, storage_key: str, filename: str, metadata_sha256: str, *, store_back: bool = True
+) -> bytes:
+    """The PEP 658 metadata of the stored wheel ``filename`` (under ``storage_key``), whose row
+    records ``metadata_sha256``: the stored metadata file if it hashes to that, else the wheel's
+    METADATA read again (and, with ``store_back``, stored back).
+
+    Raises:
+        FileNotFoundError: neither the metadata file nor the wheel gives those bytes (the wheel
+            is missing or damaged too: ``packhouse check`` reports it).
+    """
+    key = storage_key + METADATA_SUFFIX
+    try:
+        data = await storage.get_bytes(key)
+    except FileNotFoundError:
+        data = None
+    if data is not None and sha256(data).hexdigest() == metadata_sha256:
+        return data
+    rebuilt = await rebuild(storage, storage_key, filename)
+    if rebuilt is None or sha256(rebuilt).hexdigest() != metadata_sha256:
+        raise FileNotFoundError(key)
+    if store_back:
+        await storage.put_bytes(key, rebuilt)
+    log.warning(
+        "rebuilt the PEP 658 metadata of %s from the wheel (the stored copy was %s)",
+        filename,
+        "missing" if data is None else "damaged",
+    )
+    return rebuilt
+
+
+async def rebuild(storage: Storage, storage_key: str, filename: str) -> bytes | None:
+    """The METADATA inside the stored wheel, or None if the wheel is missing or unreadable."""
+    try:
+        dist = dists.parse_dist_filename(filename)
+    except InvalidDistributionError:
+        return None
+    if dist.kind is not dists.DistKind.WHEEL:
+        return None
+    try:
+        delivery = await storage.delivery(storage_key)
+        if isinstance(delivery, LocalPath):
+            meta = await anyio.to_thread.run_sync(dists.read_metadata, delivery.path, dist, filename)
+        else:  # an object store: the wheel is fetched into a scratch file (a rare repair)
+            with tempfile.TemporaryDirectory(prefix="packhouse-metadata-") as scratch:
+                path = Path(scratch) / "wheel"
+                with path.open("wb") as fh:
+                    async for chunk in storage.open(storage_key):
+                        await anyio.to_thread.run_sync(fh.write, chunk)
+                meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
+    except (FileNotFoundError, InvalidDistributionError):
+        return None
+    return meta.raw
