@@ -94,6 +94,14 @@ class UploadService:
         # pypiserver (and a human) can read; filenames are unique in the index, so keys are too.
         self.flat = flat
 
+    async def replenish(self) -> None:
+        """Run after an upload's answer is sent: the store prepares for the next one (blocking and
+        short, on the event loop, while the client reads the answer)."""
+        try:
+            self.storage.replenish()
+        except Exception:  # an upload then simply prepares its own file
+            log.exception("preparing for the next upload failed")
+
     def check_content_length(self, content_length: str | None) -> None:
         """Refuse an announced oversized body before reading any of it (-> 413)."""
         if content_length and content_length.isdigit():

@@ -32,7 +32,12 @@ async def build_storage(
     if not url and flat:
         return FlatLocalStorage(files_dir, extra_roots), _nothing
     if not url:
-        return LocalStorage(files_dir), _nothing
+        local = LocalStorage(files_dir)
+
+        async def release() -> None:
+            local.release_spares()
+
+        return local, release
     try:
         from app.storage.s3 import S3Options, open_s3_storage
     except ImportError as exc:  # pragma: no cover - depends on the installed extras

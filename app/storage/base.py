@@ -75,6 +75,11 @@ class Storage(Protocol):
 
     async def discard(self, staged: Staged) -> None: ...
 
+    def replenish(self) -> None:
+        """Prepare for the next uploads once an upload's answer is sent (blocking, short; the
+        local store creates part files ahead: LocalStorage.replenish). May do nothing."""
+        ...
+
     async def put_bytes(self, key: str, data: bytes) -> None: ...
 
     async def get_bytes(self, key: str) -> bytes:

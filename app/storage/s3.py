@@ -128,6 +128,9 @@ class S3Storage:
                     pass  # the lifecycle rule will clean it up
             raise
 
+    def replenish(self) -> None:
+        """Nothing to prepare: uploads are staged in a scratch folder, then sent."""
+
     def start_commit(self, staged: LocalStaged, sidecars: Mapping[str, bytes]) -> Callable[[], None]:  # type: ignore[override]
         raise NotImplementedError("object keys are content-addressed: nothing is staged in place")
 

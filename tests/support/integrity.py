@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from app.storage.local import is_spare_part
 from tests.support import dbaccess
 
 TABLES = ("projects", "files", "events")
@@ -14,11 +15,15 @@ def fingerprint(root: Path, db: Path | None = None) -> dict[str, object]:
     """sha256 of every file under ``root`` (the database file aside) plus every row of every table.
 
     Two equal fingerprints mean: no stored byte changed, nothing was written anywhere under
-    ``root`` (temporary files included), and no database row changed."""
+    ``root`` (temporary files included), and no database row changed. The local store's spare part
+    files (empty, created ahead of uploads: LocalStorage.replenish) are not data and are left out."""
     files = {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.startswith("packhouse.db") and not p.name.endswith(".log")
+        if p.is_file()
+        and not p.name.startswith("packhouse.db")
+        and not p.name.endswith(".log")
+        and not is_spare_part(p.name)
     }
     db = db or root / "data" / "packhouse.db"
     rows = {t: db_rows(db, t) for t in TABLES}

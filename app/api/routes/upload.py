@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
+from starlette.background import BackgroundTask
 
 from app.api.deps import UploadDep, UploadIdentity
 from app.auth.policy import Identity
@@ -70,7 +71,8 @@ async def upload_response(uploads: UploadService, request: Request, who: Identit
     result = await uploads.handle(
         request.headers.get("content-type"), request.stream(), who.username if who else None
     )
-    return PlainTextResponse(result.message)
+    # Once the answer is sent, the store prepares for the next upload (Storage.replenish).
+    return PlainTextResponse(result.message, background=BackgroundTask(uploads.replenish))
 
 
 for path, in_schema in (("/", True), ("/legacy/", True), ("/legacy", False)):
