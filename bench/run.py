@@ -372,11 +372,12 @@ def devpi_copy(pristine: Path, name: str) -> Path:
 
 def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
     """What an upload's durability costs on this disk with no server at all, done the way
-    Packhouse's local store does it (app/storage/local.py): a 3 KB file written in an existing
-    prefix directory under a temporary name and renamed there, the file and the directory fsynced
-    at the same time (two threads) while an 800-byte metadata file is written beside it (derived
-    data: not fsynced, since 2026-12-05), then one row committed to a WAL-mode SQLite database with
-    synchronous=FULL."""
+    Packhouse's local store does it (app/storage/local.py): per upload, a 3 KB file written into
+    an empty file made ahead in an existing prefix directory and renamed there, the file and the
+    directory fsynced at the same time (two threads) while an 800-byte metadata file is written
+    into a second file made ahead and renamed beside it (derived data: not fsynced), then one row
+    committed to a WAL-mode SQLite database with synchronous=FULL. The empty files are made
+    before the clock starts, as Packhouse makes them after the previous upload's answer."""
     if directory.exists():
         shutil.rmtree(directory)
     (directory / "ab").mkdir(parents=True)
@@ -385,10 +386,8 @@ def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE files (id INTEGER PRIMARY KEY, filename TEXT UNIQUE, sha256 TEXT)")
 
-    def written(path: Path, data: bytes) -> int:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        os.write(fd, data)
-        return fd
+    def made_ahead(path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
 
     def fsync_dir(path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)
@@ -400,14 +399,18 @@ def durable_floor(directory: Path, n: int = 200) -> dict[str, object]:
     times = []
     with ThreadPoolExecutor(2) as pool:
         for i in range(n):
-            start = time.perf_counter()
             digest = f"{i:064x}"
             target = directory / "ab" / f"{digest[-14:]}-x.whl"
-            part = target.with_name(target.name + ".part")
-            fd = written(part, os.urandom(3000))
-            os.rename(part, target)
+            spare, meta_spare = target.with_name(f"{i}.part"), target.with_name(f"{i}m.part")
+            fd, meta = made_ahead(spare), made_ahead(meta_spare)
+            data, meta_data = os.urandom(3000), os.urandom(800)
+            start = time.perf_counter()
+            os.write(fd, data)
+            os.rename(spare, target)
             pending = [pool.submit(os.fsync, fd), pool.submit(fsync_dir, target.parent)]
-            os.close(written(target.with_name(target.name + ".metadata"), os.urandom(800)))
+            os.write(meta, meta_data)
+            os.close(meta)
+            os.rename(meta_spare, target.with_name(target.name + ".metadata"))
             for future in pending:
                 future.result()
             os.close(fd)
