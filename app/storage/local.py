@@ -336,14 +336,7 @@ class LocalStorage:
         try:
             for path, data in extra:
                 written.append(path)
-                if staged.sidecar_spare is not None:
-                    (spare, fd), staged.sidecar_spare = staged.sidecar_spare, None
-                    try:
-                        _write_all(fd, data)
-                    finally:
-                        os.close(fd)
-                    os.rename(spare, path)  # a fresh name (see the docstring): nothing is replaced
-                else:
+                if not _fill_spare(staged, path, data):
                     _write_new(path, data)
             staged.drop_sidecar_spare()  # an sdist has none
         except BaseException:
@@ -477,6 +470,23 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _fill_spare(staged: LocalStaged, path: Path, data: bytes) -> bool:
+    """Write ``data`` into the upload's sidecar spare and rename it to ``path`` (a fresh name: see
+    start_commit); False if there is none, or it was removed by hand meanwhile."""
+    if staged.sidecar_spare is None:
+        return False
+    (spare, fd), staged.sidecar_spare = staged.sidecar_spare, None
+    try:
+        _write_all(fd, data)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(spare, path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _write_new(path: Path, data: bytes) -> None:

@@ -238,6 +238,14 @@ async def test_a_spare_removed_by_hand_is_replaced_by_a_new_file(tmp_path):
     staged.write(b"wheel bytes")
     await storage.commit(staged, staged.key, sidecars={staged.key + ".metadata": b"Name: demo\n"})
     assert sorted(_files(storage.root)) == sorted([staged.key, staged.key + ".metadata"])
+    # The same for a sidecar spare removed between staging and commit.
+    storage.replenish()
+    other = storage.stage("demo-2.0-py3-none-any.whl")
+    assert other.sidecar_spare is not None
+    other.sidecar_spare[0].unlink()
+    other.write(b"other wheel bytes")
+    await storage.commit(other, other.key, sidecars={other.key + ".metadata": b"Name: demo\n"})
+    assert (storage.root / (other.key + ".metadata")).read_bytes() == b"Name: demo\n"
     storage.release_spares()
 
 
