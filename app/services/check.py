@@ -16,6 +16,7 @@ minutes in the CLI) are removed, and each is re-checked against the database jus
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File, Project
-from app.services import metadata
-from app.services.metadata import METADATA_SUFFIX
+from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage.base import Storage
 
 BROKEN_PREFIX = "packhouse check:"
@@ -137,12 +137,11 @@ class CheckService:
         return digest.hexdigest()
 
     async def _repair_row(self, row: File, problem: Problem, actor: str | None) -> Problem:
-        if problem.kind.endswith("metadata"):
-            # Derived data (app/services/metadata.py): rebuilt from the wheel when it gives the
-            # bytes the row records, which is what a download would do too.
-            rebuilt = await metadata.rebuild(self.storage, row.storage_key, row.filename)
-            if rebuilt is not None and hashlib.sha256(rebuilt).hexdigest() == row.metadata_sha256:
-                await self.storage.put_bytes(problem.key, rebuilt)
+        if problem.kind.endswith("metadata") and row.metadata_sha256:
+            # Derived data: rebuilt from the wheel when it gives the bytes the row records, as a
+            # download would do too (app/services/metadata.py).
+            with contextlib.suppress(FileNotFoundError):
+                await core_metadata(self.storage, row.storage_key, row.filename, row.metadata_sha256)
                 detail = f"{problem.detail}; rebuilt from the wheel"
                 return Problem(problem.kind, problem.key, problem.filename, detail, True)
         async with self.sessions() as session, session.begin():

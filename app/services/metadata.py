@@ -44,7 +44,7 @@ async def core_metadata(
         data = None
     if data is not None and sha256(data).hexdigest() == metadata_sha256:
         return data
-    rebuilt = await rebuild(storage, storage_key, filename)
+    rebuilt = await _rebuild(storage, storage_key, filename)
     if rebuilt is None or sha256(rebuilt).hexdigest() != metadata_sha256:
         raise FileNotFoundError(key)
     if store_back:
@@ -57,7 +57,7 @@ async def core_metadata(
     return rebuilt
 
 
-async def rebuild(storage: Storage, storage_key: str, filename: str) -> bytes | None:
+async def _rebuild(storage: Storage, storage_key: str, filename: str) -> bytes | None:
     """The METADATA inside the stored wheel, or None if the wheel is missing or unreadable."""
     try:
         dist = dists.parse_dist_filename(filename)

@@ -93,7 +93,7 @@ class LocalStaged:
         else:
             self.path = target.with_name(f"{target.name}{_PART_MARK}{os.getpid()}{PART_SUFFIX}")
             if spare is None:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                fd = _create_new(self.path)
             else:
                 spare_path, fd = spare
                 try:
@@ -124,10 +124,8 @@ class LocalStaged:
 
     def drop_sidecar_spare(self) -> None:
         """Close and remove the unused sidecar spare, if any (blocking)."""
-        if self.sidecar_spare is not None:
-            (path, fd), self.sidecar_spare = self.sidecar_spare, None
-            os.close(fd)
-            path.unlink(missing_ok=True)
+        spare, self.sidecar_spare = self.sidecar_spare, None
+        _drop_spare(spare)
 
     def finish(self) -> None:
         """fsync and close. Idempotent and thread-safe: a second caller waits for the first, so
@@ -184,19 +182,15 @@ class LocalStorage:
                 directory = self.root / token[:2]
             target = directory / f"{token[2:]}-{filename}"
             if target.exists():  # 64 random bits: never in practice, but a key is never reused
-                for unused in (spare, sidecar_spare):
-                    if unused is not None:
-                        os.close(unused[1])
-                        unused[0].unlink(missing_ok=True)
+                _drop_spare(spare)
+                _drop_spare(sidecar_spare)
                 continue
             try:
                 staged = LocalStaged(directory, target=target, spare=spare)
             except FileExistsError:
                 continue
             except FileNotFoundError:
-                if sidecar_spare is not None:
-                    os.close(sidecar_spare[1])
-                    sidecar_spare[0].unlink(missing_ok=True)
+                _drop_spare(sidecar_spare)
                 if spare is not None:
                     continue  # the spare was removed by hand: create the file instead
                 if remade:  # a prefix directory was removed by hand: make them again, once
@@ -207,9 +201,12 @@ class LocalStorage:
             return staged
 
     def _take_spare(self) -> tuple[tuple[Path, int] | None, tuple[Path, int] | None]:
+        self._own_spares()
+        return self._spares.pop() if self._spares else (None, None)
+
+    def _own_spares(self) -> None:
         if self._spares_pid != os.getpid():  # a forked child: the spares are the parent's
             self._spares, self._spares_pid = [], os.getpid()
-        return self._spares.pop() if self._spares else (None, None)
 
     def replenish(self) -> None:
         """Create files ahead of the next uploads (SPARE_PARTS per process): a part file,
@@ -222,8 +219,7 @@ class LocalStorage:
         ``release_spares`` removes them at shutdown."""
         if not self.stages_in_place:
             return
-        if self._spares_pid != os.getpid():
-            self._spares, self._spares_pid = [], os.getpid()
+        self._own_spares()
         if not self._prefix_dirs_ready:
             self._make_prefix_dirs()
         while len(self._spares) < SPARE_PARTS:
@@ -246,10 +242,9 @@ class LocalStorage:
         spares, self._spares = self._spares, []
         if self._spares_pid != os.getpid():
             return
-        for spare in spares:
-            for path, fd in filter(None, spare):
-                os.close(fd)
-                path.unlink(missing_ok=True)
+        for part, sidecar in spares:
+            _drop_spare(part)
+            _drop_spare(sidecar)
 
     def _make_prefix_dirs(self) -> None:
         """The 256 prefix directories, made once and fsynced with the root: their names are then
@@ -460,6 +455,13 @@ def _write_durably(tmp: Path, path: Path, data: bytes) -> set[Path]:
 def is_spare_part(name: str) -> bool:
     """A spare part file's name (LocalStorage.replenish): an empty file, never a key."""
     return _SPARE_NAME.fullmatch(name) is not None
+
+
+def _drop_spare(spare: tuple[Path, int] | None) -> None:
+    """Close and remove a spare file (path, fd) that will not be used."""
+    if spare is not None:
+        os.close(spare[1])
+        spare[0].unlink(missing_ok=True)
 
 
 def _create_new(path: Path) -> int:
