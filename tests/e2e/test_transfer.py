@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import sys
 
 import httpx
@@ -96,4 +97,21 @@ def test_transfer_refuses_a_file_whose_bytes_do_not_match_its_sha256(
     proc = _transfer(tmp_path, s3, postgres_cluster.url(database))
     assert proc.returncode == 1
     assert embedded[1].name in proc.stderr and "sha256" in proc.stderr
+    assert postgres_cluster.psql("SELECT count(*) FROM files", database=database).strip() == "0"
+
+
+def test_transfer_refuses_metadata_that_neither_the_source_nor_its_wheel_can_give(
+    embedded, postgres_cluster, s3, tmp_path
+):
+    """The metadata file is gone and the row records a sha256 the wheel's METADATA does not have:
+    nothing can supply the advertised bytes, so nothing is inserted."""
+    (sidecar,) = (tmp_path / "data" / "files").rglob(f"*{embedded[0].name}.metadata")
+    sidecar.unlink()
+    with sqlite3.connect(tmp_path / "data" / "packhouse.db") as db:
+        db.execute("UPDATE files SET metadata_sha256 = ? WHERE filename = ?", ("0" * 64, embedded[0].name))
+    database = postgres_cluster.create_database()
+    proc = _transfer(tmp_path, s3, postgres_cluster.url(database))
+    assert proc.returncode == 1
+    expected = f"{embedded[0].name}.metadata: missing from the source storage, and its wheel cannot rebuild it"
+    assert expected in proc.stderr
     assert postgres_cluster.psql("SELECT count(*) FROM files", database=database).strip() == "0"
