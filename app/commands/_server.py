@@ -102,6 +102,7 @@ def launch(settings: Settings) -> int:
             log_config=log_config(settings.log_level, settings.log_format),
             access_log=settings.access_log,
             proxy_headers=True,
+            ws="none",  # no WebSocket route: loading a WebSocket protocol would cost ~25 ms of start-up
             http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
             h11_max_incomplete_event_size=settings.max_header_size,
             timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]

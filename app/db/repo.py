@@ -7,13 +7,13 @@ one per statement); async code calls them as ``await session.run_sync(repo.fn, .
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Insert, Row, Table, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -25,13 +25,7 @@ _PROJECTS, _FILES, _EVENTS = (cast(Table, m.__table__) for m in (Project, File, 
 # The upload path's statements are built once and executed with parameters: building a statement
 # and its cache key per call cost more than running it on SQLite (~0.1 ms each, most of an upload's
 # database time). Core rows, not ORM objects: nothing on that path changes a loaded row.
-_ENSURE_PROJECT = {
-    name: dialect.insert(_PROJECTS)
-    .values(name=bindparam("name"), normalized_name=bindparam("normalized_name"), serial=0)
-    .on_conflict_do_update(index_elements=["normalized_name"], set_={"normalized_name": bindparam("normalized_name")})
-    .returning(_PROJECTS.c.id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+_ENSURE_PROJECT: dict[str, Insert] = {}  # by dialect name, built on first use (_ensure_project_stmt)
 _INSERT_FILE = _FILES.insert()
 _INSERT_EVENT = _EVENTS.insert().returning(_EVENTS.c.id)
 _SET_SERIAL = update(_PROJECTS).where(_PROJECTS.c.id == bindparam("project_id")).values(serial=bindparam("serial"))
@@ -58,10 +52,28 @@ def get_project(session: Session, normalized_name: str) -> Project | None:
     return result.scalar_one_or_none()
 
 
+def _ensure_project_stmt(dialect_name: str) -> Insert:
+    """The INSERT ... ON CONFLICT of ensure_project for ``dialect_name`` (postgresql or sqlite),
+    built once; the dialect module is imported then (PostgreSQL's costs ~20 ms of start-up)."""
+    stmt = _ENSURE_PROJECT.get(dialect_name)
+    if stmt is None:
+        name = "postgresql" if dialect_name == "postgresql" else "sqlite"
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{name}")
+        stmt = _ENSURE_PROJECT[dialect_name] = (
+            dialect.insert(_PROJECTS)
+            .values(name=bindparam("name"), normalized_name=bindparam("normalized_name"), serial=0)
+            .on_conflict_do_update(
+                index_elements=["normalized_name"], set_={"normalized_name": bindparam("normalized_name")}
+            )
+            .returning(_PROJECTS.c.id)
+        )
+    return stmt
+
+
 def ensure_project(session: Session, name: str, normalized_name: str) -> int:
     """Get or create; returns the project's id. One statement: a concurrent creator wins the
     unique constraint and the no-op update hands back its row's id (the name stays as first written)."""
-    stmt = _ENSURE_PROJECT["postgresql" if session.get_bind().dialect.name == "postgresql" else "sqlite"]
+    stmt = _ensure_project_stmt(session.get_bind().dialect.name)
     return int(session.execute(stmt, {"name": name, "normalized_name": normalized_name}).scalar_one())
 
 

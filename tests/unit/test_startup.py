@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import subprocess
+import sys
 
 from alembic.script import ScriptDirectory
 
@@ -45,3 +47,18 @@ def test_upgrade_then_noop_and_serials_see_other_connections(tmp_path):
         assert asyncio.run(serials.last()) == 1
     finally:
         serials.close()
+
+
+def test_the_app_loads_without_what_only_some_requests_need(tmp_path):
+    """Start-up time (issue 5: first answer in under a second): building the app imports neither
+    Jinja2 (the UI's first page does), nor SQLAlchemy's PostgreSQL dialect (a PostgreSQL
+    deployment's first upload does), nor Alembic (only a schema behind head needs it), nor the
+    README renderer (an upload with a README does)."""
+    code = (
+        "import sys; from app.main import create_app; from app.settings import Settings; "
+        f"create_app(Settings(data_dir={str(tmp_path)!r})); "
+        "print(' '.join(m for m in ('jinja2', 'sqlalchemy.dialects.postgresql', 'alembic', "
+        "'readme_renderer', 'docutils', 'websockets') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
