@@ -374,10 +374,10 @@ def durable_floor(directory: Path, n: int = 200, *, deferred: bool = False) -> d
     """What an upload's durability costs on this disk with no server at all, done the way
     Packhouse's local store does it (app/storage/local.py): per upload, a 3 KB file written into
     an empty file made ahead in an existing prefix directory and renamed there, the file and the
-    directory fsynced at the same time (two threads) while an 800-byte metadata file is written
-    into a second file made ahead and renamed beside it (derived data: not fsynced), then one row
-    committed to a WAL-mode SQLite database with synchronous=FULL. The empty files are made
-    before the clock starts, as Packhouse makes them after the previous upload's answer.
+    directory fsynced at the same time (two threads), then one row committed to a WAL-mode SQLite
+    database with synchronous=FULL. The empty file is made before the clock starts, as Packhouse
+    makes it after the previous upload's answer. (No PEP 658 metadata file: the local store
+    writes it on the first request for it.)
 
     ``deferred``: what deferred file durability (not built; bench/deferred_floor.py) would cost
     instead: the same writes and renames, the file's bytes inserted into a pending table in the
@@ -414,16 +414,13 @@ def durable_floor(directory: Path, n: int = 200, *, deferred: bool = False) -> d
         for i in range(n):
             digest = f"{i:064x}"
             target = directory / "ab" / f"{digest[-14:]}-x.whl"
-            spare, meta_spare = target.with_name(f"{i}.part"), target.with_name(f"{i}m.part")
-            fd, meta = made_ahead(spare), made_ahead(meta_spare)
-            data, meta_data = os.urandom(3000), os.urandom(800)
+            spare = target.with_name(f"{i}.part")
+            fd = made_ahead(spare)
+            data = os.urandom(3000)
             start = time.perf_counter()
             os.write(fd, data)
             os.rename(spare, target)
             pending = [] if deferred else [pool.submit(os.fsync, fd), pool.submit(fsync_dir, target.parent)]
-            os.write(meta, meta_data)
-            os.close(meta)
-            os.rename(meta_spare, target.with_name(target.name + ".metadata"))
             for future in pending:
                 future.result()
             if not deferred:

@@ -1,12 +1,13 @@
 """``packhouse check``: the database rows and the stored bytes agree.
 
-Every file row must have its bytes in storage with the recorded sha256 (and its PEP 658 metadata
-file, when one is advertised); every stored blob must belong to a row (except in a pypiserver
-package folder, whose files are their owner's: see ``package_folder``). ``repair`` removes orphan
-blobs, yanks rows whose bytes are missing or damaged (so installers skip them, with a reason that
-says why) and rebuilds metadata files that are gone or damaged from their wheel (or, if the wheel
-cannot give the same bytes, stops advertising them). Each repair that changes what clients see is
-journaled; a rebuilt metadata file changes nothing they see, and is only reported.
+Every file row must have its bytes in storage with the recorded sha256 (and, when its PEP 658
+metadata is advertised, a metadata file with the recorded sha256, or a wheel that gives those
+bytes: the local store writes the file on the first request for it); every stored blob must belong
+to a row (except in a pypiserver package folder, whose files are their owner's: see
+``package_folder``). ``repair`` removes orphan blobs, yanks rows whose bytes are missing or damaged
+(so installers skip them, with a reason that says why) and rebuilds damaged metadata files from
+their wheel (or, if the wheel cannot give the same bytes, stops advertising them). Each repair
+that changes what clients see is journaled; a rebuilt metadata file changes nothing they see, and is only reported.
 
 Orphans are normal after a crash between "store" and "insert" (DESIGN rule 7), or a delete that
 died before removing the bytes. ``--repair`` is safe while the server runs: a blob whose row is
@@ -122,7 +123,15 @@ class CheckService:
             key = row.storage_key + METADATA_SUFFIX
             meta = await self._sha256(key)
             if meta is None:
-                problems.append(Problem("missing-metadata", key, row.filename, "PEP 658 metadata is missing"))
+                # The local store writes it on the first request for it (app/services/metadata.py):
+                # a problem only if the wheel cannot give it either.
+                try:
+                    await core_metadata(
+                        self.storage, row.storage_key, row.filename, row.metadata_sha256, store_back=False
+                    )
+                except FileNotFoundError:
+                    detail = "PEP 658 metadata is missing, and the wheel does not give it"
+                    problems.append(Problem("missing-metadata", key, row.filename, detail))
             elif meta != row.metadata_sha256:
                 problems.append(Problem("corrupt-metadata", key, row.filename, f"PEP 658 metadata has sha256 {meta}"))
         return problems

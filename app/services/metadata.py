@@ -1,11 +1,13 @@
-"""PEP 658 metadata files: read them checked against the row, rebuild them from the wheel.
+"""PEP 658 metadata files: read them checked against the row, build them from the wheel.
 
 A wheel's metadata file (``<storage key>.metadata``) is the wheel's own ``METADATA``, byte for
 byte, and the file's row records its sha256 (the simple pages advertise it, and pip and uv check
-it). It is derived data: the local store writes it beside an upload without waiting for it to
-reach the disk (``LocalStorage.start_commit``), so a crash may lose it or cut it short, and an
-operator may delete it. Every reader therefore checks the bytes against the row, and a missing or
-damaged one is rebuilt from the wheel, which is durable once its row is, and written back.
+it). It is derived data. The local store does not write it at upload (``UploadService``): the
+first request for it reads it from the wheel, on the same disk, and writes it. Other stores get
+it with the upload (an object store would otherwise fetch the whole wheel to build it). Either
+way a crash may lose it or cut it short, and an operator may delete it: every reader checks the
+bytes against the row, and a missing or damaged one is built from the wheel, which is durable once
+its row is, and written back.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ async def core_metadata(
 ) -> bytes:
     """The PEP 658 metadata of the stored wheel ``filename`` (under ``storage_key``), whose row
     records ``metadata_sha256``: the stored metadata file if it hashes to that, else the wheel's
-    METADATA read again (and, with ``store_back``, stored back).
+    METADATA read from it (and, with ``store_back``, stored).
 
     Raises:
         FileNotFoundError: neither the metadata file nor the wheel gives those bytes (the wheel
@@ -48,12 +50,14 @@ async def core_metadata(
     if rebuilt is None or sha256(rebuilt).hexdigest() != metadata_sha256:
         raise FileNotFoundError(key)
     if store_back:
-        await storage.put_bytes(key, rebuilt)
-    log.warning(
-        "rebuilt the PEP 658 metadata of %s from the wheel (the stored copy was %s)",
-        filename,
-        "missing" if data is None else "damaged",
-    )
+        try:
+            await storage.put_bytes(key, rebuilt)
+        except OSError as exc:  # a full or read-only disk: the bytes are served all the same
+            log.warning("could not store the PEP 658 metadata of %s: %s", filename, exc)
+    if data is None:  # not written yet (a local upload), or lost
+        log.debug("wrote the PEP 658 metadata of %s from the wheel", filename)
+    else:
+        log.warning("rebuilt the PEP 658 metadata of %s from the wheel (the stored copy was damaged)", filename)
     return rebuilt
 
 

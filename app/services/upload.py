@@ -227,11 +227,16 @@ class UploadService:
         key = filename if self.flat else form.staged.key or storage_key(digests.sha256, filename)
         metadata_sha256 = None
         sidecars = {}
-        if dist.kind is dists.DistKind.WHEEL:
-            # PEP 658: the wheel's METADATA, byte for byte, beside the file.
-            sidecars[key + ".metadata"] = meta.raw
-            metadata_sha256 = sha256(meta.raw).hexdigest()
         staged = form.staged
+        if dist.kind is dists.DistKind.WHEEL:
+            # PEP 658: the wheel's METADATA, byte for byte, served at <file URL>.metadata; the row
+            # records its sha256. An upload the local store staged in place gets no metadata file
+            # now: the first request for it reads it from the wheel, beside it on the same disk,
+            # and writes it (app/services/metadata.py). Creating that file was a third of a small
+            # upload's disk work. Other stores (an object store, the flat folder) get it now.
+            metadata_sha256 = sha256(meta.raw).hexdigest()
+            if staged.key is None:
+                sidecars[key + ".metadata"] = meta.raw
         # An upload the local store staged in place is committed in the worker thread that runs
         # the row's transaction (SQLite): its fsyncs run while the row's statements do, and the row
         # commits once they are done. One thread hop instead of two, and the disk's wait overlaps

@@ -37,9 +37,9 @@ IN_PLACE_MAX_FILENAME = 200
 
 # Part files created ahead of the next uploads, per process (LocalStorage.replenish).
 SPARE_PARTS = 2
-# Spares' names, in a prefix directory: "<14 hex>.upload-<pid>.part" for the upload's file and
-# "<14 hex>m.upload-<pid>.part" for its sidecar (an upload's part file has "-<filename>" after
-# the 14 hex digits).
+# Spares' names, in a prefix directory: "<14 hex>.upload-<pid>.part" (an upload's part file has
+# "-<filename>" after the 14 hex digits; "<14 hex>m.upload-<pid>.part", a spare for a sidecar,
+# was made by earlier versions, and is swept like the others).
 _SPARE_NAME = re.compile(r"[0-9a-f]{14}m?" + re.escape(_PART_MARK) + r"(\d+)" + re.escape(PART_SUFFIX))
 
 
@@ -102,9 +102,6 @@ class LocalStaged:
                     os.close(fd)
                     raise
         self.target = target
-        # A spare file beside it for its first sidecar (LocalStorage.replenish), used or removed
-        # by the commit (or the discard).
-        self.sidecar_spare: tuple[Path, int] | None = None
         # The key of an upload staged in place: "<prefix directory>/<name>".
         self.key = None if target is None else f"{target.parent.name}/{target.name}"
         self._fh = os.fdopen(fd, "wb", buffering=0)
@@ -121,11 +118,6 @@ class LocalStaged:
             # Starts writeback and returns (no wait); an error shows up at the fsync in finish().
             _SYNC_FILE_RANGE(self._fh.fileno(), self._flushed, self._written - self._flushed, _SYNC_FILE_RANGE_WRITE)  # type: ignore[operator]
             self._flushed = self._written
-
-    def drop_sidecar_spare(self) -> None:
-        """Close and remove the unused sidecar spare, if any (blocking)."""
-        spare, self.sidecar_spare = self.sidecar_spare, None
-        _drop_spare(spare)
 
     def finish(self) -> None:
         """fsync and close. Idempotent and thread-safe: a second caller waits for the first, so
@@ -146,7 +138,7 @@ class LocalStorage:
         self.tmp = self.root / TMP_DIR
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._prefix_dirs_ready = False
-        self._spares: list[tuple[tuple[Path, int], tuple[Path, int] | None]] = []  # see replenish()
+        self._spares: list[tuple[Path, int]] = []  # see replenish()
         self._spares_pid = os.getpid()
 
     def _path(self, key: str) -> Path:
@@ -170,7 +162,7 @@ class LocalStorage:
             return LocalStaged(self.tmp)
         remade = False
         while True:
-            spare, sidecar_spare = self._take_spare()
+            spare = self._take_spare()
             if spare is not None:  # its name holds the token: "<2 hex>/<14 hex>.upload-<pid>.part"
                 directory, token = spare[0].parent, spare[0].parent.name + spare[0].name[:14]
             else:
@@ -183,38 +175,33 @@ class LocalStorage:
             target = directory / f"{token[2:]}-{filename}"
             if target.exists():  # 64 random bits: never in practice, but a key is never reused
                 _drop_spare(spare)
-                _drop_spare(sidecar_spare)
                 continue
             try:
                 staged = LocalStaged(directory, target=target, spare=spare)
             except FileExistsError:
                 continue
             except FileNotFoundError:
-                _drop_spare(sidecar_spare)
                 if spare is not None:
                     continue  # the spare was removed by hand: create the file instead
                 if remade:  # a prefix directory was removed by hand: make them again, once
                     raise
                 remade, self._prefix_dirs_ready = True, False
                 continue
-            staged.sidecar_spare = sidecar_spare
             return staged
 
-    def _take_spare(self) -> tuple[tuple[Path, int] | None, tuple[Path, int] | None]:
+    def _take_spare(self) -> tuple[Path, int] | None:
         self._own_spares()
-        return self._spares.pop() if self._spares else (None, None)
+        return self._spares.pop() if self._spares else None
 
     def _own_spares(self) -> None:
         if self._spares_pid != os.getpid():  # a forked child: the spares are the parent's
             self._spares, self._spares_pid = [], os.getpid()
 
     def replenish(self) -> None:
-        """Create files ahead of the next uploads (SPARE_PARTS per process): a part file,
-        ``<2 hex>/<14 hex>.upload-<pid>.part``, and one for its first sidecar beside it,
-        ``<14 hex>m.upload-<pid>.part``. Staging an upload then renames the first (~20 µs), and
-        committing it writes the PEP 658 metadata into the second and renames it, instead of
-        creating files, which costs ~0.2 ms each on a disk whose inode tables are not in memory.
-        Blocking and short; the upload route calls it once its answer is sent. A spare is empty
+        """Create files ahead of the next uploads (SPARE_PARTS per process), each
+        ``<2 hex>/<14 hex>.upload-<pid>.part``. Staging an upload then renames one (~20 µs)
+        instead of creating its file, which costs ~0.2 ms on a disk whose inode tables are not in
+        memory. Blocking and short; the upload route calls it once its answer is sent. A spare is empty
         and never a key; a dead process's spares are swept with its part files, and
         ``release_spares`` removes them at shutdown."""
         if not self.stages_in_place:
@@ -224,27 +211,19 @@ class LocalStorage:
             self._make_prefix_dirs()
         while len(self._spares) < SPARE_PARTS:
             token = secrets.token_hex(8)
-            pair: list[tuple[Path, int]] = []
-            for mark in ("", "m"):
-                path = self.root / token[:2] / f"{token[2:]}{mark}{_PART_MARK}{os.getpid()}{PART_SUFFIX}"
-                try:
-                    pair.append((path, _create_new(path)))
-                except OSError:
-                    break
-            if not pair:
+            path = self.root / token[:2] / f"{token[2:]}{_PART_MARK}{os.getpid()}{PART_SUFFIX}"
+            try:
+                self._spares.append((path, _create_new(path)))
+            except OSError:
                 return  # staging creates its own file, as without spares
-            self._spares.append((pair[0], pair[1] if len(pair) > 1 else None))
-            if len(pair) < 2:
-                return
 
     def release_spares(self) -> None:
         """Remove the spare part files (at shutdown)."""
         spares, self._spares = self._spares, []
         if self._spares_pid != os.getpid():
             return
-        for part, sidecar in spares:
-            _drop_spare(part)
-            _drop_spare(sidecar)
+        for spare in spares:
+            _drop_spare(spare)
 
     def _make_prefix_dirs(self) -> None:
         """The 256 prefix directories, made once and fsynced with the root: their names are then
@@ -331,9 +310,7 @@ class LocalStorage:
         try:
             for path, data in extra:
                 written.append(path)
-                if not _fill_spare(staged, path, data):
-                    _write_new(path, data)
-            staged.drop_sidecar_spare()  # an sdist has none
+                _write_new(path, data)
         except BaseException:
             with contextlib.suppress(BaseException):
                 wait()
@@ -346,7 +323,6 @@ class LocalStorage:
             if not staged._fh.closed:
                 staged._fh.close()
             staged.path.unlink(missing_ok=True)
-            staged.drop_sidecar_spare()
 
         await anyio.to_thread.run_sync(_discard)
 
@@ -472,23 +448,6 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-def _fill_spare(staged: LocalStaged, path: Path, data: bytes) -> bool:
-    """Write ``data`` into the upload's sidecar spare and rename it to ``path`` (a fresh name: see
-    start_commit); False if there is none, or it was removed by hand meanwhile."""
-    if staged.sidecar_spare is None:
-        return False
-    (spare, fd), staged.sidecar_spare = staged.sidecar_spare, None
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-    try:
-        os.rename(spare, path)
-    except FileNotFoundError:
-        return False
-    return True
 
 
 def _write_new(path: Path, data: bytes) -> None:

@@ -231,13 +231,18 @@ def test_metadata_file_not_compressed(client):
 
 @pytest.mark.parametrize("damage", ["missing", "cut short", "other bytes"])
 def test_a_lost_or_damaged_metadata_file_is_rebuilt_from_the_wheel(make_client, tmp_path, damage):
-    """The local store writes the PEP 658 file beside an upload without waiting for the disk (it is
-    the wheel's own METADATA, and the row records its sha256): after a crash it may be gone or
-    short. A download checks it against the row, serves the wheel's METADATA and stores it again."""
+    """The local store writes the PEP 658 file on the first request for it (it is the wheel's own
+    METADATA, and the row records its sha256), without waiting for the disk: after a crash it may
+    be gone or short. A download checks it against the row, serves the wheel's METADATA and stores
+    it again."""
     client = make_client()
     filename, data = upload(client, "demo", "1.0")
     expected = zipfile.ZipFile(io.BytesIO(data)).read("demo-1.0.dist-info/METADATA")
-    (sidecar,) = (tmp_path / "data" / "files").rglob(f"*{filename}.metadata")
+    files = tmp_path / "data" / "files"
+    assert not list(files.rglob(f"*{filename}.metadata"))  # not written at upload
+    r = client.get(f"/files/demo/{filename}.metadata")
+    assert r.status_code == 200 and r.content == expected
+    (sidecar,) = files.rglob(f"*{filename}.metadata")
     assert sidecar.read_bytes() == expected
     if damage == "missing":
         sidecar.unlink()

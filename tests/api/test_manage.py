@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import bcrypt
 import pytest
@@ -298,21 +299,28 @@ def test_cli_yank_unyank_delete(loaded, tmp_path):
 
 def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     data = tmp_path / "data"
+    files = data / "files"
+    # The local store writes a wheel's PEP 658 metadata file on the first request for it: none
+    # yet, and that is no problem (the wheels give the bytes their rows record).
+    assert not list(files.rglob("*.metadata"))
     r = cli("check", data_dir=data)
     assert r.returncode == 0 and "0 problem(s)" in r.stdout
-    files = data / "files"
+    url = next(f["url"] for f in page(loaded)["files"] if f["filename"] == W2)
+    served = loaded.get(urljoin("http://testserver/simple/demo/", url) + ".metadata")
+    assert served.status_code == 200 and served.content.startswith(b"Metadata-Version")
+    (w2_meta,) = [p for p in files.rglob(f"*{W2}.metadata")]
+    assert w2_meta.read_bytes() == served.content
     (w1,) = [p for p in files.rglob(f"*{W1}")]
     w1.write_bytes(w1.read_bytes() + b"tampered")
     (s2,) = [p for p in files.rglob(f"*{S2}")]
     s2.unlink()
-    (w2_meta,) = [p for p in files.rglob(f"*{W2}.metadata")]
-    w2_meta.unlink()
+    w2_meta.write_bytes(b"Metadata-Version: 2.1\nName: damaged\n")
     orphan = files / "ab" / "cd" / "orphan.whl"
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"left by a crash")
     r = cli("check", data_dir=data)
     assert r.returncode == 1
-    for text in (f"corrupt: {W1}", f"missing: {S2}", f"missing-metadata: {W2}", "orphan: ab/cd/orphan.whl"):
+    for text in (f"corrupt: {W1}", f"missing: {S2}", f"corrupt-metadata: {W2}", "orphan: ab/cd/orphan.whl"):
         assert text in r.stdout
     assert "--repair" in r.stderr
     # A young orphan may be an upload about to commit its row: --repair keeps it, and says so.
@@ -320,7 +328,8 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     assert r.returncode == 1 and orphan.exists()
     assert "PROBLEM orphan: ab/cd/orphan.whl" in r.stdout and "kept for now" in r.stdout, r.stdout
     assert "REPAIRED corrupt" in r.stdout
-    assert f"REPAIRED missing-metadata: {W2}: PEP 658 metadata is missing; rebuilt from the wheel" in r.stdout
+    assert f"REPAIRED corrupt-metadata: {W2}: PEP 658 metadata has sha256 " in r.stdout
+    assert "; rebuilt from the wheel" in r.stdout
     old = time.time() - 3600
     os.utime(orphan, (old, old))  # older than the default --grace of 15 minutes
     r = cli("check", "--repair", data_dir=data)
@@ -330,7 +339,8 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     assert str(state[W1]).startswith("packhouse check:") and str(state[S2]).startswith("packhouse check:")
     # The metadata file is the wheel's own METADATA: rebuilt from it, still advertised.
     w2 = next(f for f in page(loaded)["files"] if f["filename"] == W2)
-    assert w2["core-metadata"] == {"sha256": hashlib.sha256(w2_meta.read_bytes()).hexdigest()} and not state[W2]
+    assert w2_meta.read_bytes() == served.content
+    assert w2["core-metadata"] == {"sha256": hashlib.sha256(served.content).hexdigest()} and not state[W2]
     r = cli("check", data_dir=data)
     assert r.returncode == 0 and "0 unrepaired" in r.stdout
     assert [e[2] for e in db_rows(data / "packhouse.db", "events") if e[2] == "check-broken"]
@@ -344,7 +354,10 @@ def test_check_stops_advertising_metadata_that_nothing_can_rebuild(loaded, tmp_p
         path.unlink()
     r = cli("check", "--repair", data_dir=data)
     assert r.returncode == 0, r.stdout
-    assert f"REPAIRED missing-metadata: {W2}: PEP 658 metadata is missing; stopped advertising" in r.stdout
+    assert (
+        f"REPAIRED missing-metadata: {W2}: PEP 658 metadata is missing, and the wheel does not give it; "
+        "stopped advertising" in r.stdout
+    )
     w2 = next(f for f in page(loaded)["files"] if f["filename"] == W2)
     assert not w2.get("core-metadata") and str(w2["yanked"]).startswith("packhouse check:")
 

@@ -62,9 +62,14 @@ def test_upload_records_metadata(client, tmp_path, data_dir):
     assert row["description"] == "# Title\n\nBody\n"
     assert row["description_content_type"] == "text/markdown"
     assert row["filetype"] == "bdist_wheel" and row["upload_time"]
-    # PEP 658: METADATA stored beside the file, byte for byte.
+    # PEP 658: the wheel's METADATA, byte for byte, at the file's URL + ".metadata". The local store
+    # writes the metadata file on the first request for it, not at upload.
     meta = data_dir / "files" / (row["storage_key"] + ".metadata")
-    assert hashlib.sha256(meta.read_bytes()).hexdigest() == row["metadata_sha256"]
+    assert not meta.exists()
+    served = client.get(f"/files/rich-pkg/{whl.name}.metadata")
+    assert served.status_code == 200 and served.content.startswith(b"Metadata-Version: ")
+    assert hashlib.sha256(served.content).hexdigest() == row["metadata_sha256"]
+    assert meta.read_bytes() == served.content
 
 
 def test_identical_reupload_is_200_and_other_bytes_409(client, tmp_path, data_dir):
@@ -266,4 +271,4 @@ def test_a_failed_commit_or_insert_stores_nothing_and_a_retry_succeeds(
         r = post(client, whl)
         assert r.status_code == 200, r.text
     assert len(rows(data_dir)) == 1
-    assert len(stored_files(data_dir)) == 2  # the wheel and its PEP 658 metadata
+    assert len(stored_files(data_dir)) == 1  # the wheel (its PEP 658 metadata is written on first request)

@@ -85,9 +85,14 @@ def test_ten_concurrent_uploads_of_one_filename_exactly_one_wins(live_server, tm
     # the losers' bytes were staged and even stored, but none is left behind
     blobs = stored(server.data_dir)
     (key,) = [k for k in blobs if k.endswith(name)]
-    assert sorted(blobs) == [key, key + ".metadata"]
+    # The local store writes the PEP 658 metadata file on the first request for it, not at upload.
+    assert sorted(blobs) == [key]
     assert blobs[key] == winner.read_bytes()
     assert not list((server.data_dir / "files" / ".tmp").iterdir())
+    meta = httpx.get(f"{server.url}/files/race/{name}.metadata")
+    assert meta.status_code == 200 and meta.content.startswith(b"Metadata-Version: ")
+    assert page["files"][0]["core-metadata"] == {"sha256": hashlib.sha256(meta.content).hexdigest()}
+    assert stored(server.data_dir) == {key: winner.read_bytes(), key + ".metadata": meta.content}
 
 
 def test_ten_concurrent_identical_uploads_all_succeed_and_one_copy_is_kept(live_server, tmp_path):
@@ -101,7 +106,7 @@ def test_ten_concurrent_identical_uploads_all_succeed_and_one_copy_is_kept(live_
     assert len(db_rows(server.data_dir / "packhouse.db", "files")) == 1
     blobs = stored(server.data_dir)
     (key,) = [k for k in blobs if k.endswith(path.name)]
-    assert sorted(blobs) == [key, key + ".metadata"] and blobs[key] == path.read_bytes()
+    assert sorted(blobs) == [key] and blobs[key] == path.read_bytes()
     assert httpx.get(f"{server.url}/files/twin/{path.name}").content == path.read_bytes()
 
 

@@ -47,14 +47,17 @@ def _transfer(tmp_path, s3, dest_url, *extra):
 def test_transfer_to_postgresql_and_s3_then_serve_from_there(
     embedded, postgres_cluster, s3, live_server, tmp_path
 ):
-    # A metadata file the source lost (they are derived data: app/services/metadata.py) is rebuilt
-    # from its wheel on the way; the source itself is only read.
-    (lost,) = (tmp_path / "data" / "files").rglob(f"*{embedded[0].name}.metadata")
-    lost.unlink()
+    # The local store writes a wheel's PEP 658 metadata file on the first request for it (derived
+    # data: app/services/metadata.py), so the source has none: each is built from its wheel on the
+    # way and stored beside it in the bucket; the source itself is only read.
+    assert not list((tmp_path / "data" / "files").rglob("*.metadata"))
     dest_url = postgres_cluster.url(postgres_cluster.create_database())
     proc = _transfer(tmp_path, s3, dest_url)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert not lost.exists()
+    assert not list((tmp_path / "data" / "files").rglob("*.metadata"))
+    wheels = [p.name for p in embedded if p.name.endswith(".whl")]
+    metas = [k for k in s3.keys() if k.endswith(".metadata")]
+    assert len(metas) == len(wheels) == 2 and all(any(m.endswith(f"{w}.metadata") for m in metas) for w in wheels)
     assert "copying files [" in proc.stderr and "3/3 files" in proc.stderr
     assert "3 files" in proc.stdout and "every sha256 verified" in proc.stdout
 
@@ -103,10 +106,10 @@ def test_transfer_refuses_a_file_whose_bytes_do_not_match_its_sha256(
 def test_transfer_refuses_metadata_that_neither_the_source_nor_its_wheel_can_give(
     embedded, postgres_cluster, s3, tmp_path
 ):
-    """The metadata file is gone and the row records a sha256 the wheel's METADATA does not have:
-    nothing can supply the advertised bytes, so nothing is inserted."""
-    (sidecar,) = (tmp_path / "data" / "files").rglob(f"*{embedded[0].name}.metadata")
-    sidecar.unlink()
+    """No metadata file (the local store writes it on the first request) and the row records a
+    sha256 the wheel's METADATA does not have: nothing can supply the advertised bytes, so nothing
+    is inserted."""
+    assert not list((tmp_path / "data" / "files").rglob(f"*{embedded[0].name}.metadata"))
     with sqlite3.connect(tmp_path / "data" / "packhouse.db") as db:
         db.execute("UPDATE files SET metadata_sha256 = ? WHERE filename = ?", ("0" * 64, embedded[0].name))
     database = postgres_cluster.create_database()

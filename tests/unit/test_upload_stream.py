@@ -189,17 +189,16 @@ async def test_sweep_removes_in_place_uploads_of_dead_processes_only(tmp_path):
     await storage.discard(live)
 
 
-SPARE = r"[0-9a-f]{2}/[0-9a-f]{14}m?\.upload-\d+\.part"
+SPARE = r"[0-9a-f]{2}/[0-9a-f]{14}\.upload-\d+\.part"
 
 
-async def test_spare_files_made_ahead_become_the_upload_and_its_metadata(tmp_path):
-    """replenish() creates a part file and a sidecar file ahead of the next upload (creating a file
-    is what costs, on a cold disk): staging renames the first, the commit fills and renames the
-    second. Nothing else is created on the way, and nothing is left over."""
+async def test_spare_files_made_ahead_become_the_uploads(tmp_path):
+    """replenish() creates part files ahead of the next uploads (creating a file is what costs, on
+    a cold disk): staging renames one. Nothing else is created on the way, nothing is left over."""
     storage = LocalStorage(tmp_path / "files")
     storage.replenish()
     spares = _files(storage.root)
-    assert len(spares) == 2 * local.SPARE_PARTS and all(re.fullmatch(SPARE, f) for f in spares)
+    assert len(spares) == local.SPARE_PARTS and all(re.fullmatch(SPARE, f) for f in spares)
     assert all(local.is_spare_part(f.split("/")[1]) for f in spares)
     inodes = {(storage.root / f).stat().st_ino for f in spares}
     assert await storage.keys() == {}  # a running server's spares are never keys (packhouse check)
@@ -207,26 +206,19 @@ async def test_spare_files_made_ahead_become_the_upload_and_its_metadata(tmp_pat
     wheel = storage.stage("demo-1.0-py3-none-any.whl")
     assert wheel.key is not None and re.fullmatch(IN_PLACE, wheel.key)
     wheel.write(b"wheel bytes")
-    await storage.commit(wheel, wheel.key, sidecars={wheel.key + ".metadata": b"Name: demo\n"})
+    await storage.commit(wheel, wheel.key)
     assert (storage.root / wheel.key).stat().st_ino in inodes
-    assert (storage.root / (wheel.key + ".metadata")).stat().st_ino in inodes
-    assert (storage.root / (wheel.key + ".metadata")).read_bytes() == b"Name: demo\n"
+    assert (storage.root / wheel.key).read_bytes() == b"wheel bytes"
 
-    # An sdist has no sidecar: its spare is removed. A discarded upload removes both of its own.
-    sdist = storage.stage("demo-1.0.tar.gz")
-    sdist.write(b"sdist bytes")
-    await storage.commit(sdist, sdist.key)
-    assert (storage.root / sdist.key).stat().st_ino in inodes
+    # A discarded upload removes its own.
     storage.replenish()
     gone = storage.stage("demo-2.0.tar.gz")
     await storage.discard(gone)
     left = [f for f in _files(storage.root) if re.fullmatch(SPARE, f)]
-    assert len(left) == 2 * local.SPARE_PARTS - 2
-    assert sorted(set(_files(storage.root)) - set(left)) == sorted(
-        [wheel.key, wheel.key + ".metadata", sdist.key]
-    )
+    assert len(left) == local.SPARE_PARTS - 1
+    assert sorted(set(_files(storage.root)) - set(left)) == [wheel.key]
     storage.release_spares()  # at shutdown
-    assert sorted(_files(storage.root)) == sorted([wheel.key, wheel.key + ".metadata", sdist.key])
+    assert _files(storage.root) == [wheel.key]
 
 
 async def test_a_spare_removed_by_hand_is_replaced_by_a_new_file(tmp_path):
@@ -238,14 +230,7 @@ async def test_a_spare_removed_by_hand_is_replaced_by_a_new_file(tmp_path):
     staged.write(b"wheel bytes")
     await storage.commit(staged, staged.key, sidecars={staged.key + ".metadata": b"Name: demo\n"})
     assert sorted(_files(storage.root)) == sorted([staged.key, staged.key + ".metadata"])
-    # The same for a sidecar spare removed between staging and commit.
-    storage.replenish()
-    other = storage.stage("demo-2.0-py3-none-any.whl")
-    assert other.sidecar_spare is not None
-    other.sidecar_spare[0].unlink()
-    other.write(b"other wheel bytes")
-    await storage.commit(other, other.key, sidecars={other.key + ".metadata": b"Name: demo\n"})
-    assert (storage.root / (other.key + ".metadata")).read_bytes() == b"Name: demo\n"
+    assert (storage.root / (staged.key + ".metadata")).read_bytes() == b"Name: demo\n"
     storage.release_spares()
 
 
