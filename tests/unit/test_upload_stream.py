@@ -189,6 +189,25 @@ async def test_sweep_removes_in_place_uploads_of_dead_processes_only(tmp_path):
     await storage.discard(live)
 
 
+async def test_spares_of_a_dead_server_are_swept(tmp_path):
+    """Spares a crashed server made, including the "<14 hex>m" sidecar spares of earlier versions,
+    are removed by the start-up sweep (not counted: they never held an upload); a live process's
+    are kept, and only theirs are hidden from `packhouse check`."""
+    storage = LocalStorage(tmp_path / "files")
+    storage.replenish()
+    mine = _files(storage.root)
+    (storage.root / "ab").mkdir(exist_ok=True)
+    left = [storage.root / "ab" / f"0123456789abcd{m}.upload-999999999.part" for m in ("", "m")]
+    for path in left:
+        path.touch()
+    assert all(local.is_spare_part(path.name) for path in left)
+    assert sorted(await storage.keys()) == [f"ab/{path.name}" for path in left]
+    assert storage.sweep_in_place() == 0
+    assert not any(path.exists() for path in left) and _files(storage.root) == mine
+    storage.release_spares()
+    assert _files(storage.root) == []
+
+
 SPARE = r"[0-9a-f]{2}/[0-9a-f]{14}\.upload-\d+\.part"
 
 
