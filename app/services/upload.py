@@ -155,13 +155,16 @@ class UploadService:
     async def _file_upload(self, form: UploadForm, uploader: str | None) -> UploadResult:
         if form.staged is None or form.filename is None or form.digests is None:
             raise InvalidRequestError("The form has no file: send the distribution in the 'content' field.")
-        # A large file is made durable (fsync) while it is checked and the filename is looked up:
-        # the store's commit waits for that fsync to finish (Staged.finish() is idempotent), and so
-        # does everything here before it returns (nothing is discarded while it runs). A small one
-        # is checked without a pause (nothing else would run meanwhile): the commit fsyncs it.
-        durable = None
+        # The file is made durable (fsync) while it is checked and the filename is looked up: the
+        # store's commit waits for that fsync to finish (Staged.finish() is idempotent), and so
+        # does everything here before it returns (nothing is discarded while it runs). A large
+        # file's fsync runs in a worker thread of its own; a small one's in the store's fsync pool
+        # (Staged.start_finish), which the event loop does not wait on: its check runs right here.
+        durable, started = None, None
         if form.digests.size > INLINE_ARCHIVE_BYTES:
             durable = asyncio.ensure_future(anyio.to_thread.run_sync(form.staged.finish))
+        else:
+            started = form.staged.start_finish()
         try:
             checked = await self._check_file(form)
             if isinstance(checked, UploadResult):
@@ -171,6 +174,10 @@ class UploadService:
             if durable is not None:
                 with anyio.CancelScope(shield=True):
                     await durable
+            elif started is not None and not started.done():  # done by now after a commit
+                # Only waited for: a commit's own finish() raises what the fsync raised.
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await asyncio.wrap_future(started)
 
     async def _check_file(
         self, form: UploadForm

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -50,6 +51,11 @@ class Staged(Protocol):
     def finish(self) -> None:
         """Flush and close (blocking): the file is complete, and durable on disk where the storage
         keeps it there (local files; an object store's commit makes its copy durable itself)."""
+        ...
+
+    def start_finish(self) -> Future[None]:
+        """``finish()`` started in a background thread, not waited for (a small upload's fsync runs
+        while it is checked). ``finish()`` is idempotent: a later call waits for this one."""
         ...
 
 

@@ -16,7 +16,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import aiofiles
@@ -108,6 +108,7 @@ class LocalStaged:
         self._written = self._flushed = 0
         self._durable = durable
         self._finishing = threading.Lock()
+        self._failure: OSError | None = None  # a failed fsync (finish)
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -123,10 +124,24 @@ class LocalStaged:
         """fsync and close. Idempotent and thread-safe: a second caller waits for the first, so
         the upload can start it early and the commit still knows the file is durable."""
         with self._finishing:
+            if self._failure is not None:
+                # After a failed fsync Linux may mark the lost pages clean: a second fsync could
+                # succeed without the bytes being on disk. Every later caller gets the failure.
+                raise OSError(self._failure.errno, f"an earlier fsync of this file failed: {self._failure.strerror}")
             if not self._fh.closed:
                 if self._durable:
-                    os.fsync(self._fh.fileno())
+                    try:
+                        os.fsync(self._fh.fileno())
+                    except OSError as exc:
+                        self._failure = exc
+                        raise
                 self._fh.close()
+
+    def start_finish(self) -> Future[None]:
+        """``finish()`` in the commit's fsync pool, not waited for: a small upload's file is
+        fsynced while it is checked, and its commit then only waits for what is left (measured:
+        0.15 ms less per small upload, sequential). The caller must wait for it before a discard."""
+        return _FSYNCS.submit(self.finish)
 
 
 class LocalStorage:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 
 import pytest
 
@@ -233,6 +234,16 @@ def _disk_fails(path):
     raise OSError(5, "Input/output error")
 
 
+_real_fsync = os.fsync
+
+
+def _file_fsync_fails(fd):
+    """The upload's own file cannot be made durable (its directory still can)."""
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        raise OSError(5, "Input/output error")
+    _real_fsync(fd)
+
+
 def _insert_fails(session, **fields):
     raise RuntimeError("the database went away")
 
@@ -249,12 +260,15 @@ def _constraint_fails(session, **fields):
         # The disk fails while the file is committed (on SQLite in the thread that inserts the row:
         # the row waits for the file's fsyncs, and is rolled back).
         ("app.storage.local._fsync_dir", _disk_fails),
+        # The file's own fsync fails: it is started while the upload is checked, and the commit
+        # must not take a second fsync's success for durability.
+        ("os.fsync", _file_fsync_fails),
         # The insert fails after the store wrote the file and its metadata.
         ("app.db.repo.add_file", _insert_fails),
         # A constraint other than the filename's fails the insert: no other upload won a race.
         ("app.db.repo.add_file", _constraint_fails),
     ],
-    ids=["fsync", "insert", "constraint"],
+    ids=["fsync", "file-fsync", "insert", "constraint"],
 )
 def test_a_failed_commit_or_insert_stores_nothing_and_a_retry_succeeds(
     make_settings, tmp_path, data_dir, monkeypatch, where, failing

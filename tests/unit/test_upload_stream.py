@@ -18,7 +18,7 @@ from app.errors import InvalidRequestError, UploadTooLargeError
 from app.services import form as form_module
 from app.services.form import FormLimits, read_upload_form
 from app.storage import local
-from app.storage.local import LocalStorage, _makedirs
+from app.storage.local import LocalStaged, LocalStorage, _makedirs
 from tests.support.integrity import multipart
 
 pytestmark = pytest.mark.anyio
@@ -155,6 +155,28 @@ async def test_names_that_are_not_plain_are_staged_in_tmp(tmp_path, filename):
     assert staged.key is None and staged.path.parent == storage.tmp
     await storage.discard(staged)
     assert _files(storage.root) == []
+
+
+def test_a_failed_fsync_is_not_forgotten(tmp_path, monkeypatch):
+    """After a failed fsync Linux may mark the lost pages clean, so a second fsync can succeed
+    with the bytes not on disk: finish() (started early by the upload, called again by the commit)
+    keeps failing once it has failed."""
+    staged = LocalStaged(tmp_path)
+    staged.write(b"wheel bytes")
+    calls = []
+
+    def failing(fd):
+        calls.append(fd)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        staged.start_finish().result()
+    monkeypatch.undo()
+    with pytest.raises(OSError, match="an earlier fsync of this file failed: Input/output error"):
+        staged.finish()
+    assert len(calls) == 1
+    staged._fh.close()
 
 
 async def test_failed_in_place_commit_leaves_only_what_discard_removes(tmp_path, monkeypatch):
