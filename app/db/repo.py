@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -137,6 +138,23 @@ def metadata_columns(meta: CoreMetadata) -> dict[str, Any]:
         "description": meta.description,
         "description_content_type": meta.description_content_type,
     }
+
+
+@dataclass(frozen=True)
+class NewUpload:
+    """The rows of a new file: its project (created on its first file), the file and its journal
+    entry, which becomes the project's serial."""
+
+    name: str  # the project's name as the author wrote it (kept from its first upload)
+    normalized_name: str
+    file: dict[str, Any]  # File columns, but project_id
+    event: dict[str, Any]  # Event columns
+
+
+def add_upload(session: Session, upload: NewUpload) -> None:
+    project_id = ensure_project(session, upload.name, upload.normalized_name)
+    add_file(session, project_id=project_id, **upload.file)
+    record_event(session, project_id, **upload.event)
 
 
 def add_file(session: Session, **fields: Any) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from app import dists
 from app.db import repo
-from app.db.units import FileRef, SessionUnits, Units
+from app.db.units import FileRef, SessionUnits, Units, run_with_file_commit
 from app.errors import (
     DigestMismatchError,
     FileExistsInIndexError,
@@ -281,32 +281,32 @@ class UploadService:
             "uploader": uploader,
         }
 
-        def insert(session: Session) -> str | None:
-            # meta.name: the project's name as the author wrote it (twine sends the same).
-            project_id = repo.ensure_project(session, meta.name, dist.name)
-            replaced = self._replace(session, existing, project_id, dist.name, uploader) if existing else None
-            repo.add_file(session, project_id=project_id, **row)
-            repo.record_event(
-                session, project_id, action="upload", project=dist.name, version=str(dist.version),
-                filename=filename, sha256=digests.sha256, actor=uploader,
-            )  # fmt: skip
-            return replaced
+        event = {
+            "action": "upload", "project": dist.name, "version": str(dist.version), "filename": filename,
+            "sha256": digests.sha256, "actor": uploader,
+        }  # fmt: skip
+        # Started in the transaction's thread before its first statement (BEGIN IMMEDIATE takes the
+        # lock then), waited for before it commits.
+        commit_file = (lambda: self.storage.start_commit(staged, sidecars)) if together else None
 
-        def commit_and_insert(session: Session) -> str | None:
-            # Runs before the transaction's first statement (BEGIN IMMEDIATE takes the lock then).
-            durable = self.storage.start_commit(staged, sidecars)
-            try:
-                replaced = insert(session)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    durable()  # nothing is removed under its fsync
-                raise
-            durable()  # raises if an fsync failed: the row is rolled back
+        def replace_and_insert(session: Session) -> str | None:
+            assert existing is not None
+            project_id = repo.ensure_project(session, meta.name, dist.name)
+            replaced = self._replace(session, existing, project_id, dist.name, uploader)
+            repo.add_file(session, project_id=project_id, **row)
+            repo.record_event(session, project_id, **event)
             return replaced
 
         try:
             try:
-                replaced = await self.units.write(commit_and_insert if together else insert)
+                if existing is None:
+                    # meta.name: the project's name as the author wrote it (twine sends the same).
+                    await self.units.add_upload(repo.NewUpload(meta.name, dist.name, row, event), commit_file)
+                    replaced = None
+                else:
+                    replaced = await self.units.write(
+                        lambda session: run_with_file_commit(commit_file, lambda: replace_and_insert(session))
+                    )
             except BaseException as exc:
                 if not isinstance(exc, IntegrityError):
                     await self._forget_stored(key, sidecars, rolled_back=together)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import sqlite3
 import stat
 
 import pytest
@@ -254,24 +256,45 @@ def _constraint_fails(session, **fields):
     raise IntegrityError("INSERT INTO files ...", {}, Exception("FOREIGN KEY constraint failed"))
 
 
+_FOREIGN_KEY = sqlite3.IntegrityError("FOREIGN KEY constraint failed")
+
+
+class _FailingRawInsert:
+    """SqliteUnits' INSERT of the file row (a new upload's rows go to sqlite3 directly), failing."""
+
+    sql = "INSERT INTO files ..."
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def params(self, values):
+        raise self.exc
+
+
 @pytest.mark.parametrize(
-    ("where", "failing"),
+    ("where", "failing", "also"),
     [
         # The disk fails while the file is committed (on SQLite in the thread that inserts the row:
         # the row waits for the file's fsyncs, and is rolled back).
-        ("app.storage.local._fsync_dir", _disk_fails),
+        ("app.storage.local._fsync_dir", _disk_fails, ()),
         # The file's own fsync fails: it is started while the upload is checked, and the commit
         # must not take a second fsync's success for durability.
-        ("os.fsync", _file_fsync_fails),
+        ("os.fsync", _file_fsync_fails, ()),
         # The insert fails after the store wrote the file and its metadata.
-        ("app.db.repo.add_file", _insert_fails),
+        (
+            "app.db.repo.add_file", _insert_fails,
+            [("app.db.units.SqliteUnits.ADD_FILE", _FailingRawInsert(RuntimeError("the database went away")))],
+        ),
         # A constraint other than the filename's fails the insert: no other upload won a race.
-        ("app.db.repo.add_file", _constraint_fails),
+        (
+            "app.db.repo.add_file", _constraint_fails,
+            [("app.db.units.SqliteUnits.ADD_FILE", _FailingRawInsert(_FOREIGN_KEY))],
+        ),
     ],
     ids=["fsync", "file-fsync", "insert", "constraint"],
 )
 def test_a_failed_commit_or_insert_stores_nothing_and_a_retry_succeeds(
-    make_settings, tmp_path, data_dir, monkeypatch, where, failing
+    make_settings, tmp_path, data_dir, monkeypatch, where, failing, also
 ):
     """A server error, and no file, no metadata, no row: nothing refers to what was written, so
     it is removed. The same upload then succeeds."""
@@ -279,6 +302,8 @@ def test_a_failed_commit_or_insert_stores_nothing_and_a_retry_succeeds(
     with _client_answering_500(make_settings) as client:
         with monkeypatch.context() as patch:
             patch.setattr(where, failing)
+            for target, value in also:
+                patch.setattr(target, value)
             r = post(client, whl)
             assert r.status_code == 500, r.text
             assert stored_files(data_dir) == {} and rows(data_dir) == []
@@ -286,3 +311,31 @@ def test_a_failed_commit_or_insert_stores_nothing_and_a_retry_succeeds(
         assert r.status_code == 200, r.text
     assert len(rows(data_dir)) == 1
     assert len(stored_files(data_dir)) == 1  # the wheel (its PEP 658 metadata is written on first request)
+
+
+ISO_TEXT = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}"  # SQLAlchemy's DateTime on SQLite
+
+
+@pytest.mark.sqlite_only
+def test_new_uploads_and_overwrites_store_the_same_kinds_of_values(make_client, tmp_path, data_dir):
+    """On SQLite a new file's rows are inserted on sqlite3 directly (SqliteUnits._add_upload), an
+    overwrite's through the ORM: every column must hold what the ORM writes and reads back (times
+    as SQLAlchemy's ISO text, yanked as 0), and the project's serial is the upload's journal entry."""
+    client = make_client(overwrite=True)
+    for out, code in (("a", "x = 1\n"), ("b", "x = 2\n")):  # the second replaces the first
+        (tmp_path / out).mkdir()
+        whl = make_wheel(tmp_path / out, "kinds", "1.0", module_code=code)
+        assert post(client, whl).status_code == 200
+    assert post(client, make_wheel(tmp_path, "kinds", "2.0")).status_code == 200
+    columns = [r[1] for r in dbaccess.query("PRAGMA table_info(files)", data_dir)]
+    typed = ", ".join(f"typeof({c})" for c in columns)
+    (replaced, new) = dbaccess.query(f"SELECT {typed} FROM files ORDER BY version", data_dir)
+    assert replaced == new
+    for table, column in (("files", "upload_time"), ("events", "time"), ("projects", "created")):
+        values = [r[0] for r in dbaccess.query(f"SELECT {column} FROM {table}", data_dir)]
+        assert values and all(re.fullmatch(ISO_TEXT, v) for v in values), (table, values)
+    assert dbaccess.query("SELECT yanked, yanked_reason FROM files", data_dir) == [(0, None), (0, None)]
+    ((serial, last),) = dbaccess.query("SELECT serial, (SELECT max(id) FROM events) FROM projects", data_dir)
+    assert serial == last
+    page = client.get("/simple/kinds/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
+    assert len(page["files"]) == 2 and all(re.fullmatch(r"[\d-]+T[\d:.]+Z", f["upload-time"]) for f in page["files"])
