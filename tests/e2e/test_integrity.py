@@ -47,8 +47,14 @@ def stored(data_dir: Path) -> dict[str, bytes]:
     }
 
 
-def test_twenty_concurrent_distinct_uploads_all_land(live_server, tmp_path):
-    server = live_server()
+# "2": two worker processes race for the database's write lock (on SQLite, a new upload's rows are
+# inserted on sqlite3 directly, BEGIN IMMEDIATE waiting its turn; app/db/units.py).
+WORKERS = pytest.mark.parametrize("workers", ["1", "2"])
+
+
+@WORKERS
+def test_twenty_concurrent_distinct_uploads_all_land(live_server, tmp_path, workers):
+    server = live_server("--workers", workers)
     out = tmp_path / "dists"
     out.mkdir()
     paths = [make_wheel(out, f"pkg{i % 4}", f"1.{i}") for i in range(20)]
@@ -64,8 +70,9 @@ def test_twenty_concurrent_distinct_uploads_all_land(live_server, tmp_path):
     assert len(db_rows(server.data_dir / "packhouse.db", "files")) == 20
 
 
-def test_ten_concurrent_uploads_of_one_filename_exactly_one_wins(live_server, tmp_path):
-    server = live_server()
+@WORKERS
+def test_ten_concurrent_uploads_of_one_filename_exactly_one_wins(live_server, tmp_path, workers):
+    server = live_server("--workers", workers)
     paths = []
     for i in range(10):
         (tmp_path / f"v{i}").mkdir()
