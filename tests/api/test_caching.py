@@ -177,11 +177,62 @@ def test_gzip_only_when_asked(client):
     zipped = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["content-encoding"] == "gzip"
     assert zipped.text == plain.text  # httpx decodes it
-    assert zipped.headers["etag"] == plain.headers["etag"]
     with client.stream("GET", "/simple/demo/", headers={"Accept-Encoding": "gzip"}) as r:
         raw = b"".join(r.iter_raw())
     assert len(raw) < len(plain.content)
     assert gzip.decompress(raw) == plain.content
+    for accept_encoding, compressed in [
+        ("gzip;q=0", False),  # refused
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True),
+        ("*;q=0", False),
+        ("gzip;q=0, *", False),  # the coding named outranks the wildcard
+        ("*;q=0, gzip", True),
+        ("GZIP", True),
+        ("deflate, identity", False),
+        ("gzip;q=oops", True),  # a malformed weight counts as none
+    ]:
+        r = client.get("/simple/demo/", headers={"Accept-Encoding": accept_encoding})
+        assert ("content-encoding" in r.headers) is compressed, accept_encoding
+        assert r.text == plain.text, accept_encoding
+
+
+def test_the_gzip_form_has_its_own_strong_etag_and_both_revalidate(client):
+    """A content coding is another representation (RFC 9110 8.8.3.3: "xyzzy" / "xyzzy-gzip"):
+    caches must never take the gzip bytes for the plain ones. A client holding either form gets
+    304 only for a form it would be sent now."""
+    for minor in range(12):  # a page over the compression threshold
+        upload(client, "demo", f"1.{minor}")
+    plain_tag = get(client, "/simple/demo/").headers["etag"]
+    zipped = client.get("/simple/demo/", headers={"Accept-Encoding": "gzip"})
+    gzip_tag = zipped.headers["etag"]
+    assert gzip_tag == plain_tag[:-1] + '-gzip"' and not gzip_tag.startswith("W/")
+    gz = {"Accept-Encoding": "gzip"}
+    held = client.get("/simple/demo/", headers={**gz, "If-None-Match": gzip_tag})
+    assert held.status_code == 304 and held.headers["etag"] == gzip_tag and held.content == b""
+    # the plain form, held by a client that now also takes gzip: still current
+    held = client.get("/simple/demo/", headers={**gz, "If-None-Match": plain_tag})
+    assert held.status_code == 304 and held.headers["etag"] == plain_tag
+    # the gzip form's tag from a client that does not take gzip: it would get the plain form
+    r = get(client, "/simple/demo/", **{"If-None-Match": gzip_tag})
+    assert r.status_code == 200 and r.headers["etag"] == plain_tag and "content-encoding" not in r.headers
+    upload(client, "demo", "2.0")
+    r = client.get("/simple/demo/", headers={**gz, "If-None-Match": f"{gzip_tag}, {plain_tag}"})
+    assert r.status_code == 200 and r.headers["etag"] not in (gzip_tag, plain_tag)
+    assert "2.0" in r.text
+
+
+@pytest.mark.parametrize("path", ["/simple/demo/", "/simple/"])
+def test_if_none_match_is_compared_weakly_and_star_matches_what_exists(client, path):
+    upload(client, "demo", "1.0")
+    etag = get(client, path).headers["etag"]
+    for inm in (f"W/{etag}", '"other", ' + etag, f' "other" ,W/{etag} ', "*"):
+        r = get(client, path, **{"If-None-Match": inm})
+        assert r.status_code == 304 and r.headers["etag"] == etag, inm
+    assert get(client, path, **{"If-None-Match": '"other"'}).status_code == 200
+    assert get(client, path, **{"If-None-Match": etag[:-1] + 'x"'}).status_code == 200
+    # "*" is "any current representation": none for a project that does not exist
+    assert get(client, "/simple/nothing-here/", **{"If-None-Match": "*"}).status_code == 404
 
 
 def test_files_never_compressed_and_serve_head_and_range(client):
@@ -204,7 +255,11 @@ def test_files_never_compressed_and_serve_head_and_range(client):
     assert part.content == data[10:100]
     assert part.headers["content-range"] == f"bytes 10-99/{len(data)}"
 
-    assert client.get(url, headers={"If-None-Match": r.headers["etag"]}).status_code == 304
+    etag = r.headers["etag"]
+    for inm in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        held = client.get(url, headers={"If-None-Match": inm})
+        assert held.status_code == 304 and held.content == b"" and held.headers["etag"] == etag, inm
+    assert client.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
 
 
 def test_metadata_file_not_compressed(client):

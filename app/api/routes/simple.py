@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app import dists
+from app.api.conditional import accepts_coding, none_match
 from app.api.deps import IndexDep, ListIdentity
 from app.api.errors import problem_response
 from app.services.index import IndexService, Page
@@ -45,12 +46,24 @@ def _fmt(request: Request, format_: str | None) -> MediaType:
     return negotiate(request.headers.get("accept"), format_)
 
 
-def _not_modified(request: Request, etag: str | None) -> bool:
-    return _matches(request.headers.get("if-none-match"), etag)
+def _gzip_etag(etag: str) -> str:
+    """The gzip form's tag: a content coding is another representation, with a strong tag of its
+    own (RFC 9110 8.8.3.3 gives this very example: "xyzzy" and "xyzzy-gzip")."""
+    return etag[:-1] + '-gzip"'
 
 
-def _matches(if_none_match: str | None, etag: str | None) -> bool:
-    return bool(etag and if_none_match and etag in [t.strip() for t in if_none_match.split(",")])
+def _takes_gzip(request_headers: Mapping[str, str]) -> bool:
+    return accepts_coding(request_headers.get("accept-encoding"), "gzip")
+
+
+def _not_modified(request_headers: Mapping[str, str], etag: str | None) -> Response | None:
+    """304 when the client holds the page as it is now, in a form it would be sent now: the gzip
+    form's tag counts only if it takes gzip (a client that does not would get the other form)."""
+    if etag is None:
+        return None
+    current = [_gzip_etag(etag), etag] if _takes_gzip(request_headers) else [etag]
+    held = none_match(request_headers.get("if-none-match"), current)
+    return None if held is None else Response(status_code=304, headers=_headers(held))
 
 
 def _headers(etag: str) -> dict[str, str]:
@@ -62,16 +75,11 @@ def render(request: Request, page: Page) -> Response:
 
 
 def _render(request_headers: Mapping[str, str], page: Page) -> Response:
-    headers = _headers(page.etag)
-    body = page.body
-    if page.gzipped is not None and "gzip" in request_headers.get("accept-encoding", ""):
-        body = page.gzipped
+    if page.gzipped is not None and _takes_gzip(request_headers):
+        headers = _headers(_gzip_etag(page.etag))
         headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type=page.media_type.value, headers=headers)
-
-
-def _not_modified_response(etag: str) -> Response:
-    return Response(status_code=304, headers=_headers(etag))
+        return Response(page.gzipped, media_type=page.media_type.value, headers=headers)
+    return Response(page.body, media_type=page.media_type.value, headers=_headers(page.etag))
 
 
 @router.get("/simple/", responses=_SIMPLE_RESPONSES, summary="Project list (PEP 503 / PEP 691)")
@@ -79,8 +87,10 @@ async def simple_index(
     request: Request, index: IndexDep, _who: ListIdentity, format: str | None = FormatQuery
 ) -> Response:
     fmt = _fmt(request, format)
-    if request.headers.get("if-none-match") and _not_modified(request, etag := await index.index_etag(fmt)):
-        return _not_modified_response(etag)
+    if request.headers.get("if-none-match") and (
+        not_modified := _not_modified(request.headers, await index.index_etag(fmt))
+    ):
+        return not_modified
     return render(request, await index.index_page(fmt))
 
 
@@ -102,11 +112,10 @@ async def project_response(
     Raises:
         ProjectNotFoundError: no such project (-> 404).
     """
-    if inm := request_headers.get("if-none-match"):
-        etag = await index.project_etag(name, fmt, base)
-        if _matches(inm, etag):
-            assert etag is not None
-            return _not_modified_response(etag)
+    if request_headers.get("if-none-match") and (
+        not_modified := _not_modified(request_headers, await index.project_etag(name, fmt, base))
+    ):
+        return not_modified
     return _render(request_headers, await index.project_page(name, fmt, base))
 
 
