@@ -12,6 +12,8 @@ or hold a connection open by sending one byte now and then (slowloris). This pro
 Both values come from uvicorn's own ``Config`` (``h11_max_incomplete_event_size`` and
 ``timeout_keep_alive``), so they reach every worker process the same way uvicorn's options do.
 The body has its own per-chunk timeout in the upload form reader.
+
+The same protocol class lets file responses go out with sendfile (app/http_sendfile.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+
+from app import http_sendfile
 
 DEFAULT_MAX_HEAD = 64 * 1024
 
@@ -104,6 +108,11 @@ if HttpToolsProtocol is not None:
             self.in_head = False
             self._disarm()
             super().on_headers_complete()
+
+        def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+            # Files go out with sendfile (app/http_sendfile.py), when Starlette's FileResponse asks.
+            http_sendfile.wrap_send(cycle)
+            super()._start_asgi_task(cycle, app)
 
         def _arm(self) -> None:
             self._disarm()

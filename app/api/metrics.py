@@ -94,12 +94,17 @@ class MetricsMiddleware:
         status = 500
         sent = 0
 
+        length = 0
+
         async def counting_send(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal status, sent, length
             if message["type"] == "http.response.start":
                 status = message["status"]
+                length = next((int(v) for k, v in message.get("headers", ()) if k.lower() == b"content-length"), 0)
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
+            elif message["type"] == "http.response.pathsend":  # a whole file (app/http_sendfile.py)
+                sent += length
             await send(message)
 
         try:
