@@ -58,6 +58,11 @@ class ClientGone(Exception):
     pass
 
 
+# A connection that broke under the download (reset, timed out by TCP, unreachable).
+_GONE = {errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EHOSTUNREACH,
+         errno.ENETUNREACH, errno.ENETDOWN}  # fmt: skip
+
+
 def _pump(fd: int, path: str, size: int) -> int:
     """Send the first ``size`` bytes of ``path`` to the socket ``fd`` (non-blocking); how many
     were sent. Fewer than ``size`` only where the file's filesystem cannot sendfile (the caller
@@ -80,7 +85,7 @@ def _pump(fd: int, path: str, size: int) -> int:
             except OSError as exc:
                 if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     return offset  # a filesystem without sendfile support
-                if exc.errno in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                if exc.errno in _GONE:
                     raise ClientGone(str(exc)) from None
                 raise
             if sent == 0:  # the file is shorter than its Content-Length said
