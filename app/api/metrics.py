@@ -93,8 +93,7 @@ class MetricsMiddleware:
         start = time.perf_counter()
         status = 500
         sent = 0
-
-        length = 0
+        length = 0  # the Content-Length, for a body the server sends from a file (pathsend)
 
         async def counting_send(message: Message) -> None:
             nonlocal status, sent, length

@@ -151,8 +151,10 @@ class NewUpload:
     event: dict[str, Any]  # Event columns
 
 
-def add_upload(session: Session, upload: NewUpload) -> None:
-    project_id = ensure_project(session, upload.name, upload.normalized_name)
+def add_upload(session: Session, upload: NewUpload, project_id: int | None = None) -> None:
+    """The upload's file row and journal entry, in its project (got or created unless given)."""
+    if project_id is None:
+        project_id = ensure_project(session, upload.name, upload.normalized_name)
     add_file(session, project_id=project_id, **upload.file)
     record_event(session, project_id, **upload.event)
 

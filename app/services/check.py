@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File, Project
-from app.services.metadata import METADATA_SUFFIX, core_metadata
+from app.services.metadata import METADATA_SUFFIX, core_metadata, wheel_gives
 from app.storage.base import Storage
 
 BROKEN_PREFIX = "packhouse check:"
@@ -125,11 +125,7 @@ class CheckService:
             if meta is None:
                 # The local store writes it on the first request for it (app/services/metadata.py):
                 # a problem only if the wheel cannot give it either.
-                try:
-                    await core_metadata(
-                        self.storage, row.storage_key, row.filename, row.metadata_sha256, store_back=False
-                    )
-                except FileNotFoundError:
+                if not await wheel_gives(self.storage, row.storage_key, row.filename, row.metadata_sha256):
                     detail = "PEP 658 metadata is missing, and the wheel does not give it"
                     problems.append(Problem("missing-metadata", key, row.filename, detail))
             elif meta != row.metadata_sha256:

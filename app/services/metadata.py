@@ -54,11 +54,19 @@ async def core_metadata(
             await storage.put_bytes(key, rebuilt)
         except OSError as exc:  # a full or read-only disk: the bytes are served all the same
             log.warning("could not store the PEP 658 metadata of %s: %s", filename, exc)
-    if data is None:  # not written yet (a local upload), or lost
-        log.debug("wrote the PEP 658 metadata of %s from the wheel", filename)
-    else:
+        else:
+            if data is None:  # not written yet (a local upload), or lost
+                log.debug("wrote the PEP 658 metadata of %s from the wheel", filename)
+    if data is not None:
         log.warning("rebuilt the PEP 658 metadata of %s from the wheel (the stored copy was damaged)", filename)
     return rebuilt
+
+
+async def wheel_gives(storage: Storage, storage_key: str, filename: str, metadata_sha256: str) -> bool:
+    """Whether the stored wheel's METADATA is the metadata its row records (the metadata file
+    itself is known to be missing: ``packhouse check``)."""
+    rebuilt = await _rebuild(storage, storage_key, filename)
+    return rebuilt is not None and sha256(rebuilt).hexdigest() == metadata_sha256
 
 
 async def _rebuild(storage: Storage, storage_key: str, filename: str) -> bytes | None:

@@ -289,19 +289,20 @@ class UploadService:
         # lock then), waited for before it commits.
         commit_file = (lambda: self.storage.start_commit(staged, sidecars)) if together else None
 
+        # meta.name: the project's name as the author wrote it (twine sends the same).
+        upload = repo.NewUpload(meta.name, dist.name, row, event)
+
         def replace_and_insert(session: Session) -> str | None:
             assert existing is not None
-            project_id = repo.ensure_project(session, meta.name, dist.name)
+            project_id = repo.ensure_project(session, upload.name, upload.normalized_name)
             replaced = self._replace(session, existing, project_id, dist.name, uploader)
-            repo.add_file(session, project_id=project_id, **row)
-            repo.record_event(session, project_id, **event)
+            repo.add_upload(session, upload, project_id)
             return replaced
 
         try:
             try:
                 if existing is None:
-                    # meta.name: the project's name as the author wrote it (twine sends the same).
-                    await self.units.add_upload(repo.NewUpload(meta.name, dist.name, row, event), commit_file)
+                    await self.units.add_upload(upload, commit_file)
                     replaced = None
                 else:
                     replaced = await self.units.write(
