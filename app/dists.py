@@ -10,9 +10,11 @@ import posixpath
 import tarfile
 import unicodedata
 import zipfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
 from email.parser import BytesParser
+from functools import lru_cache
 from pathlib import Path
 
 from packaging.metadata import parse_email
@@ -87,6 +89,31 @@ def check_project_name(name: str) -> NormalizedName:
             f"Invalid project name {name!r}: names are ASCII letters, digits, '.', '-' and '_', "
             "starting and ending with a letter or digit."
         ) from None
+
+
+@lru_cache(maxsize=4096)  # the same few spellings come back on every page
+def release_key(version: str) -> Version | str:
+    """What identifies a release: its version under PEP 440 equality, as on PyPI ('1.0', '1.0.0'
+    and '1' are one release; ``Version`` hashes and compares that way). A stored string that is
+    not a version (none should be) stands for itself."""
+    try:
+        return Version(version)
+    except (InvalidVersion, ValueError):  # ValueError: an integer too long to convert
+        return version
+
+
+def release_labels(versions: Iterable[str]) -> dict[str, str]:
+    """Each spelling -> the spelling that names its release: the first one met, in the order given.
+
+    Callers pass the versions of a project's files oldest first, so a release keeps the spelling it
+    was first uploaded with, as PyPI keeps its Release.version (a later 1.0.0 file joins release 1.0).
+    """
+    labels: dict[str, str] = {}
+    by_key: dict[Version | str, str] = {}
+    for version in versions:
+        if version not in labels:
+            labels[version] = by_key.setdefault(release_key(version), version)
+    return labels
 
 
 def check_safe_filename(filename: str) -> None:

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+from packaging.version import Version
 from sqlalchemy import Insert, Row, Table, bindparam, delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.db.models import Event, File, Project
-from app.dists import CoreMetadata
+from app.dists import CoreMetadata, release_key
 
 _PROJECTS, _FILES, _EVENTS = (cast(Table, m.__table__) for m in (Project, File, Event))
 
@@ -185,9 +186,17 @@ async def project_serial(session: AsyncSession, normalized_name: str) -> int | N
 # Management (yank, delete, overwrite, check) ----------------------------------------------------
 
 
-async def release_files(session: AsyncSession, project_id: int, version: str) -> Sequence[File]:
+async def release_files(session: AsyncSession, project_id: int, version: Version | str) -> Sequence[File]:
+    """Every file of the release ``version``, oldest first. A release is its version under PEP 440
+    equality (dists.release_key), not one spelling: release 1.0 also holds a file uploaded as
+    1.0.0. The project's spellings come from the (project_id, version) index and are compared in
+    Python; then only the matching rows are loaded."""
+    spellings = await session.execute(select(File.version).where(File.project_id == project_id).distinct())
+    same = [v for v in spellings.scalars() if release_key(v) == version]
+    if not same:
+        return []
     result = await session.execute(
-        select(File).where(File.project_id == project_id, File.version == version).order_by(File.id)
+        select(File).where(File.project_id == project_id, File.version.in_(same)).order_by(File.id)
     )
     return result.scalars().all()
 

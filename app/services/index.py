@@ -17,6 +17,7 @@ from urllib.parse import quote
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import dists
 from app.db import repo
 from app.db.models import File
 from app.db.serials import Serials, SessionSerials
@@ -102,7 +103,9 @@ class IndexService:
         files = await repo.project_files(session, project.id) if project else ()
         if project is None or not files:
             raise ProjectNotFoundError(f"No project named {name!r} on this index.")
-        versions = sorted({f.version for f in files}, key=_version_key)
+        # PEP 700: each release once. Spellings equal under PEP 440 (1.0, 1.0.0) are one release,
+        # named as first uploaded (files come oldest first), as PyPI keeps its Release.version.
+        versions = sorted(set(dists.release_labels(f.version for f in files).values()), key=_version_key)
         return ProjectDetail(
             name=project.normalized_name,
             files=tuple(dist_file(f, files_base, project.normalized_name) for f in files),

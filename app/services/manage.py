@@ -34,6 +34,8 @@ MAX_REASON = 1000
 @dataclass(frozen=True, slots=True)
 class FileState:
     filename: str
+    # The release the file belongs to, as that release is named (its first-uploaded spelling): a
+    # file uploaded as 1.0.0 into release 1.0 says 1.0, as on PyPI (dists.release_labels).
     version: str
     sha256: str
     size: int
@@ -76,9 +78,10 @@ def _utc(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
 
 
-def file_state(f: File) -> FileState:
+def file_state(f: File, release: str | None = None) -> FileState:
+    """``release``: the name of the file's release, if not its own spelling (see FileState.version)."""
     return FileState(
-        f.filename, f.version, f.sha256, f.size, _utc(f.upload_time), f.uploader, f.yanked, f.yanked_reason
+        f.filename, release or f.version, f.sha256, f.size, _utc(f.upload_time), f.uploader, f.yanked, f.yanked_reason
     )
 
 
@@ -96,7 +99,10 @@ class ManageService:
         async with self.sessions() as session:
             project = await _project(session, name)
             files = await repo.project_files(session, project.id)
-        return ProjectState(project.name, project.normalized_name, tuple(file_state(f) for f in files))
+        labels = dists.release_labels(f.version for f in files)  # oldest first: as first uploaded
+        return ProjectState(
+            project.name, project.normalized_name, tuple(file_state(f, labels[f.version]) for f in files)
+        )
 
     async def events(self, name: str, limit: int = 100) -> list[EventState]:
         """The audit journal of a project, newest first (also for projects whose files are all gone)."""
@@ -140,7 +146,7 @@ class ManageService:
     ) -> Change:
         action = "yank" if yanked else "unyank"
         async with self.sessions() as session, session.begin():
-            proj, files = await _select(session, project, version, filename)
+            proj, files, release = await _select(session, project, version, filename)
             for f in files:
                 f.yanked, f.yanked_reason = yanked, reason
                 await session.run_sync(
@@ -154,7 +160,7 @@ class ManageService:
                     actor=actor,
                     detail=reason,
                 )
-            states = tuple(file_state(f) for f in files)
+            states = tuple(file_state(f, release) for f in files)
         log.info("%s %s by %s", action, ", ".join(s.filename for s in states), actor or "-")
         return Change(proj.normalized_name, action, states)
 
@@ -167,7 +173,7 @@ class ManageService:
             ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404).
         """
         async with self.sessions() as session, session.begin():
-            proj, files = await _select(session, project, version, filename)
+            proj, files, release = await _select(session, project, version, filename)
             for f in files:
                 await session.run_sync(repo.delete_file, f.id)
                 await session.run_sync(
@@ -181,7 +187,7 @@ class ManageService:
                     actor=actor,
                     detail=f"deleted {f.filename} ({f.size} bytes, sha256 {f.sha256})",
                 )
-            states = tuple(file_state(f) for f in files)
+            states = tuple(file_state(f, release) for f in files)
         await self.forget_blobs([f.storage_key for f in files])
         log.info("delete %s by %s", ", ".join(s.filename for s in states), actor or "-")
         return Change(proj.normalized_name, "delete", states)
@@ -206,7 +212,8 @@ async def _project(session: AsyncSession, name: str) -> Project:
 
 async def _select(
     session: AsyncSession, name: str, version: str | None, filename: str | None
-) -> tuple[Project, Sequence[File]]:
+) -> tuple[Project, Sequence[File], str]:
+    """The project, the files to change (oldest first) and the name of their release."""
     project = await _project(session, name)
     if filename is not None:
         row = await repo.file_in_project(session, project.id, filename)
@@ -214,11 +221,13 @@ async def _select(
             raise DistFileNotFoundError(f"No file {filename!r} in project {project.normalized_name!r}.")
         if version is not None and dists.parse_version(version) != dists.parse_version(row.version):
             raise DistFileNotFoundError(f"{filename!r} is not a file of version {version!r}.")
-        return project, [row]
+        release = await repo.release_files(session, project.id, dists.release_key(row.version))
+        return project, [row], release[0].version if release else row.version
     if version is None:
         raise InvalidRequestError("Say which release (version) or which file (filename) to change.")
-    # Versions are stored canonical (str(Version)): '1.0.0' and '1.0' are different releases.
-    files = await repo.release_files(session, project.id, str(dists.parse_version(version)))
+    # A release is its version under PEP 440 equality, as on PyPI: yanking or deleting release 1.0
+    # also takes a file uploaded as 1.0.0 (each file keeps its own spelling in its row).
+    files = await repo.release_files(session, project.id, dists.parse_version(version))
     if not files:
         raise NotFoundError(f"Project {project.normalized_name!r} has no release {version!r}.")
-    return project, files
+    return project, files, files[0].version  # the oldest file: the release's first spelling

@@ -267,6 +267,10 @@ class UploadService:
             form.staged = None  # moved; until then, handle() discards it on any error
 
         row = {
+            # The filename's own spelling. A file whose version equals an existing release's under
+            # PEP 440 (1.0.0 when 1.0 is there) is accepted into that release, as PyPI does: releases
+            # are matched by Version equality wherever they are read, yanked or deleted
+            # (dists.release_key), so it is listed, yanked and deleted with release 1.0.
             "version": str(dist.version),
             "filename": filename,
             "filetype": dist.kind.value,

@@ -1,0 +1,172 @@
+"""One release, several spellings: versions equal under PEP 440 (1.0, 1.0.0; 2.0a1, 2.0.0a1) are one
+release, as on PyPI. A file uploaded as 1.0.0 when release 1.0 exists joins it: it is listed once,
+and yanked, un-yanked and deleted with it (API, remove_pkg), whichever spelling names the release."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.forms import upload_form
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+W10, W100, S10 = "dup-1.0-py3-none-any.whl", "dup-1.0.0-py3-none-any.whl", "dup-1.0.tar.gz"
+A1, A1_LONG = "dup-2.0a1-py3-none-any.whl", "dup-2.0.0a1-py3-none-any.whl"
+POST_US, POST_LONG = "dup-3.0_post0-py3-none-any.whl", "dup-3.0.0.post0-py3-none-any.whl"
+W4 = "dup-4.0-py3-none-any.whl"
+
+
+def post(client, path: Path):
+    data, files = upload_form(path)
+    return client.post("/legacy/", data=data, files=files)
+
+
+def wheel(out: Path, version: str, filename: str | None = None) -> Path:
+    return make_wheel(out, "dup", version, filename=filename)
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> Path:
+    out = tmp_path / "dists"
+    out.mkdir()
+    wheel(out, "1.0")
+    wheel(out, "1.0.0")  # other bytes: its METADATA says 1.0.0
+    make_sdist(out, "dup", "1.0")
+    wheel(out, "2.0a1")
+    wheel(out, "2.0.0a1")
+    wheel(out, "3.0.post0", filename=POST_US)  # '3.0_post0' in the filename: also 3.0.post0
+    wheel(out, "3.0.0.post0")
+    wheel(out, "4.0")
+    return out
+
+
+@pytest.fixture
+def loaded(client, dists):
+    for name in (W10, W100, S10, A1, A1_LONG, POST_US, POST_LONG, W4):
+        r = post(client, dists / name)
+        assert r.status_code == 200, (name, r.text)
+    return client
+
+
+def page(client) -> dict:
+    return client.get("/simple/dup/", headers=JSON).json()
+
+
+def yanked(client) -> dict[str, object]:
+    return {f["filename"]: f.get("yanked", False) for f in page(client)["files"]}
+
+
+def html_yanked(client) -> dict[str, str | None]:
+    """filename -> its data-yanked attribute on the HTML page (None: not yanked)."""
+    out: dict[str, str | None] = {}
+    for attrs, filename in re.findall(r"<a ([^>]*)>([^<]+)</a>", client.get("/simple/dup/").text):
+        reason = re.search(r'data-yanked="([^"]*)"', attrs)
+        out[filename] = reason.group(1) if reason else None
+    return out
+
+
+def test_each_release_is_listed_once_named_as_first_uploaded(loaded):
+    assert page(loaded)["versions"] == ["1.0", "2.0a1", "3.0.post0", "4.0"]
+    files = loaded.get("/api/projects/dup").json()["files"]
+    assert {f["filename"]: f["version"] for f in files} == {
+        W10: "1.0", W100: "1.0", S10: "1.0", A1: "2.0a1", A1_LONG: "2.0a1",
+        POST_US: "3.0.post0", POST_LONG: "3.0.post0", W4: "4.0",
+    }  # fmt: skip
+
+
+def test_the_first_uploaded_spelling_names_the_release(client, dists):
+    for name in (W100, W10):
+        assert post(client, dists / name).status_code == 200
+    assert page(client)["versions"] == ["1.0.0"]
+    r = client.post("/api/projects/dup/releases/1/yank")
+    assert r.status_code == 200, r.text
+    assert {(f["filename"], f["version"]) for f in r.json()["files"]} == {(W100, "1.0.0"), (W10, "1.0.0")}
+
+
+def test_yank_and_unyank_a_release_through_either_spelling(loaded):
+    etag = loaded.get("/simple/dup/", headers=JSON).headers["etag"]
+    r = loaded.post("/api/projects/dup/releases/1.0/yank", json={"reason": "bad build"})
+    assert r.status_code == 200, r.text
+    assert {f["filename"] for f in r.json()["files"]} == {W10, W100, S10}
+    # The project's serial moved: the cached pages changed.
+    again = loaded.get("/simple/dup/", headers={**JSON, "If-None-Match": etag})
+    assert again.status_code == 200 and again.headers["etag"] != etag
+    state = yanked(loaded)
+    assert {state[n] for n in (W10, W100, S10)} == {"bad build"}
+    assert not any(state[n] for n in (A1, A1_LONG, POST_US, POST_LONG, W4))
+    html = html_yanked(loaded)
+    assert {html[n] for n in (W10, W100, S10)} == {"bad build"} and html[W4] is None
+
+    r = loaded.post("/api/projects/dup/releases/1.0.0/unyank")
+    assert r.status_code == 200 and {f["filename"] for f in r.json()["files"]} == {W10, W100, S10}
+    assert not any(yanked(loaded).values())
+    assert not any(html_yanked(loaded).values())
+
+
+@pytest.mark.parametrize(
+    ("version", "filenames"),
+    [
+        ("2.0.0a1", {A1, A1_LONG}),
+        ("2.0a1", {A1, A1_LONG}),
+        ("3.0-post0", {POST_US, POST_LONG}),
+        ("3.0.0.0.post0", {POST_US, POST_LONG}),
+    ],
+)
+def test_pre_and_post_release_spellings(loaded, version, filenames):
+    r = loaded.post(f"/api/projects/dup/releases/{version}/yank")
+    assert r.status_code == 200, r.text
+    assert {f["filename"] for f in r.json()["files"]} == filenames
+    assert {n for n, y in yanked(loaded).items() if y} == filenames
+
+
+def test_delete_a_release_through_another_spelling(loaded, tmp_path):
+    r = loaded.delete("/api/projects/dup/releases/1.0.0")
+    assert r.status_code == 200, r.text
+    assert {f["filename"] for f in r.json()["files"]} == {W10, W100, S10}
+    listed = page(loaded)
+    assert {f["filename"] for f in listed["files"]} == {A1, A1_LONG, POST_US, POST_LONG, W4}
+    assert listed["versions"] == ["2.0a1", "3.0.post0", "4.0"]
+    assert loaded.get(f"/files/dup/{W100}").status_code == 404
+    r = loaded.delete("/api/projects/dup/releases/1")
+    assert r.status_code == 404 and "no release '1'" in r.json()["detail"]
+    # A deleted filename never comes back with other bytes, whichever spelling it had.
+    (tmp_path / "other").mkdir()
+    other = make_wheel(tmp_path / "other", "dup", "1.0.0", summary="other bytes")
+    assert post(loaded, other).status_code == 409
+
+
+def test_remove_pkg_removes_every_spelling(loaded):
+    r = loaded.post("/", data={":action": "remove_pkg", "name": "dup", "version": "1.0"})
+    assert r.status_code == 200, r.text
+    assert set(r.text.split()) == {"Deleted:", W10, W100, S10}
+    r = loaded.post("/", files={":action": (None, "remove_pkg"), "name": (None, "Dup"), "version": (None, "2.0a1")})
+    assert r.status_code == 200 and set(r.text.split()) == {"Deleted:", A1, A1_LONG}
+    assert page(loaded)["versions"] == ["3.0.post0", "4.0"]
+
+
+def test_journal_records_each_file_of_the_release(loaded):
+    assert loaded.post("/api/projects/dup/releases/1/yank").status_code == 200
+    events = loaded.get("/api/projects/dup/events").json()
+    yanks = {(e["filename"], e["version"]) for e in events if e["action"] == "yank"}
+    assert yanks == {(W10, "1.0"), (W100, "1.0.0"), (S10, "1.0")}  # each file's own spelling
+
+
+def test_yanking_one_file_reports_its_release(loaded):
+    r = loaded.post(f"/api/projects/dup/files/{W100}/yank")
+    assert r.status_code == 200
+    assert [(f["filename"], f["version"]) for f in r.json()["files"]] == [(W100, "1.0")]
+    assert {n for n, y in yanked(loaded).items() if y} == {W100}
+
+
+def test_release_labels_group_by_pep440_equality():
+    from app.dists import release_key, release_labels
+
+    spellings = ["1.0", "2.0a1", "1.0.0", "1", "1.0+local", "1.0.0+local", "not a version", "2.0.0a1"]
+    assert release_labels(spellings) == {
+        "1.0": "1.0", "2.0a1": "2.0a1", "1.0.0": "1.0", "1": "1.0", "1.0+local": "1.0+local",
+        "1.0.0+local": "1.0+local", "not a version": "not a version", "2.0.0a1": "2.0a1",
+    }  # fmt: skip
+    assert release_key("1.0.0") == release_key("1") and release_key("x") == "x"
