@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from packaging.version import Version
 from sqlalchemy import Select, case, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from app.db.models import File, Project
+from app.dists import release_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +91,10 @@ async def recent_releases(session: AsyncSession, limit: int, window: int = 500) 
     """
     rows = select(File.id, File.project_id, File.version).order_by(File.id.desc()).limit(window)
     newest = (await session.execute(rows)).all()
-    ids: dict[tuple[int, str], int] = {}
+    # A release is its version under PEP 440 equality: files 1.0 and 1.0.0 are one release.
+    ids: dict[tuple[int, Version | str], int] = {}
     for file_id, project_id, version in newest:
-        ids.setdefault((project_id, version), file_id)
+        ids.setdefault((project_id, release_key(version)), file_id)
     chosen = list(ids.values())[:limit]
     if len(chosen) < limit and len(newest) == window:
         latest = func.max(File.id)
@@ -103,7 +106,11 @@ async def recent_releases(session: AsyncSession, limit: int, window: int = 500) 
         .where(File.id.in_(chosen))
         .order_by(File.id.desc())
     )
-    return [ListingRow(*row) for row in (await session.execute(stmt)).all()]
+    # The fallback groups by spelling: keep each release's newest row only.
+    out: dict[tuple[str, Version | str], ListingRow] = {}
+    for row in (await session.execute(stmt)).all():
+        out.setdefault((row.normalized_name, release_key(row.version)), ListingRow(*row))
+    return list(out.values())
 
 
 async def project_by_name(session: AsyncSession, normalized_name: str) -> Project | None:

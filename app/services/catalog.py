@@ -249,10 +249,11 @@ def _file_view(f: File, project: str) -> FileView:
     )
 
 
-def _releases(files: list[File]) -> list[ReleaseView]:
+def _releases(files: list[File], labels: dict[str, str]) -> list[ReleaseView]:
+    """One view per release; ``labels`` (dists.release_labels) puts 1.0.0 files in release 1.0."""
     by_version: dict[str, list[File]] = {}
     for f in files:
-        by_version.setdefault(f.version, []).append(f)
+        by_version.setdefault(labels[f.version], []).append(f)
     out = []
     for version, group in by_version.items():
         yanked = all(f.yanked for f in group)
@@ -309,7 +310,9 @@ class CatalogService:
             files = list(await catalog.files_without_description(session, project.id)) if project else []
             if project is None or not files:
                 raise ProjectNotFoundError(f"No project named {name!r} on this index.")
-            releases = _releases(files)
+            # Files come oldest first: a release is named as first uploaded (dists.release_labels).
+            labels = dists.release_labels(f.version for f in files)
+            releases = _releases(files, labels)
             yanked = {r.version for r in releases if r.yanked}
             latest = pick_latest([r.version for r in releases], yanked)
             shown = version or latest
@@ -318,7 +321,7 @@ class CatalogService:
             if release is None:
                 raise NotFoundError(f"{project.name} has no version {version!r} on this index.")
             shown = release.version
-            chosen = [f for f in files if f.version == shown]
+            chosen = [f for f in files if labels[f.version] == shown]
             # The README and metadata of the release: a wheel's (it has stored METADATA), else any.
             main = next((f for f in chosen if f.metadata_sha256), chosen[-1])
             readme = await self._readme(session, main)

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from packaging.version import Version
 
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
@@ -159,6 +160,21 @@ def test_yanking_one_file_reports_its_release(loaded):
     assert r.status_code == 200
     assert [(f["filename"], f["version"]) for f in r.json()["files"]] == [(W100, "1.0")]
     assert {n for n, y in yanked(loaded).items() if y} == {W100}
+
+
+def test_ui_shows_each_release_once_with_all_its_files(loaded):
+    body = loaded.get("/ui/project/dup/").text
+    history = body[body.index('class="history"') :]
+    assert re.findall(r'href="/ui/project/dup/([^/"]+)/"', history) == ["4.0", "3.0.post0", "2.0a1", "1.0"]
+    for spelling in ("1.0", "1.0.0", "1"):
+        release = loaded.get(f"/ui/project/dup/{spelling}/")
+        assert release.status_code == 200
+        assert '<h1>dup <span class="ver">1.0</span>' in release.text
+        for name in (W10, W100, S10):
+            assert f'<a href="/files/dup/{name}">' in release.text
+    # The home page's recent releases: each release once (under its newest file's spelling).
+    recent = re.findall(r'/ui/project/dup/([^/"]+)/"', loaded.get("/").text)
+    assert sorted(map(Version, recent)) == [Version(v) for v in ("1.0", "2.0a1", "3.0.post0", "4.0")]
 
 
 def test_release_labels_group_by_pep440_equality():
