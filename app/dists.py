@@ -6,16 +6,20 @@ Nothing else in Packhouse normalises a name or parses a filename by hand.
 from __future__ import annotations
 
 import enum
-import posixpath
+import gzip
+import lzma
+import struct
 import tarfile
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesParser, Parser
 from functools import lru_cache
 from pathlib import Path
+from typing import IO
 
 from packaging.metadata import parse_email
 from packaging.utils import (
@@ -38,6 +42,27 @@ MAX_TAR_MEMBERS = 20_000
 #: An archive member claiming more than this ratio of its compressed size is a zip bomb.
 MAX_COMPRESSION_RATIO = 1000
 MAX_MEMBER_BYTES = 8 * 1024**3
+
+#: What the standard library's zip, tar and gzip readers raise on a damaged or unsupported archive:
+#: BadZipFile, TarError, EOFError (truncated), OSError (BadGzipFile, bz2's invalid stream),
+#: ValueError, KeyError, RuntimeError (an encrypted zip member; NotImplementedError, an unsupported
+#: compression method, is one), zlib.error (a corrupt deflate stream), lzma.LZMAError, struct.error
+#: (a damaged header), IndexError and OverflowError (header fields out of range).
+UNREADABLE_ARCHIVE_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+    RuntimeError,
+    zlib.error,
+    lzma.LZMAError,
+    struct.error,
+    IndexError,
+    OverflowError,
+)
 
 
 class DistKind(enum.StrEnum):
@@ -73,12 +98,16 @@ def normalize(name: str) -> NormalizedName:
 
 
 def parse_version(text: str) -> Version:
+    """The one way a version from outside (a form, a URL, metadata) is parsed: anything ``packaging``
+    refuses is the domain error (-> 400, or 404 where a URL names it)."""
     try:
         return Version(text)
     except InvalidVersion:
-        raise InvalidDistributionError(
-            f"Invalid version {text!r}: versions must follow PEP 440 (e.g. 1.0, 2.1.3rc1, 1.0.post1)."
-        ) from None
+        problem = "versions must follow PEP 440 (e.g. 1.0, 2.1.3rc1, 1.0.post1)"
+    except ValueError:  # a release number too long to be an int (Python's 4300-digit limit)
+        problem = "a part of it is too long to be a number"
+    shown = text if len(text) <= 80 else text[:60] + "..."
+    raise InvalidDistributionError(f"Invalid version {shown!r}: {problem}.")
 
 
 def check_project_name(name: str) -> NormalizedName:
@@ -165,17 +194,18 @@ def read_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata
     Blocking: run it in a thread. Raises InvalidDistributionError for anything unreadable."""
     try:
         if dist.kind is DistKind.WHEEL:
-            raw = _wheel_metadata(path, filename)
+            raw = _wheel_metadata(path, dist, filename)
         elif filename.endswith(".zip"):
             raw = _zip_sdist_pkg_info(path)
         else:
             raw = _tar_sdist_pkg_info(path)
     except InvalidDistributionError:
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError, KeyError) as exc:
+    except UNREADABLE_ARCHIVE_ERRORS as exc:
         kind = "a zip archive" if filename.endswith((".whl", ".zip")) else "a gzip-compressed tar archive"
+        why = str(exc) or type(exc).__name__
         raise InvalidDistributionError(
-            f"{filename} is not a valid distribution: it could not be read as {kind} ({exc}). "
+            f"{filename} is not a valid distribution: it could not be read as {kind} ({why}). "
             "Rebuild it (python -m build) and upload again."
         ) from None
     return parse_core_metadata(raw, filename)
@@ -204,24 +234,36 @@ def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def _wheel_metadata(path: Path, filename: str) -> bytes:
+def _wheel_metadata(path: Path, dist: DistFilename, filename: str) -> bytes:
+    """The wheel's METADATA, found the way pip finds it (``wheel_dist_info_dir``): exactly one
+    top-level ``*.dist-info`` folder, whose normalised name starts with the project's normalised
+    name; ``METADATA`` in it. A wheel pip would refuse to install is refused here."""
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         for info in infos:
             _member_size_ok(info)
-        found = [
-            i
-            for i in infos
-            if posixpath.basename(i.filename) == "METADATA"
-            and i.filename.count("/") == 1
-            and i.filename.split("/", 1)[0].endswith(".dist-info")
-        ]
-        if len(found) != 1:
+        expected = "-".join(filename.split("-")[:2]) + ".dist-info/METADATA"  # as PyPI words it
+        info_dirs = sorted({i.filename.split("/", 1)[0] for i in infos} - {""})
+        info_dirs = [d for d in info_dirs if d.endswith(".dist-info")]
+        problem = None
+        if not info_dirs:
+            problem = "it has no .dist-info folder"
+        elif len(info_dirs) > 1:
+            found = ", ".join(info_dirs)
+            problem = f"it has {len(info_dirs)} .dist-info folders ({found}) and pip needs exactly one"
+        elif not canonicalize_name(info_dirs[0]).startswith(dist.name):
+            problem = f"its .dist-info folder {info_dirs[0]!r} is not named after the project {dist.name!r}"
+        if problem is None:
+            try:
+                metadata = zf.getinfo(f"{info_dirs[0]}/METADATA")
+            except KeyError:
+                problem = f"its {info_dirs[0]!r} folder has no METADATA file"
+        if problem is not None:
             raise InvalidDistributionError(
-                f"{filename} is not a valid wheel: it must contain exactly one "
-                f"'<name>-<version>.dist-info/METADATA' (found {len(found)})."
+                f"{filename} is not a valid wheel: it does not contain the required METADATA file "
+                f"{expected} ({problem}). pip would refuse to install it; rebuild it (python -m build)."
             )
-        return _read_zip_member(zf, found[0])
+        return _read_zip_member(zf, metadata)
 
 
 def _zip_sdist_pkg_info(path: Path) -> bytes:
@@ -236,18 +278,43 @@ def _zip_sdist_pkg_info(path: Path) -> bytes:
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
 
 
+class _LastRead:
+    """A file object that remembers its last read: the header block where tarfile stopped."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw = raw
+        self.last = b""
+
+    def read(self, size: int = -1) -> bytes:
+        self.last = self.raw.read(size)
+        return self.last
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
 def _tar_sdist_pkg_info(path: Path) -> bytes:
-    with tarfile.open(path, mode="r:gz") as tf:
-        for count, member in enumerate(tf):
-            if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
-                break
-            parts = member.name.strip("/").split("/")
-            if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
-                if member.size > MAX_METADATA_BYTES:
-                    raise InvalidDistributionError(f"{member.name} is {member.size} bytes: refused.")
-                fh = tf.extractfile(member)
-                assert fh is not None
-                return fh.read(MAX_METADATA_BYTES)
+    with gzip.open(path, "rb") as gz:
+        fh = _LastRead(gz)
+        with tarfile.open(fileobj=fh, mode="r:") as tf:  # type: ignore[call-overload]
+            for count, member in enumerate(tf):
+                if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
+                    break
+                parts = member.name.strip("/").split("/")
+                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
+                    if member.size > MAX_METADATA_BYTES:
+                        raise InvalidDistributionError(f"{member.name} is {member.size} bytes: refused.")
+                    extracted = tf.extractfile(member)
+                    assert extracted is not None
+                    return extracted.read(MAX_METADATA_BYTES)
+            else:
+                # tarfile ends its listing quietly at a header it cannot parse: only the end of the
+                # data or an end-of-archive block (zeros) is a real end; anything else is damage.
+                if fh.last.strip(tarfile.NUL):
+                    raise tarfile.ReadError(f"a damaged member header at byte {tf.offset} of the tar data")
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
 
 
@@ -257,6 +324,11 @@ def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidDistributionError(f"The metadata in {filename} is not valid UTF-8.") from None
+    if "\x00" in text:  # never in real metadata, and PostgreSQL refuses it in text (a 500 otherwise)
+        raise InvalidDistributionError(
+            f"The metadata in {filename} contains a NUL character in {_nul_field(text)}; "
+            "remove it and rebuild the distribution."
+        )
     parsed, _unparsed = parse_email(text)
     name, version = parsed.get("name"), parsed.get("version")
     if not name or not version:
@@ -281,3 +353,12 @@ def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
         metadata_version=parsed.get("metadata_version"),
         raw=raw,
     )
+
+
+def _nul_field(text: str) -> str:
+    """Where in a METADATA / PKG-INFO text the NUL character is, in words."""
+    msg = Parser().parsestr(text)
+    for key, value in msg.items():
+        if "\x00" in key or "\x00" in str(value):
+            return f"its {key.strip()!r} field"
+    return "its description (the body after the headers)"

@@ -179,6 +179,17 @@ def _disposition(value: str) -> tuple[str | None, str | None]:
     return as_text[0], as_text[1]
 
 
+def _no_filename(disposition: str) -> InvalidRequestError:
+    """The error for a 'content' part without a plain ``filename`` parameter."""
+    star = "filename*=" in disposition.lower()
+    return InvalidRequestError(
+        "The form's 'content' part has no filename"
+        + (" (only filename*=, which multipart/form-data does not use: RFC 7578 section 4.2)" if star else "")
+        + ": send the distribution as a file part, with "
+        + 'Content-Disposition: form-data; name="content"; filename="<the file\'s name>".'
+    )
+
+
 class _FormReader:
     def __init__(self, storage: Storage, limits: FormLimits) -> None:
         self.storage = storage
@@ -226,6 +237,8 @@ class _FormReader:
         if not name:
             raise InvalidRequestError("A multipart part has no field name.")
         self.part_name = name
+        if filename is None and name == "content":
+            raise _no_filename(disposition)
         if filename is None:
             self.part_kind = "field"
         elif name == "content":

@@ -171,7 +171,13 @@ class FolderIndexer:
             raise InvalidDistributionError(f"{rel} could not be read ({exc})") from None
         if digests.size == 0:
             raise InvalidDistributionError(f"{rel} is empty (0 bytes)")
-        meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
+        try:
+            meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
+        except InvalidDistributionError:
+            raise
+        except Exception as exc:  # a reader failure nobody foresaw: still one bad file, not a failed scan
+            log.error("reading %s failed unexpectedly", rel, exc_info=True)
+            raise InvalidDistributionError(f"{rel} could not be read ({type(exc).__name__}: {exc})") from None
         if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
             raise InvalidDistributionError(
                 f"the metadata inside {rel} says {meta.name} {meta.version}, not what its filename says"

@@ -7,16 +7,14 @@ identical before and after.
 
 from __future__ import annotations
 
-import io
 import struct
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.builders import make_sdist, make_wheel, metadata_text
+from tests.support.builders import make_sdist, make_wheel, metadata_text, zip_bytes
 from tests.support.forms import upload_form
 from tests.support.integrity import digest_fields, fingerprint, multipart
 
@@ -49,14 +47,6 @@ def form(name: str, version: str, content: bytes, **extra: str | None) -> dict[s
 
 def wheel_bytes(dists: Path, name: str = "demo", version: str = "2.0", **kw: object) -> bytes:
     return make_wheel(dists / "tmp", name, version, **kw).read_bytes()  # type: ignore[arg-type]
-
-
-def zip_bytes(members: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
 
 
 def zip_bomb() -> bytes:

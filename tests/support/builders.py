@@ -104,3 +104,12 @@ def make_sdist(
             tf.addfile(info, io.BytesIO(d))
     path.write_bytes(buf.getvalue())
     return path
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive of exactly these members (for wheels and zip sdists laid out by hand)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
