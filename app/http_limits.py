@@ -13,6 +13,12 @@ Both values come from uvicorn's own ``Config`` (``h11_max_incomplete_event_size`
 ``timeout_keep_alive``), so they reach every worker process the same way uvicorn's options do.
 The body has its own per-chunk timeout in the upload form reader.
 
+A pipelined request's head is timed from the moment the response before it is complete, not while
+that response is still going out. And no refusal (431, 408, or uvicorn's 400 for bytes it cannot
+parse) is ever written into a response that is going out, where it would land inside the body:
+the connection is shut down instead, so that the client sees a body cut short (a sendfile thread
+writing on its own descriptor of the socket stops too).
+
 The same protocol class lets file responses go out with sendfile (app/http_sendfile.py).
 """
 
@@ -79,7 +85,8 @@ if HttpToolsProtocol is not None:
             self.parsed_bytes, self.refusal = 0, None
             if not self.in_head:  # the next request on a kept-alive connection
                 self.in_head, self.head_bytes = True, 0
-                self._arm()
+                if self.cycle is None or self.cycle.response_complete:
+                    self._arm()  # else once the response is out (on_response_complete)
 
         # A head that arrives whole in one read never looks "incomplete" above: count what the
         # parser hands over too. Raising stops the parser; uvicorn then calls send_400_response.
@@ -101,13 +108,24 @@ if HttpToolsProtocol is not None:
         def send_400_response(self, msg: str) -> None:
             if self.refusal is not None:
                 self._refuse(*self.refusal)
-                return
-            super().send_400_response(msg)
+            elif self._answering():
+                self._abort(f"400 Bad Request ({msg})")
+            else:
+                super().send_400_response(msg)
 
         def on_headers_complete(self) -> None:
             self.in_head = False
             self._disarm()
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()  # starts a pipelined request, or the keep-alive timer
+            waiting = self.cycle is None or self.cycle.response_complete  # no pipelined request started
+            if self.in_head and waiting and not self.transport.is_closing():
+                # a pipelined head that arrived in part while the response was going out: its
+                # time starts now, and it replaces the keep-alive timeout
+                self._unset_keepalive_if_required()
+                self._arm()
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             # Files go out with sendfile (app/http_sendfile.py), when Starlette's FileResponse asks.
@@ -132,11 +150,35 @@ if HttpToolsProtocol is not None:
                 self._refuse(
                     408,
                     "Request Timeout",
-                    f"The request head was not received within {self.head_timeout:g} seconds "
-                    "(--header-timeout).",
+                    f"The request head was not received within {self.head_timeout:g} seconds (--header-timeout).",
                 )
 
+        def _answering(self) -> bool:
+            """A response is going out, or is owed to a request before the bytes being parsed:
+            anything written now would land inside it or be taken for it."""
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:
+                return False
+            # Only the request whose body is being read, not answered yet, can still be refused.
+            return cycle.response_started or not cycle.more_body or bool(self.pipeline)
+
+        def _abort(self, refusal: str) -> None:
+            """Close the connection without a word, mid-response: shut the socket down (on
+            this thread, while the transport still owns its descriptor), which also stops a
+            sendfile thread writing on a duplicate of it, then close the transport."""
+            self.logger.warning("%s while a response was going out: the connection is closed instead", refusal)
+            self._disarm()
+            if self.transport.is_closing():
+                return
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                http_sendfile.shut_down(sock.fileno())
+            self.transport.close()
+
         def _refuse(self, status: int, phrase: str, detail: str) -> None:
+            if self._answering():
+                self._abort(f"{status} {phrase} ({detail})")
+                return
             body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail})
             head = (
                 f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
