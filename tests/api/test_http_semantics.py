@@ -4,15 +4,20 @@ header that is not ASCII."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from starlette.datastructures import Headers
 
 from app.api.deps import basic_credentials_from
-from tests.api.test_caching import upload
+from tests.api.test_caching import JSON, upload
 from tests.conftest import basic
 from tests.support.htpasswd import write_htpasswd
 
 NON_ASCII = {"Authorization": b"Basic \xe9t\xe9"}  # latin-1 bytes, as curl -H $'...\xe9' sends them
+
+
+def _headers(r: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in r.headers.items() if k != "date"}
 
 
 # --- Authorization -------------------------------------------------------------------------------
@@ -52,3 +57,78 @@ def test_non_ascii_authorization_is_401_where_credentials_are_required(make_clie
         assert r.status_code == 401, (method, path, r.text)
         assert r.headers["www-authenticate"] == 'Basic realm="packhouse"'
     assert client.get("/simple/", headers=basic(*users["sha1"])).status_code == 200
+
+
+# --- HEAD ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/", 200),
+        ("/simple/", 200),
+        ("/simple/demo/", 200),  # the fast path
+        ("/simple/demo/?format=text/html", 200),  # the route
+        (f"/simple/demo/?format={JSON}", 200),
+        ("/demo/", 200),  # pypiserver's root page
+        ("/simple/nope/", 404),
+        ("/simple/Demo/", 301),
+        ("/simple/demo", 301),
+        ("/simple", 301),
+        ("/Demo", 301),
+        ("/simple/-/", 404),
+        ("/health", 200),
+        ("/ready", 200),
+        ("/ui/projects/", 200),
+        ("/ui/project/demo/", 200),
+        ("/ui/project/nope/", 404),
+        ("/ui/static/ui.css", 200),
+        ("/api/search?q=demo", 200),
+        ("/api/search?page=oops", 422),
+        ("/api/projects/demo", 200),
+        ("/files/demo/demo-1.0-py3-none-any.whl", 200),  # answers HEAD itself
+        ("/files/demo/demo-1.0-py3-none-any.whl.metadata", 200),
+        ("/docs", 200),
+        ("/openapi.json", 200),
+        ("/legacy/", 404),  # GET answers 404 (no project "legacy"), so does HEAD
+    ],
+)
+def test_head_answers_what_get_answers_without_the_body(client, path, status):
+    upload(client, "demo", "1.0")
+    for extra in ({}, {"Accept-Encoding": "gzip"}, {"Accept": "text/html"}):
+        got = client.get(path, headers=extra, follow_redirects=False)
+        head = client.head(path, headers=extra, follow_redirects=False)
+        assert got.status_code == status, got.text
+        assert (head.status_code, _headers(head)) == (got.status_code, _headers(got)), path
+        assert head.content == b""
+
+
+def test_head_follows_a_project_through_its_deletion(client):
+    upload(client, "demo", "1.0")
+    assert client.head("/simple/demo/").status_code == 200
+    assert client.head("/simple/demo/?format=text/html").status_code == 200
+    assert client.delete("/api/projects/demo/releases/1.0").status_code == 200
+    for path in ("/simple/demo/", "/simple/demo/?format=text/html", "/demo/"):
+        got, head = client.get(path), client.head(path)
+        assert got.status_code == 404 and got.headers["content-type"] == "application/problem+json", path
+        assert (head.status_code, _headers(head), head.content) == (404, _headers(got), b""), path
+
+
+def test_head_over_a_real_server_sends_headers_only(live_server):
+    server = live_server()
+    with httpx.Client(base_url=server.url) as http:
+        upload(http, "demo", "1.0")
+        for path in ("/", "/simple/", "/simple/demo/?format=text/html", "/simple/nope/", "/simple/Demo/", "/health"):
+            got = http.get(path, headers={"Accept-Encoding": "identity"})
+            head = http.head(path, headers={"Accept-Encoding": "identity"})
+            assert (head.status_code, _headers(head)) == (got.status_code, _headers(got)), path
+            assert head.content == b"" and int(head.headers.get("content-length", "0")) == len(got.content), path
+        # the connection is still usable after the HEADs (no body bytes were left on it)
+        assert http.get("/health").json()["status"] == "ok"
+
+
+def test_head_is_not_documented_as_operations_of_its_own(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    assert paths and not [path for path, item in paths.items() if "head" in item]
+    ids = [op["operationId"] for item in paths.values() for op in item.values()]
+    assert "simple_project_simple__project___get" in ids and len(ids) == len(set(ids))
