@@ -132,3 +132,67 @@ def test_head_is_not_documented_as_operations_of_its_own(client):
     assert paths and not [path for path, item in paths.items() if "head" in item]
     ids = [op["operationId"] for item in paths.values() for op in item.values()]
     assert "simple_project_simple__project___get" in ids and len(ids) == len(set(ids))
+
+
+# --- redirects -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        (f"/simple/demo?format={JSON}", f"demo/?format={JSON}"),
+        (f"/simple/Demo?format={JSON}", f"demo/?format={JSON}"),
+        ("/Demo?format=text/html", "demo/?format=text/html"),
+        ("/demo?format=text/html&x=1", "demo/?format=text/html&x=1"),
+        ("/simple?format=text/html", "simple/?format=text/html"),
+        ("/simple/Demo/?format=text/html", "../demo/?format=text/html"),  # as before
+    ],
+)
+def test_redirects_keep_the_query(client, path, location):
+    r = client.get(path, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (301, location)
+
+
+def test_redirect_then_format_gives_json(client):
+    upload(client, "demo", "1.0")
+    r = client.get(f"/simple/Demo?format={JSON}")
+    assert r.status_code == 200 and r.headers["content-type"] == JSON
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/simple/%2e%2e/",
+        "/simple/-/",
+        "/simple/-demo/",
+        "/simple/demo_/",
+        "/simple/de%20mo/",
+        "/simple/caf%C3%A9/",
+        "/simple/a%2Bb",
+        "/simple/..foo",
+        "/-demo/",
+        "/demo-",
+        "/caf%C3%A9",
+    ],
+)
+def test_impossible_project_names_are_404_not_redirects(client, path):
+    r = client.get(path, follow_redirects=False)
+    assert r.status_code == 404, r.text
+    assert "location" not in r.headers
+    assert r.headers["content-type"] == "application/problem+json"
+    assert "project names are ASCII letters" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "location"),
+    [
+        ("/simple/Foo_Bar/", "../foo-bar/"),
+        ("/simple/foo.bar/", "../foo-bar/"),
+        ("/simple/foo.bar", "foo-bar/"),
+        ("/Foo_Bar", "foo-bar/"),
+        ("/simple/A/", "../a/"),
+    ],
+)
+def test_valid_names_still_redirect_to_the_normalised_url(client, path, location):
+    r = client.get(path, follow_redirects=False)
+    assert (r.status_code, r.headers["location"]) == (301, location)

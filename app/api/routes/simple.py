@@ -11,6 +11,7 @@ from app import dists
 from app.api.conditional import accepts_coding, none_match
 from app.api.deps import IndexDep, ListIdentity
 from app.api.errors import problem_response
+from app.errors import InvalidDistributionError, NotFoundError
 from app.services.index import IndexService, Page
 from app.simple.negotiate import MediaType, negotiate
 
@@ -94,13 +95,32 @@ async def simple_index(
     return render(request, await index.index_page(fmt))
 
 
+def _normalized(project: str) -> str:
+    """The project's normalised name (PEP 503).
+
+    Raises:
+        NotFoundError: not a valid project name (``favicon.ico`` is, ``..`` is not): no project
+            is ever called that, and no redirect would lead to one.
+    """
+    try:
+        return dists.check_project_name(project)
+    except InvalidDistributionError:
+        raise NotFoundError(
+            f"No project named {project!r} on this index: project names are ASCII letters, digits, "
+            "'.', '-' and '_', starting and ending with a letter or digit."
+        ) from None
+
+
+def _query(request: Request) -> str:
+    return f"?{request.url.query}" if request.url.query else ""
+
+
 async def _project(
     request: Request, index: IndexDep, project: str, format: str | None, base: str
 ) -> Response:
-    if (name := dists.normalize(project)) != project:
+    if (name := _normalized(project)) != project:
         # PEP 503: redirect to the normalised URL (relative, so it survives reverse proxies).
-        query = f"?{request.url.query}" if request.url.query else ""
-        return RedirectResponse(f"../{name}/{query}", status_code=301)
+        return RedirectResponse(f"../{name}/{_query(request)}", status_code=301)
     return await project_response(index, request.headers, name, _fmt(request, format), base)
 
 
@@ -127,13 +147,13 @@ async def simple_project(
 
 
 @router.get("/simple", include_in_schema=False)
-async def simple_no_slash() -> Response:
-    return RedirectResponse("simple/", status_code=301)
+async def simple_no_slash(request: Request) -> Response:
+    return RedirectResponse(f"simple/{_query(request)}", status_code=301)
 
 
 @router.get("/simple/{project}", include_in_schema=False)
-async def simple_project_no_slash(project: str) -> Response:
-    return RedirectResponse(f"{dists.normalize(project)}/", status_code=301)
+async def simple_project_no_slash(request: Request, project: str) -> Response:
+    return RedirectResponse(f"{_normalized(project)}/{_query(request)}", status_code=301)
 
 
 root_router = APIRouter(tags=["simple"])
@@ -150,5 +170,5 @@ async def root_project(
 
 
 @root_router.get("/{project}", include_in_schema=False)
-async def root_project_no_slash(project: str) -> Response:
-    return RedirectResponse(f"{dists.normalize(project)}/", status_code=301)
+async def root_project_no_slash(request: Request, project: str) -> Response:
+    return RedirectResponse(f"{_normalized(project)}/{_query(request)}", status_code=301)
