@@ -196,3 +196,22 @@ def test_impossible_project_names_are_404_not_redirects(client, path):
 def test_valid_names_still_redirect_to_the_normalised_url(client, path, location):
     r = client.get(path, follow_redirects=False)
     assert (r.status_code, r.headers["location"]) == (301, location)
+
+
+# --- Range ---------------------------------------------------------------------------------------
+
+
+def test_range_in_an_unknown_unit_or_malformed_is_ignored(client):
+    filename, data = upload(client, "demo", "1.0", payload=b"A" * 5000)
+    url = f"/files/demo/{filename}"
+    for value in ("items=0-1", "Items=0-1", "0-1", "bytes=abc", "bytes=10-5", "bytes=", "bytes=-"):
+        r = client.get(url, headers={"Range": value})
+        assert r.status_code == 200 and r.content == data, value
+        assert "content-range" not in r.headers
+        head = client.head(url, headers={"Range": value})
+        assert head.status_code == 200 and int(head.headers["content-length"]) == len(data), value
+    # usable ranges are still served, and unsatisfiable ones still refused
+    part = client.get(url, headers={"Range": "BYTES=10-19"})
+    assert (part.status_code, part.content) == (206, data[10:20])
+    beyond = client.get(url, headers={"Range": f"bytes={len(data)}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(data)}"
