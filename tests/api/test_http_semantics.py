@@ -4,10 +4,13 @@ header that is not ASCII."""
 
 from __future__ import annotations
 
+import gzip
+
 import httpx
 import pytest
 from starlette.datastructures import Headers
 
+from app.api.conditional import accepts_coding
 from app.api.deps import basic_credentials_from
 from tests.api.test_caching import JSON, upload
 from tests.conftest import basic
@@ -18,6 +21,12 @@ NON_ASCII = {"Authorization": b"Basic \xe9t\xe9"}  # latin-1 bytes, as curl -H $
 
 def _headers(r: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in r.headers.items() if k != "date"}
+
+
+def _big(client, name: str = "demo") -> None:
+    """A page over the 1 KiB compression threshold (app/services/index.py): it has a gzip form."""
+    for minor in range(12):
+        upload(client, name, f"1.{minor}")
 
 
 # --- Authorization -------------------------------------------------------------------------------
@@ -215,3 +224,89 @@ def test_range_in_an_unknown_unit_or_malformed_is_ignored(client):
     assert (part.status_code, part.content) == (206, data[10:20])
     beyond = client.get(url, headers={"Range": f"bytes={len(data)}-"})
     assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(data)}"
+
+
+# --- repeated header lines, "*", x-gzip ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/simple/demo/", "/simple/demo/?via=route", "/simple/"])
+def test_if_none_match_star_answers_the_tag_of_the_form_sent_now(client, path):
+    upload(client, "demo", "1.0")  # small pages: never gzipped
+    gz = {"Accept-Encoding": "gzip"}
+    sent = client.get(path, headers=gz)
+    assert "content-encoding" not in sent.headers and not sent.headers["etag"].endswith('-gzip"')
+    r = client.get(path, headers={**gz, "If-None-Match": "*"})
+    assert (r.status_code, r.headers["etag"]) == (304, sent.headers["etag"])
+
+
+@pytest.mark.parametrize("path", ["/simple/demo/", "/simple/demo/?via=route"])
+def test_if_none_match_star_on_a_gzipped_page(client, path):
+    _big(client)
+    gz = {"Accept-Encoding": "gzip"}
+    sent = client.get(path, headers=gz)
+    assert sent.headers["content-encoding"] == "gzip" and sent.headers["etag"].endswith('-gzip"')
+    r = client.get(path, headers={**gz, "If-None-Match": "*"})
+    assert (r.status_code, r.headers["etag"]) == (304, sent.headers["etag"])
+    plain = client.get(path, headers={"Accept-Encoding": "identity", "If-None-Match": "*"})
+    assert (plain.status_code, plain.headers["etag"]) == (304, sent.headers["etag"].replace("-gzip", ""))
+
+
+@pytest.mark.parametrize("path", ["/simple/demo/", "/simple/demo/?via=route", "/simple/"])
+def test_repeated_if_none_match_lines_are_one_list(client, path):
+    upload(client, "demo", "1.0")
+    etag = client.get(path, headers={"Accept-Encoding": "identity"}).headers["etag"]
+    lines = [("Accept-Encoding", "identity"), ("If-None-Match", '"other"'), ("If-None-Match", etag)]
+    r = client.get(path, headers=lines)
+    assert (r.status_code, r.headers["etag"]) == (304, etag)
+
+
+def test_repeated_if_none_match_lines_on_files(client):
+    filename, _ = upload(client, "demo", "1.0")
+    url = f"/files/demo/{filename}"
+    etag = client.get(url).headers["etag"]
+    assert client.get(url, headers=[("If-None-Match", '"other"'), ("If-None-Match", etag)]).status_code == 304
+
+
+@pytest.mark.parametrize("path", ["/simple/demo/", "/simple/demo/?via=route"])
+def test_repeated_accept_encoding_lines_are_one_list(client, path):
+    _big(client)
+    refused = client.get(path, headers=[("Accept-Encoding", "*"), ("Accept-Encoding", "gzip;q=0")])
+    assert refused.status_code == 200 and "content-encoding" not in refused.headers
+    taken = client.get(path, headers=[("Accept-Encoding", "identity"), ("Accept-Encoding", "gzip")])
+    assert taken.headers["content-encoding"] == "gzip" and taken.headers["etag"].endswith('-gzip"')
+    # a held gzip tag is current for a client whose second line takes gzip
+    held = client.get(
+        path,
+        headers=[
+            ("Accept-Encoding", "identity"),
+            ("Accept-Encoding", "gzip"),
+            ("If-None-Match", taken.headers["etag"]),
+        ],
+    )
+    assert held.status_code == 304
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "takes"),
+    [
+        ("x-gzip", True),
+        ("X-GZIP;q=0.5", True),
+        ("x-gzip;q=0", False),
+        ("x-gzip;q=0, *", False),  # the alias named outranks the wildcard
+        ("gzip;q=0, x-gzip", False),  # the coding's own name decides
+        ("x-gzip, gzip;q=0", False),
+        ("gzip, x-gzip;q=0", True),
+        ("*;q=0, x-gzip", True),
+        ("br", False),
+    ],
+)
+def test_x_gzip_is_gzip(accept_encoding, takes):
+    assert accepts_coding(accept_encoding, "gzip") is takes
+
+
+def test_x_gzip_gets_the_gzip_form(client):
+    _big(client)
+    r = client.get("/simple/demo/", headers={"Accept-Encoding": "x-gzip"})
+    assert r.headers["content-encoding"] == "gzip" and r.headers["etag"].endswith('-gzip"')
+    with client.stream("GET", "/simple/demo/", headers={"Accept-Encoding": "x-gzip"}) as s:
+        assert b"demo-1.11" in gzip.decompress(b"".join(s.iter_raw()))

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from starlette.responses import MalformedRangeHeader
 
-from app.api.conditional import none_match
+from app.api.conditional import field, none_match
 from app.api.deps import DownloadIdentity, FileDep
 from app.api.streaming import stream_response
 from app.services.files import FileDownload
@@ -72,7 +72,7 @@ def deliver(request: Request, found: FileDownload) -> Response:
         "Cache-Control": FILE_CACHE_CONTROL,
         "Last-Modified": format_datetime(found.modified, usegmt=True),
     }
-    if none_match(request.headers.get("if-none-match"), [etag]):
+    if none_match(field(request.headers, "if-none-match"), [etag]):
         return Response(status_code=304, headers=headers)
     if found.data is not None or found.delivery is None:
         return Response(found.data, media_type="application/octet-stream", headers=headers)
