@@ -23,6 +23,7 @@ from app.api.errors import install_error_handlers
 from app.api.fallback import install_fallback
 from app.api.fastpath import install_fast_path
 from app.api.guards import RejectNulMiddleware, document_nul_rejection
+from app.api.head import HeadAsGet
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app, settings.realm)
     install_fast_path(app, settings.realm)  # innermost: after the NUL guard and the metrics
+    app.add_middleware(HeadAsGet)  # HEAD on a GET-only route: answered as that GET, headers only
     app.add_middleware(RejectNulMiddleware)
     document_nul_rejection(app)
     if settings.metrics:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated
 
@@ -29,7 +28,7 @@ def basic_credentials_from(headers: Mapping[str, str]) -> tuple[str, str] | None
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII (a header is latin-1), not UTF-8
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None

@@ -9,8 +9,9 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import MalformedRangeHeader
 
-from app.api.conditional import none_match
+from app.api.conditional import field, none_match
 from app.api.deps import DownloadIdentity, FileDep
 from app.api.streaming import stream_response
 from app.services.files import FileDownload
@@ -52,6 +53,17 @@ class LargeChunkFileResponse(FileResponse):
     # cheaper per byte (fewer hops and fewer, larger socket writes) at a bounded 1 MiB per download.
     chunk_size = 1024 * 1024
 
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        """Starlette answers 400 text/plain to a Range it cannot use. RFC 9110 14.2: a server MUST
+        ignore one in a unit it does not know (``items=0-1``), and MAY ignore a malformed one
+        (``bytes=abc``, ``bytes=10-5``): both get the whole file (200), as from object storage
+        (app/api/streaming.py). An unsatisfiable range still answers 416."""
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # no range: the whole file
+
 
 def deliver(request: Request, found: FileDownload) -> Response:
     etag = f'"{found.sha256}"'
@@ -60,7 +72,7 @@ def deliver(request: Request, found: FileDownload) -> Response:
         "Cache-Control": FILE_CACHE_CONTROL,
         "Last-Modified": format_datetime(found.modified, usegmt=True),
     }
-    if none_match(request.headers.get("if-none-match"), [etag]):
+    if none_match(field(request.headers, "if-none-match"), [etag]):
         return Response(status_code=304, headers=headers)
     if found.data is not None or found.delivery is None:
         return Response(found.data, media_type="application/octet-stream", headers=headers)
