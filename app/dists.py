@@ -209,8 +209,8 @@ def _zip_sdist_pkg_info(path: Path) -> bytes:
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
 
 
-def _tar_sdist_pkg_info(path: Path) -> bytes:
-    with tarfile.open(path, mode="r:gz") as tf:
+def _tar_sdist_pkg_info(path: Path, mode: str = "r:gz") -> bytes:
+    with tarfile.open(path, mode=mode) as tf:
         for count, member in enumerate(tf):
             if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
                 break
@@ -222,6 +222,41 @@ def _tar_sdist_pkg_info(path: Path) -> bytes:
                 assert fh is not None
                 return fh.read(MAX_METADATA_BYTES)
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
+
+
+#: Old sdist names found in pypiserver folders (setuptools once wrote them; pip still installs them).
+#: Indexed where they lie by ``packhouse run`` and ``packhouse import``, never accepted as uploads.
+LEGACY_SDIST_SUFFIXES = (".tgz", ".tar.bz2")
+
+
+def parse_folder_filename(filename: str) -> DistFilename:
+    """``parse_dist_filename``, and the legacy sdist names of LEGACY_SDIST_SUFFIXES too."""
+    legacy = next((s for s in LEGACY_SDIST_SUFFIXES if filename.endswith(s)), None)
+    if legacy is None:
+        return parse_dist_filename(filename)
+    check_safe_filename(filename)
+    try:
+        name, version = parse_sdist_filename(filename[: -len(legacy)] + ".tar.gz")
+    except (InvalidSdistFilename, InvalidVersion) as exc:
+        raise InvalidDistributionError(f"Invalid distribution filename {filename!r}: {exc}") from None
+    return DistFilename(name, version, DistKind.SDIST)
+
+
+def read_folder_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata:
+    """``read_metadata``, and the PKG-INFO of a legacy ``.tgz`` / ``.tar.bz2`` sdist too."""
+    if not filename.endswith(LEGACY_SDIST_SUFFIXES):
+        return read_metadata(path, dist, filename)
+    bz2 = filename.endswith(".tar.bz2")
+    try:
+        raw = _tar_sdist_pkg_info(path, "r:bz2" if bz2 else "r:gz")
+    except InvalidDistributionError:
+        raise
+    except (tarfile.TarError, EOFError, OSError, ValueError, KeyError) as exc:
+        kind = "a bzip2-compressed tar archive" if bz2 else "a gzip-compressed tar archive"
+        raise InvalidDistributionError(
+            f"{filename} is not a valid distribution: it could not be read as {kind} ({exc})."
+        ) from None
+    return parse_core_metadata(raw, filename)
 
 
 def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
