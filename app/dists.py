@@ -5,6 +5,7 @@ Nothing else in Packhouse normalises a name or parses a filename by hand.
 
 from __future__ import annotations
 
+import bz2
 import enum
 import gzip
 import lzma
@@ -296,9 +297,11 @@ class _LastRead:
         return self.raw.tell()
 
 
-def _tar_sdist_pkg_info(path: Path) -> bytes:
-    with gzip.open(path, "rb") as gz:
-        fh = _LastRead(gz)
+def _tar_sdist_pkg_info(path: Path, compression: str = "gz") -> bytes:
+    """The PKG-INFO of a gzip (or, for legacy folder files, bzip2) compressed tar sdist."""
+    opener = bz2.open if compression == "bz2" else gzip.open
+    with opener(path, "rb") as raw:
+        fh = _LastRead(raw)
         with tarfile.open(fileobj=fh, mode="r:") as tf:  # type: ignore[call-overload]
             for count, member in enumerate(tf):
                 if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
@@ -316,6 +319,41 @@ def _tar_sdist_pkg_info(path: Path) -> bytes:
                 if fh.last.strip(tarfile.NUL):
                     raise tarfile.ReadError(f"a damaged member header at byte {tf.offset} of the tar data")
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
+
+
+#: Old sdist names found in pypiserver folders (setuptools once wrote them; pip still installs them).
+#: Indexed where they lie by ``packhouse run`` and ``packhouse import``, never accepted as uploads.
+LEGACY_SDIST_SUFFIXES = (".tgz", ".tar.bz2")
+
+
+def parse_folder_filename(filename: str) -> DistFilename:
+    """``parse_dist_filename``, and the legacy sdist names of LEGACY_SDIST_SUFFIXES too."""
+    legacy = next((s for s in LEGACY_SDIST_SUFFIXES if filename.endswith(s)), None)
+    if legacy is None:
+        return parse_dist_filename(filename)
+    check_safe_filename(filename)
+    try:
+        name, version = parse_sdist_filename(filename[: -len(legacy)] + ".tar.gz")
+    except (InvalidSdistFilename, InvalidVersion) as exc:
+        raise InvalidDistributionError(f"Invalid distribution filename {filename!r}: {exc}") from None
+    return DistFilename(name, version, DistKind.SDIST)
+
+
+def read_folder_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata:
+    """``read_metadata``, and the PKG-INFO of a legacy ``.tgz`` / ``.tar.bz2`` sdist too."""
+    if not filename.endswith(LEGACY_SDIST_SUFFIXES):
+        return read_metadata(path, dist, filename)
+    bzip2 = filename.endswith(".tar.bz2")
+    try:
+        raw = _tar_sdist_pkg_info(path, "bz2" if bzip2 else "gz")
+    except InvalidDistributionError:
+        raise
+    except UNREADABLE_ARCHIVE_ERRORS as exc:
+        kind = "a bzip2-compressed tar archive" if bzip2 else "a gzip-compressed tar archive"
+        raise InvalidDistributionError(
+            f"{filename} is not a valid distribution: it could not be read as {kind} ({exc})."
+        ) from None
+    return parse_core_metadata(raw, filename)
 
 
 def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:

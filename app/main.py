@@ -144,11 +144,12 @@ async def _sweep_in_place(storage: Storage) -> None:
 
 async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:
     report = await indexer.sync_in_place(roots, settle=settle)
-    if report.added or report.removed or report.broken:
+    if report.added or report.removed or report.broken or report.skipped:
         log.info(
-            "package folder %s: %d file(s) indexed, %d removed, %d broken (skipped), %d unchanged",
+            "package folder %s: %d file(s) indexed, %d removed, %d broken (skipped), "
+            "%d of other types (skipped), %d unchanged",
             ", ".join(map(str, roots)), len(report.added), len(report.removed), len(report.broken),
-            report.unchanged,
+            len(report.skipped), report.unchanged,
         )  # fmt: skip
 
 

@@ -33,7 +33,7 @@ from app.errors import AuthenticationRequiredError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (app/commands/_server.py)
 UPLOAD_ROUTES = {"/", "/legacy/"}
-FILE_ROUTES = {"/files/{project}/{filename}", "/packages/{filename}"}
+FILE_ROUTES = {"/files/{project}/{filename}", "/packages/{filename}", "/packages/{subdir:path}/{filename}"}
 
 
 class Metrics:

@@ -1,9 +1,14 @@
-"""Apache htpasswd files: bcrypt ($2y$/$2b$/$2a$), SHA1 ({SHA}) and apr1-MD5 ($apr1$) verify.
+"""Apache htpasswd files: bcrypt ($2y$/$2b$/$2a$), SHA1 ({SHA}), apr1-MD5 ($apr1$), and the
+crypt(3) schemes pypiserver (passlib) also accepted: SHA-256-crypt ($5$), SHA-512-crypt ($6$) and
+MD5-crypt ($1$), as ``htpasswd -2``/``-5`` and ``openssl passwd -5``/``-6``/``-1`` write them.
 
-No passlib (unmaintained, and broken with bcrypt 5): bcrypt via the ``bcrypt`` package, SHA1 via
-hashlib, apr1 is the MD5-crypt algorithm implemented below. The file is re-read when its mtime or
-size changes. bcrypt runs in a worker thread behind a short cache, so a ``pip install`` of many
-files does not pay ~200 ms of bcrypt per request.
+No passlib (unmaintained, and broken with bcrypt 5), and no ``crypt`` module (removed in Python
+3.13): bcrypt via the ``bcrypt`` package, SHA1 via hashlib, MD5-crypt (apr1 and $1$) and SHA-crypt
+are implemented below on hashlib (SHA-crypt as specified by Ulrich Drepper; tests check all of
+them against Apache's htpasswd and openssl). DES crypt and plaintext entries are refused.
+
+The file is re-read when its mtime or size changes. bcrypt runs in a worker thread behind a short
+cache, so a ``pip install`` of many files does not pay ~200 ms of bcrypt per request.
 """
 
 from __future__ import annotations
@@ -72,6 +77,76 @@ def apr1_crypt(password: bytes, salt: bytes, magic: bytes = b"$apr1$") -> str:
     return f"{magic.decode()}{salt.decode()}${encoded}"
 
 
+# SHA-crypt's output order of the digest bytes, three at a time (Drepper's specification).
+_SHA256_ORDER = [(0, 10, 20), (21, 1, 11), (12, 22, 2), (3, 13, 23), (24, 4, 14), (15, 25, 5), (6, 16, 26),
+                 (27, 7, 17), (18, 28, 8), (9, 19, 29)]  # fmt: skip
+_SHA512_ORDER = [(0, 21, 42), (22, 43, 1), (44, 2, 23), (3, 24, 45), (25, 46, 4), (47, 5, 26), (6, 27, 48),
+                 (28, 49, 7), (50, 8, 29), (9, 30, 51), (31, 52, 10), (53, 11, 32), (12, 33, 54), (34, 55, 13),
+                 (56, 14, 35), (15, 36, 57), (37, 58, 16), (59, 17, 38), (18, 39, 60), (40, 61, 19),
+                 (62, 20, 41)]  # fmt: skip
+_SHA_CRYPT_DEFAULT_ROUNDS = 5000
+#: More rounds than this are refused (each costs a few microseconds here, off the event loop, and
+#: a failed login is not cached): htpasswd and openssl write 5000 unless told otherwise.
+SHA_CRYPT_MAX_ROUNDS = 500_000
+
+
+def _b64_24(a: int, b: int, c: int, n: int) -> str:
+    v = (a << 16) | (b << 8) | c
+    out = ""
+    for _ in range(n):
+        out += _APR1_ALPHABET[v & 0x3F]
+        v >>= 6
+    return out
+
+
+def _sha_crypt_parts(hashed: str) -> tuple[str, int, str, str]:
+    """``$5$[rounds=N$]salt$checksum`` -> (magic, rounds, salt, checksum). Raises ValueError."""
+    magic, rest = hashed[:3], hashed[3:]
+    if magic not in ("$5$", "$6$"):
+        raise ValueError("not a SHA-crypt hash")
+    rounds = _SHA_CRYPT_DEFAULT_ROUNDS
+    if rest.startswith("rounds="):
+        text, sep, rest = rest[len("rounds=") :].partition("$")
+        if not sep or not text.isdigit():
+            raise ValueError("malformed rounds=")
+        rounds = min(max(int(text), 1000), 999_999_999)  # the specification clamps it
+    salt, sep, checksum = rest.partition("$")
+    if not sep or not checksum:
+        raise ValueError("no checksum")
+    return magic, rounds, salt[:16], checksum
+
+
+def sha_crypt(password: bytes, salt: bytes, rounds: int, magic: str) -> str:
+    """The checksum part of SHA-256-crypt (``magic`` "$5$") or SHA-512-crypt ("$6$")."""
+    new, order, size = (hashlib.sha256, _SHA256_ORDER, 32) if magic == "$5$" else (hashlib.sha512, _SHA512_ORDER, 64)
+    salt = salt[:16]
+    plen = len(password)
+    b = new(password + salt + password).digest()
+    ctx = new(password + salt)
+    for i in range(plen, 0, -size):
+        ctx.update(b[: min(i, size)])
+    i = plen
+    while i:
+        ctx.update(b if i & 1 else password)
+        i >>= 1
+    a = ctx.digest()
+    dp = new(password * plen).digest()
+    p = (dp * (plen // size + 1))[:plen]
+    ds = new(salt * (16 + a[0])).digest()
+    s = (ds * (len(salt) // size + 1))[: len(salt)]
+    c = a
+    for r in range(rounds):
+        ctx = new(p if r & 1 else c)
+        if r % 3:
+            ctx.update(s)
+        if r % 7:
+            ctx.update(p)
+        ctx.update(c if r & 1 else p)
+        c = ctx.digest()
+    out = "".join(_b64_24(c[x], c[y], c[z], 4) for x, y, z in order)
+    return out + (_b64_24(0, c[31], c[30], 3) if size == 32 else _b64_24(0, 0, c[63], 2))
+
+
 def verify_hash(password: str, hashed: str) -> bool:
     """Check one password against one htpasswd hash. Blocking for bcrypt."""
     pw = password.encode("utf-8")
@@ -88,6 +163,17 @@ def verify_hash(password: str, hashed: str) -> bool:
     if hashed.startswith("$apr1$"):
         salt = hashed[6:].split("$", 1)[0]
         return hmac.compare_digest(apr1_crypt(pw, salt.encode()), hashed)
+    if hashed.startswith("$1$"):
+        salt = hashed[3:].split("$", 1)[0]
+        return hmac.compare_digest(apr1_crypt(pw, salt.encode(), b"$1$").encode(), hashed.encode())
+    if hashed.startswith(("$5$", "$6$")):
+        try:
+            magic, rounds, salt, checksum = _sha_crypt_parts(hashed)
+        except ValueError:
+            return False
+        if rounds > SHA_CRYPT_MAX_ROUNDS:
+            return False
+        return hmac.compare_digest(sha_crypt(pw, salt.encode(), rounds, magic).encode(), checksum.encode())
     return False
 
 
@@ -99,27 +185,57 @@ def hash_password(password: str) -> str:
     return "$2y$" + bcrypt.hashpw(pw, bcrypt.gensalt(rounds=12)).decode()[4:]
 
 
-def parse_htpasswd(text: str, source: str = "htpasswd") -> dict[str, str]:
-    users: dict[str, str] = {}
+_DES = frozenset(_APR1_ALPHABET)
+
+
+def hash_problem(hashed: str) -> str | None:
+    """Why an htpasswd entry's hash cannot be used to log in, or None if it can."""
+    if hashed.startswith(("$2y$", "$2b$", "$2a$", "{SHA}", "$apr1$", "$1$")):
+        return None
+    if hashed.startswith(("$5$", "$6$")):
+        try:
+            rounds = _sha_crypt_parts(hashed)[1]
+        except ValueError:
+            return "a malformed SHA-crypt hash"
+        if rounds > SHA_CRYPT_MAX_ROUNDS:
+            return f"a SHA-crypt hash with {rounds} rounds, over Packhouse's limit of {SHA_CRYPT_MAX_ROUNDS}"
+        return None
+    if len(hashed) == 13 and set(hashed) <= _DES:
+        return "a DES crypt hash (DES crypt truncates passwords to 8 characters; not supported by Packhouse)"
+    if hashed.startswith("$"):
+        return f"a hash format Packhouse does not support ({hashed.split('$')[1][:10]!r})"
+    return "a plaintext password (unsafe; not supported by Packhouse)"
+
+
+def htpasswd_entries(text: str) -> list[tuple[int, str, str | None, str | None]]:
+    """Every line that is not blank or a comment: (line number, user, hash or None when the line
+    is not 'user:hash', why the hash cannot log in or None)."""
+    out: list[tuple[int, str, str | None, str | None]] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         user, sep, hashed = line.partition(":")
         if not sep or not user:
+            out.append((lineno, user, None, "not a 'user:hash' line"))
+        else:
+            out.append((lineno, user, hashed, hash_problem(hashed)))
+    return out
+
+
+def parse_htpasswd(text: str, source: str = "htpasswd") -> dict[str, str]:
+    users: dict[str, str] = {}
+    for lineno, user, hashed, problem in htpasswd_entries(text):
+        if hashed is None:
             log.warning("%s:%d: not a 'user:hash' line; ignored", source, lineno)
-            continue
-        if not hashed.startswith(("$2y$", "$2b$", "$2a$", "{SHA}", "$apr1$")):
+        elif problem:
             log.warning(
-                "%s:%d: user %r has an unsupported hash (DES crypt truncates passwords to 8 "
-                "characters; plaintext is unsafe); re-create it with 'packhouse user passwd' or "
-                "'htpasswd -B'. This user cannot log in.",
-                source,
-                lineno,
-                user,
-            )
-            continue
-        users[user] = hashed
+                "%s:%d: user %r has %s. This user cannot log in: set a new password with "
+                "'packhouse user passwd %s --passwords %s' (bcrypt).",
+                source, lineno, user, problem, user, source,
+            )  # fmt: skip
+        else:
+            users[user] = hashed
     return users
 
 

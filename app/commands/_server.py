@@ -76,9 +76,13 @@ def launch(settings: Settings) -> int:
     from app.logs import log_config
 
     if settings.packages_dir is not None:
-        problem = check_writable(settings.packages_dir)
+        created = not settings.packages_dir.exists()
+        problem = check_readable(settings.extra_packages_dirs_list) or check_writable(settings.packages_dir)
         if problem:
             return fail(problem)
+        if created:
+            warning = f"package folder {settings.packages_dir} did not exist: created it"
+            print(f"packhouse: warning: {warning}", file=sys.stderr)
 
     async def _migrate() -> None:
         engine = build_engine(settings.effective_database_url, immediate=True)
@@ -127,6 +131,17 @@ def shared_metrics(enabled: bool) -> Iterator[None]:
     finally:
         os.environ.pop(MULTIPROC_ENV, None)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_readable(folders: list[Path]) -> str | None:
+    """The further package folders are served as they are, never created: a missing one is most
+    likely a typo or a volume that is not mounted (pypiserver refuses to start as well)."""
+    for folder in folders:
+        try:
+            os.listdir(folder)
+        except OSError as exc:
+            return f"cannot read the package folder {folder} ({exc.strerror}): check the path and its volume"
+    return None
 
 
 def check_writable(folder: Path) -> str | None:

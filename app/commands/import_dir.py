@@ -49,10 +49,10 @@ async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
         await engine.dispose()
     print(
         f"imported {len(report.added)} file(s); {len(report.duplicates)} already in the index; "
-        f"{len(report.broken)} broken (skipped)",
+        f"{len(report.broken)} broken (skipped); {len(report.skipped)} of other types (skipped)",
         file=sys.stderr,
     )
-    for path, why in report.broken:
+    for path, why in [*report.broken, *report.skipped]:
         print(f"  skipped {path}: {why}", file=sys.stderr)
     return 0
 
@@ -78,9 +78,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser(
         "import",
         help="import a folder of wheels and sdists into the index",
-        description="Copy every .whl, .tar.gz and .zip under DIRECTORY into the index (of 'serve' "
-        "with --data-dir, or of 'run' with --packages-dir), with a progress bar. Archives already "
-        "indexed are skipped; broken ones are reported and skipped.",
+        description="Copy every .whl, .tar.gz and .zip (and old .tgz or .tar.bz2 sdist) under DIRECTORY into "
+        "the index (of 'serve' with --data-dir, or of 'run' with --packages-dir), with a progress bar. Archives "
+        "already indexed are skipped; broken ones and other files (.egg) are reported and skipped.",
     )
     p.add_argument("directory", metavar="DIRECTORY")
     p.add_argument("--data-dir", help="the data folder of 'packhouse serve' (env PACKHOUSE_DATA_DIR)")

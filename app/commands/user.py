@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.auth.htpasswd import edit_htpasswd, hash_password, parse_htpasswd
+from app.auth.htpasswd import edit_htpasswd, hash_password, htpasswd_entries
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -33,17 +33,24 @@ def _passwords_file(args: argparse.Namespace) -> Path:
     return Path(value)
 
 
+def _entries(path: Path) -> dict[str, str | None]:
+    """Every user of the file, with why their hash cannot log in (None: it can). Lines that are
+    not 'user:hash' are left out; the other lines (unsupported hashes too) can be changed here."""
+    text = path.read_text("utf-8", errors="replace") if path.exists() else ""
+    return {user: problem for _n, user, hashed, problem in htpasswd_entries(text) if hashed is not None}
+
+
 def handle(args: argparse.Namespace) -> int:
     try:
         path = _passwords_file(args)
+        users = _entries(path)
         if args.user_command == "list":
-            users = parse_htpasswd(path.read_text("utf-8")) if path.exists() else {}
             for name in sorted(users):
-                print(name)
+                problem = users[name]
+                print(name if problem is None else f"{name}\t(cannot log in: {problem})")
             return 0
-        users = parse_htpasswd(path.read_text("utf-8")) if path.exists() else {}
         if args.user_command == "add" and args.name in users:
-            raise ValueError(f"user {args.name!r} already exists; use 'packhouse user passwd' to change it")
+            raise ValueError(f"user {args.name!r} already exists in {path}; use 'packhouse user passwd' to change it")
         if args.user_command == "passwd" and args.name not in users:
             raise ValueError(f"no user {args.name!r} in {path}; use 'packhouse user add'")
         if args.user_command == "remove":
@@ -53,7 +60,8 @@ def handle(args: argparse.Namespace) -> int:
             return 0
         edit_htpasswd(path, args.name, hash_password(_password(args)))
         verb = "added" if args.user_command == "add" else "changed the password of"
-        print(f"{verb} {args.name} in {path}", file=sys.stderr)
+        replaced = f" (replacing {users[args.name]})" if users.get(args.name) else ""
+        print(f"{verb} {args.name} in {path}{replaced}", file=sys.stderr)
         return 0
     except (ValueError, OSError) as exc:
         print(f"packhouse user: error: {exc}", file=sys.stderr)

@@ -244,3 +244,9 @@ async def counts(session: AsyncSession) -> tuple[int, int]:
     files = (await session.execute(select(func.count(File.id)))).scalar_one()
     projects = (await session.execute(select(func.count(func.distinct(File.project_id))))).scalar_one()
     return projects, files
+
+
+async def folder_listing(session: AsyncSession) -> Sequence[Row[Any, ...]]:
+    """(storage_key, sha256, yanked) of every file, for pypiserver's ``/packages/`` page."""
+    result = await session.execute(select(File.storage_key, File.sha256, File.yanked).order_by(File.storage_key))
+    return result.all()

@@ -15,6 +15,7 @@ from app.db.serials import Serials, SessionSerials
 from app.errors import DistFileNotFoundError
 from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage.base import Delivery, Storage
+from app.storage.flat import FlatLocalStorage
 
 SMALL_ENTRIES = 4096
 SMALL_MAX_BYTES = 256 * 1024
@@ -130,3 +131,43 @@ async def find_by_filename(service: FileService, filename: str) -> FileDownload:
     if row is None or project is None:
         raise DistFileNotFoundError(f"No file {filename!r} in this index.")
     return await service.find(project.normalized_name, filename)
+
+
+def folder_path(storage_key: str) -> str:
+    """A package-folder storage key as pypiserver's path under ``/packages/``: the path relative to
+    its own folder (``sub/x.whl``; a further PACKAGES_DIR's ``@2/sub/x.whl`` is ``sub/x.whl`` too)."""
+    return storage_key.partition("/")[2] if storage_key.startswith("@") else storage_key
+
+
+def serves_folders(service: FileService) -> bool:
+    """Whether the index is pypiserver's package folders (``packhouse run``), not a files store."""
+    return isinstance(service.storage, FlatLocalStorage)
+
+
+async def folder_links(service: FileService) -> list[tuple[str, str, bool]]:
+    """pypiserver's ``/packages/`` page: (path under /packages/, sha256, yanked) of every file."""
+    async with service.sessions() as session:
+        rows = await repo.folder_listing(session)
+    return sorted((folder_path(key), sha256, yanked) for key, sha256, yanked in rows)
+
+
+async def find_by_path(service: FileService, path: str) -> FileDownload:
+    """pypiserver's ``/packages/<subfolder>/<filename>`` URLs: the file at that path in its package
+    folder (``packhouse run``). Raises DistFileNotFoundError, with its own message for a path that
+    tries to leave the folder (``..``, ``.``, an empty or absolute part, a backslash): such a path
+    never names a file, and is never looked up."""
+    parts = path.split("/")
+    if any(part in ("", ".", "..") or "\\" in part or "\0" in part for part in parts):
+        raise DistFileNotFoundError(
+            f"No file {path!r}: paths under /packages/ have no '..', '.' or empty parts and no backslashes."
+        )
+    dist_path = path.removesuffix(METADATA_SUFFIX)
+    found = None
+    if serves_folders(service) and not any(part.startswith(".") for part in parts):
+        async with service.sessions() as session:
+            row = await session.run_sync(repo.file_by_filename, parts[-1].removesuffix(METADATA_SUFFIX))
+            if row is not None and folder_path(row.storage_key) == dist_path:
+                found = await session.get(Project, row.project_id)
+    if found is None:
+        raise DistFileNotFoundError(f"No file {path!r} in the package folders.")
+    return await service.find(found.normalized_name, parts[-1])

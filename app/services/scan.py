@@ -5,6 +5,11 @@ Two uses: ``packhouse run PACKAGES_DIR`` indexes the files already in a pypiserv
 and ``packhouse import DIR`` copies a folder's archives into the store. Either way each archive is
 hashed and its metadata read with ``app.dists.read_metadata`` (requires-python, the PEP 658 METADATA
 file), its upload time is the file's mtime, and a broken archive is reported and skipped, never fatal.
+
+Indexed: wheels, sdists (``.tar.gz``, legacy ``.zip``) and the old sdist names pypiserver also
+served (``.tgz``, ``.tar.bz2``: pip still installs them). Every other file is skipped with a
+warning naming it and why (``.egg`` files, which pypiserver listed but pip cannot install; a
+symlink out of the folder; a symlinked subfolder), once per file, and counted in the summary.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.scan")
 
-DIST_SUFFIXES = (".whl", ".tar.gz", ".zip")
+DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", *dists.LEGACY_SDIST_SUFFIXES)
+SERVED = ", ".join(DIST_SUFFIXES)
 CHUNK = 1024 * 1024
 SETTLE_NS = 2_000_000_000
 KeyFunc = Callable[[str, str, str], str]  # (sha256, filename, relative path) -> storage key
@@ -43,38 +49,77 @@ class ScanReport:
     removed: list[str] = field(default_factory=list)
     broken: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
     duplicates: list[str] = field(default_factory=list)  # same filename already indexed
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why): not a served file type
     unchanged: int = 0
+
+
+@dataclass
+class FolderListing:
+    files: list[str] = field(default_factory=list)  # archives, relative to the folder
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, why)
 
 
 def in_place_key(_sha256: str, _filename: str, relpath: str) -> str:
     return relpath
 
 
-def dist_files(root: Path) -> list[str]:
-    """Archive paths under ``root`` relative to it, skipping hidden files and folders (as pypiserver)."""
-    out = []
+def skip_reason(name: str) -> str:
+    """Why a file in a package folder is not indexed."""
+    if name.lower().endswith(".egg"):
+        return "a Python egg (.egg): pip cannot install eggs; publish a wheel or an sdist of it instead"
+    if name.lower().endswith((".tar.xz", ".tar", ".tbz", ".txz", ".exe", ".msi", ".rpm", ".dmg")):
+        return f"unsupported archive type (Packhouse serves {SERVED} files)"
+    return f"not a distribution file (Packhouse serves {SERVED} files)"
+
+
+def walk_folder(root: Path) -> FolderListing:
+    """Archive paths under ``root`` relative to it, and the other files with why they are skipped.
+    Hidden files and folders are left out silently (as pypiserver, and Packhouse keeps its own
+    ``.packhouse/`` there)."""
+    out = FolderListing()
     root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        visible = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = []
+        for d in visible:
+            if Path(dirpath, d).is_symlink():  # os.walk does not follow them (nor did pypiserver)
+                rel = Path(dirpath, d).relative_to(root).as_posix()
+                out.skipped.append((rel, "a symlinked folder is not followed; give its target as another PACKAGES_DIR"))
+            else:
+                dirnames.append(d)
         for name in sorted(filenames):
             path = Path(dirpath, name)
-            if name.startswith(".") or not name.endswith(DIST_SUFFIXES):
+            if name.startswith("."):
                 continue
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                log.warning("skipped %s: a symlink to outside the package folder", path)
-                continue  # the store refuses to serve anything outside its root
-            out.append(path.relative_to(root).as_posix())
+            rel = path.relative_to(root).as_posix()
+            if not name.endswith(DIST_SUFFIXES):
+                out.skipped.append((rel, skip_reason(name)))
+            elif path.is_symlink() and not path.resolve().is_relative_to(root):
+                # the store refuses to serve anything outside its root
+                out.skipped.append((rel, "a symlink to outside the package folder"))
+            else:
+                out.files.append(rel)
     return out
 
 
-def folder_files(roots: Sequence[Path]) -> dict[str, Path]:
+def dist_files(root: Path) -> list[str]:
+    """Archive paths under ``root`` relative to it (see ``walk_folder``)."""
+    return walk_folder(root).files
+
+
+def folder_files(roots: Sequence[Path]) -> tuple[dict[str, Path], dict[str, tuple[Path, str]]]:
     """Storage key -> file for every archive in pypiserver's PACKAGES_DIR... (first folder: the
-    relative path; folder N >= 1: ``@N/<relative path>``)."""
+    relative path; folder N >= 1: ``@N/<relative path>``), and the same keys for skipped files
+    -> (file, why)."""
     out: dict[str, Path] = {}
+    skipped: dict[str, tuple[Path, str]] = {}
     for n, root in enumerate(roots):
-        for rel in dist_files(root):
+        listing = walk_folder(root)
+        for rel in listing.files:
             out[f"@{n}/{rel}" if n else rel] = root / rel
-    return out
+        for rel, why in listing.skipped:
+            skipped[f"{root / rel}"] = (root / rel, why)
+    return out, skipped
 
 
 def _digest(path: Path) -> FileDigests:
@@ -96,6 +141,7 @@ class FolderIndexer:
         self.storage = storage
         # Broken archives found by earlier rescans, by (mtime_ns, size): reported once, not every rescan.
         self._broken: dict[str, tuple[int, int]] = {}
+        self._skipped: dict[str, tuple[int, int]] = {}  # files of other types, likewise
 
     async def sync_in_place(
         self, roots: Sequence[Path], progress: Progress | None = None, *, settle: bool = True
@@ -105,7 +151,12 @@ class FolderIndexer:
         was deleted by hand, as pypiserver would stop listing it. ``settle=False`` (at start, before
         any upload can run) indexes even files modified a moment ago."""
         report = ScanReport()
-        present = await anyio.to_thread.run_sync(folder_files, roots)
+        present, skipped = await anyio.to_thread.run_sync(folder_files, roots)
+        for shown, (path, why) in skipped.items():
+            if self._skipped.get(shown) != (st := _stamp(path)):
+                self._skipped[shown] = st
+                report.skipped.append((str(path), why))
+                log.warning("skipped %s: %s", path, why)
         async with self.sessions() as session:
             known = await repo.storage_keys(session)
         # Files younger than SETTLE_NS are left for the next rescan: one being copied in by hand may be
@@ -127,7 +178,11 @@ class FolderIndexer:
     async def import_folder(self, source: Path, key_for: KeyFunc, progress: Progress | None = None) -> ScanReport:
         """Copy every archive under ``source`` into the store (files already indexed are skipped)."""
         report = ScanReport()
-        items = [(rel, source / rel) for rel in await anyio.to_thread.run_sync(dist_files, source)]
+        listing = await anyio.to_thread.run_sync(walk_folder, source)
+        for rel, why in listing.skipped:
+            report.skipped.append((rel, why))
+            log.warning("skipped %s: %s", source / rel, why)
+        items = [(rel, source / rel) for rel in listing.files]
         await self._add_all(items, key_for, True, report, progress)
         return report
 
@@ -163,7 +218,7 @@ class FolderIndexer:
 
     async def _add_one(self, path: Path, rel: str, key_for: KeyFunc, copy: bool) -> None:
         filename = path.name
-        dist = dists.parse_dist_filename(filename)
+        dist = dists.parse_folder_filename(filename)
         try:
             mtime = (await anyio.Path(path).stat()).st_mtime
             digests = await anyio.to_thread.run_sync(_digest, path)
@@ -172,7 +227,7 @@ class FolderIndexer:
         if digests.size == 0:
             raise InvalidDistributionError(f"{rel} is empty (0 bytes)")
         try:
-            meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
+            meta = await anyio.to_thread.run_sync(dists.read_folder_metadata, path, dist, filename)
         except InvalidDistributionError:
             raise
         except Exception as exc:  # a reader failure nobody foresaw: still one bad file, not a failed scan
@@ -243,7 +298,7 @@ class FolderIndexer:
         async with self.sessions() as session, session.begin():
             await session.run_sync(repo.delete_file, file_id)
             await session.run_sync(
-                repo.record_event, project_id, action="remove", project=dists.parse_dist_filename(filename).name,
+                repo.record_event, project_id, action="remove", project=dists.parse_folder_filename(filename).name,
                 filename=filename, actor=None,
                 detail="file deleted from the package folder",
             )  # fmt: skip

@@ -427,7 +427,9 @@ def _check_digests(form: UploadForm, digests: FileDigests) -> None:
     }
     if not any(value for value, _ in given.values()):
         raise DigestMismatchError(
-            "The form has no digest: send at least one of md5_digest, sha256_digest or blake2_256_digest."
+            "The form has no digest: send at least one of md5_digest, sha256_digest or blake2_256_digest "
+            "(twine, uv, flit, hatch and poetry do). With curl, add "
+            "-F sha256_digest=$(sha256sum FILE | cut -d' ' -f1) to the command."
         )
     for field_name, (value, actual) in given.items():
         if value and actual is not None and not hmac.compare_digest(value.strip().lower().encode(), actual.encode()):
