@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from app import __version__
+
+# uvicorn's log levels (app.settings.LOG_LEVELS; not imported here: `packhouse --help` stays fast).
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -79,7 +83,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         help="seconds to send a request head (default 10; env PACKHOUSE_HEADER_TIMEOUT)",
     )
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1; env PACKHOUSE_WORKERS)")
-    p.add_argument("--log-level", help="uvicorn log level (default info; env PACKHOUSE_LOG_LEVEL)")
+    p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, metavar="LEVEL",
+                   help=f"log level: {', '.join(LOG_LEVELS)} (default info; env PACKHOUSE_LOG_LEVEL)")  # fmt: skip
     p.add_argument("--config", help="TOML settings file: keys as the PACKHOUSE_* names in lower case "
                    "(env PACKHOUSE_CONFIG); flags and environment variables win over it")  # fmt: skip
     p.add_argument("--packages-dir", help="serve a pypiserver package folder in place, as 'packhouse run' "
@@ -154,9 +159,13 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    if (func := getattr(args, "func", None)) is not None:
-        return int(func(args))
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if (func := getattr(args, "func", None)) is not None:
+            return int(func(args))
+    except KeyboardInterrupt:  # Ctrl-C before the server runs, or in a command (uvicorn has its own)
+        print("packhouse: interrupted", file=sys.stderr)
+        return 130
     parser.print_help()
     return 2

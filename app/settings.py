@@ -12,11 +12,13 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.auth.policy import Action, parse_actions
+from app.db.engine import database_url_problem
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -33,6 +35,12 @@ def parse_size(value: object) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+# uvicorn's levels (uvicorn.config.LOG_LEVELS), in any case: --log-level DEBUG works too.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LogLevel = Annotated[
+    Literal["critical", "error", "warning", "info", "debug", "trace"],
+    BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v),
+]
 
 
 def is_loopback(host: str) -> bool:
@@ -96,7 +104,7 @@ class Settings(BaseSettings):
     )
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
     realm: str = Field("packhouse", description="HTTP Basic realm.")
-    log_level: str = Field("info", description="uvicorn log level.")
+    log_level: LogLevel = Field("info", description="uvicorn log level: " + ", ".join(LOG_LEVELS) + ".")
     # --- pypiserver compatibility and operations (issue 4) ---
     packages_dir: Path | None = Field(
         None,
@@ -135,10 +143,17 @@ class Settings(BaseSettings):
         False, description="Behind Apache (mod_xsendfile) or lighttpd: answer downloads with X-Sendfile."
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, url: str | None) -> str | None:
+        if url is not None and (problem := database_url_problem(url)):
+            raise ValueError(problem)
+        return url
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         parse_actions(self.authenticate)  # raises ValueError with a readable message
-        if self.storage and not self.storage.startswith("s3://"):
+        if self.storage and (not self.storage.startswith("s3://") or not urlsplit(self.storage).netloc):
             raise ValueError(
                 f"storage {self.storage!r}: use s3://BUCKET/PREFIX, or leave it unset for local files "
                 "(PACKHOUSE_FILES_DIR)"

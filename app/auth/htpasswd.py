@@ -25,7 +25,7 @@ from pathlib import Path
 import anyio
 import bcrypt
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("packhouse.auth")  # under the server's logging setup (level, JSON)
 
 # Checked for unknown users so that their response time matches a real user's (no timing oracle).
 # A constant (bcrypt.hashpw(b"packhouse-dummy", gensalt(rounds=10))): hashing at import cost ~100 ms
@@ -247,6 +247,7 @@ class HtpasswdAuthenticator:
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, str] = {}
         self._cache: dict[bytes, float] = {}
+        self._unreadable = False  # warned once until the file can be read again
         self._reload()
 
     def _reload(self) -> None:
@@ -257,12 +258,33 @@ class HtpasswdAuthenticator:
                 log.warning("passwords file %s does not exist: nobody can log in", self.path)
             self._stamp, self._users = None, {}
             return
+        except OSError as exc:
+            self._cannot_read(exc)
+            return
         # The inode too: 'packhouse user' replaces the file atomically, maybe within one mtime tick.
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp:
-            self._users = parse_htpasswd(self.path.read_text("utf-8", errors="replace"), str(self.path))
+            try:
+                text = self.path.read_text("utf-8", errors="replace")
+            except OSError as exc:  # unreadable (mode, a directory, ...), or replaced meanwhile
+                self._cannot_read(exc)
+                return
+            self._users = parse_htpasswd(text, str(self.path))
             self._stamp = stamp
             self._cache.clear()
+            self._unreadable = False
+
+    def _cannot_read(self, exc: OSError) -> None:
+        """Keep the users read before (a chmod gone wrong must not lock everybody out, nor answer
+        500), and say so once; the file is tried again on every request."""
+        if not self._unreadable:
+            log.warning(
+                "cannot read passwords file %s (%s): keeping the %d user(s) read before",
+                self.path,
+                exc.strerror or exc,
+                len(self._users),
+            )
+            self._unreadable = True
 
     @property
     def usernames(self) -> list[str]:

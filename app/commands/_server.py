@@ -10,13 +10,18 @@ import shutil
 import sys
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from app.storage.base import Storage
 
 CONFIG_ENV = "PACKHOUSE_CONFIG"
 
@@ -53,10 +58,20 @@ def build_settings(
     try:
         return Settings(**{**from_file, **given})
     except ValidationError as exc:
+        environ = {name.upper() for name in os.environ}
+        config = config_path or os.environ.get(CONFIG_ENV)
         lines = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            lines.append(f"{where + ': ' if where else ''}{err['msg']}")
+            message = err["msg"].removeprefix("Value error, ")
+            field = str(err["loc"][0]) if err["loc"] else ""
+            if not field:  # about several settings together: the message names them
+                lines.append(message)
+            elif field not in given and f"PACKHOUSE_{field.upper()}" in environ:
+                lines.append(f"PACKHOUSE_{field.upper()}: {message}")
+            elif field not in given and field in from_file and config:
+                lines.append(f"{field} (in {config}): {message}")
+            else:
+                lines.append(f"{field}: {message}")
         raise ConfigError("\n".join(lines)) from None
 
 
@@ -71,27 +86,12 @@ def launch(settings: Settings) -> int:
     import uvicorn
 
     from app import http_limits
-    from app.db.engine import build_engine
-    from app.db.migrate import upgrade_to_head
     from app.logs import log_config
 
-    if settings.packages_dir is not None:
-        created = not settings.packages_dir.exists()
-        problem = check_readable(settings.extra_packages_dirs_list) or check_writable(settings.packages_dir)
-        if problem:
-            return fail(problem)
-        if created:
-            warning = f"package folder {settings.packages_dir} did not exist: created it"
-            print(f"packhouse: warning: {warning}", file=sys.stderr)
-
-    async def _migrate() -> None:
-        engine = build_engine(settings.effective_database_url, immediate=True)
-        try:
-            await upgrade_to_head(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(_migrate())
+    try:
+        preflight(settings)
+    except ConfigError as exc:
+        return fail(str(exc))
     for name, value in settings.model_dump(exclude_none=True).items():
         os.environ[f"PACKHOUSE_{name.upper()}"] = str(value)
     os.environ.pop(CONFIG_ENV, None)  # already folded into the variables above
@@ -112,6 +112,129 @@ def launch(settings: Settings) -> int:
             timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
         )
     return 0
+
+
+def preflight(settings: Settings) -> None:
+    """What an operator can get wrong, checked before uvicorn starts, so that it stops with one line
+    saying what to fix rather than a traceback (or a server that answers 500): the passwords file,
+    the folders it writes to, the database (migrated here, once) and the S3 bucket. Raises ConfigError."""
+    check_passwords_file(settings.passwords_file)
+    if settings.packages_dir is not None:
+        created = not settings.packages_dir.exists()
+        if problem := check_readable(settings.extra_packages_dirs_list) or check_writable(settings.packages_dir):
+            raise ConfigError(problem)
+        if created:
+            warning = f"package folder {settings.packages_dir} did not exist: created it"
+            print(f"packhouse: warning: {warning}", file=sys.stderr)
+
+    async def _prepare() -> None:
+        engine = await open_database(settings.effective_database_url)
+        await engine.dispose()
+        if settings.storage:
+            _, close = await open_storage(settings, check=True)
+            await close()
+
+    asyncio.run(_prepare())
+    files = settings.effective_files_dir
+    if not settings.storage and files != settings.packages_dir:
+        if problem := check_writable(files, "files folder"):
+            raise ConfigError(problem)
+
+
+def check_passwords_file(path: Path | None) -> None:
+    """pypiserver refuses to start without its htpasswd file, and so does Packhouse: a typo in the
+    path would otherwise lock every user out without a word."""
+    if path is None:
+        return
+    try:
+        path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"passwords file {path} does not exist: create it with 'packhouse user add NAME "
+            f"--passwords {path}' (or htpasswd -cB), or give --passwords . for none"
+        ) from None
+    except OSError as exc:
+        who = f" to uid {os.getuid()}" if isinstance(exc, PermissionError) else ""
+        raise ConfigError(f"cannot read the passwords file {path}: {exc.strerror}{who}") from None
+
+
+def reason(exc: BaseException) -> str:
+    """Why something failed, in one line: the driver's or the system's own words."""
+    exc = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
+    if isinstance(exc, ModuleNotFoundError):
+        return f"the Python module {exc.name!r} is not installed"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    # botocore's, named without importing it
+    if type(exc).__name__ == "NoCredentialsError":
+        text += " (give AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, the standard AWS way)"
+    elif type(exc).__name__ == "ClientError" and ("(404)" in text or "NoSuchBucket" in text):
+        text += " (does the bucket exist?)"
+    elif type(exc).__name__ == "ClientError" and "(403)" in text:
+        text += " (do these credentials give access to the bucket?)"
+    return text
+
+
+async def open_database(
+    url: str, *, must_exist: bool = False, hint: str = "pass --data-dir (or --database-url)"
+) -> AsyncEngine:
+    """An engine on ``url`` with the schema brought to head. ``must_exist``: for the commands that
+    act on an installation, which must not make an empty one where a typo points (a SQLite file is
+    not created, a PostgreSQL database needs Packhouse's tables). Raises ConfigError."""
+    from sqlalchemy.engine import make_url
+
+    from app.db.engine import build_engine, database_url_problem, sqlite_path
+    from app.db.migrate import has_schema, upgrade_to_head
+
+    if problem := database_url_problem(url):
+        raise ConfigError(f"database URL {problem}")
+    path = sqlite_path(url)
+    shown = path or make_url(url).render_as_string()  # the password hidden
+    if path is not None:
+        _check_sqlite_file(Path(path), must_exist, hint)
+    try:
+        engine = build_engine(url, immediate=True)
+    except Exception as exc:  # noqa: BLE001 - any reason: said in one line
+        raise ConfigError(f"cannot open database {shown}: {reason(exc)}") from None
+    try:
+        if must_exist and path is None and not await has_schema(engine):
+            raise ConfigError(f"no Packhouse database at {shown} (it has no Packhouse tables); {hint}")
+        await upgrade_to_head(engine)
+    except ConfigError:
+        await engine.dispose()
+        raise
+    except Exception as exc:  # noqa: BLE001 - refused, unreachable, not a database, ...
+        await engine.dispose()
+        raise ConfigError(f"cannot open database {shown}: {reason(exc)}") from None
+    return engine
+
+
+def _check_sqlite_file(path: Path, must_exist: bool, hint: str) -> None:
+    if must_exist and not path.is_file():
+        raise ConfigError(f"no Packhouse database at {path}; {hint}")
+    # SQLite writes its journal beside the database, even to read it (WAL).
+    if problem := check_writable(path.parent, "data folder"):
+        raise ConfigError(problem)
+
+
+async def open_storage(settings: Settings, *, check: bool = False) -> tuple[Storage, Callable[[], Awaitable[None]]]:
+    """The server's storage (``app.main.open_storage``); ``check``: S3 answers for the bucket with
+    these credentials (what /ready asks). Raises ConfigError."""
+    from app.main import open_storage as open_
+
+    where = settings.storage or settings.effective_files_dir
+    try:
+        storage, close = await open_(settings)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"cannot open the storage {where}: {reason(exc)}") from None
+    if check and settings.storage:
+        try:
+            await storage.check()
+        except Exception as exc:  # noqa: BLE001
+            await close()
+            raise ConfigError(f"storage {where}: {reason(exc)}") from None
+    return storage, close
 
 
 @contextlib.contextmanager
@@ -144,7 +267,7 @@ def check_readable(folders: list[Path]) -> str | None:
     return None
 
 
-def check_writable(folder: Path) -> str | None:
+def check_writable(folder: Path, what: str = "package folder") -> str | None:
     """The classic container problem (pypiserver issue #256): a bind-mounted package folder owned by
     another user. Say what to do instead of failing later with a traceback."""
     try:
@@ -152,9 +275,11 @@ def check_writable(folder: Path) -> str | None:
         probe = folder / f".packhouse-write-test-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
+    except (FileExistsError, NotADirectoryError):
+        return f"cannot write to the {what} {folder}: it, or a folder above it, is a file, not a folder"
     except OSError as exc:
         return (
-            f"cannot write to the package folder {folder} ({exc.strerror}) as uid {os.getuid()}.\n"
+            f"cannot write to the {what} {folder} ({exc.strerror}) as uid {os.getuid()}.\n"
             f"Give it to this user, e.g. on the host: sudo chown -R {os.getuid()}:{os.getgid()} <folder>,\n"
             'or run the container as the folder\'s owner (compose: user: "UID:GID").'
         )

@@ -9,7 +9,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from app.commands._server import ConfigError, build_settings, fail
+from app.commands._server import ConfigError, build_settings, fail, open_database, open_storage
 from app.settings import Settings
 
 
@@ -20,17 +20,15 @@ def progress_bar(done: int, total: int, name: str, width: int = 30) -> None:
 
 
 async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
-    from app.db.engine import build_engine, build_sessionmaker
-    from app.db.migrate import upgrade_to_head
-    from app.main import open_storage
+    from app.db.engine import build_sessionmaker
     from app.services.scan import FolderIndexer
     from app.services.upload import storage_key
     from app.storage.flat import FlatLocalStorage
 
-    engine = build_engine(settings.effective_database_url, immediate=True)
+    engine = await open_database(settings.effective_database_url)  # created, as the server would
     try:
-        await upgrade_to_head(engine)
-        storage, close_storage = await open_storage(settings)  # the server's: folder, package folder or S3
+        # The server's storage: files folder, package folder or S3.
+        storage, close_storage = await open_storage(settings, check=True)
         try:
             flat = isinstance(storage, FlatLocalStorage)
             indexer = FolderIndexer(build_sessionmaker(engine), storage)
@@ -69,9 +67,14 @@ def handle(args: argparse.Namespace) -> int:
     }
     try:
         settings = build_settings(flags, args.config)
+        return asyncio.run(_import(settings, source.resolve(), not args.quiet))
     except ConfigError as exc:
         return fail(str(exc))
-    return asyncio.run(_import(settings, source.resolve(), not args.quiet))
+    except KeyboardInterrupt:
+        # The files copied so far are in the index; the same command skips them and goes on.
+        end_bar = "" if args.quiet else "\n"
+        print(f"{end_bar}packhouse: interrupted; run the same import again to resume", file=sys.stderr)
+        return 130
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -71,21 +71,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]]) -> T:
-    """Open the database (brought to the latest schema) and the storage exactly as the server does
-    (settings from flags > PACKHOUSE_* > --config), run ``work(sessions, storage)``."""
-    from app.commands._server import build_settings
-    from app.db.engine import build_engine, build_sessionmaker
-    from app.db.migrate import upgrade_to_head
-    from app.main import open_storage
+    """Open the database (which must exist; brought to the latest schema) and the storage exactly
+    as the server does (settings from flags > PACKHOUSE_* > --config), run ``work(sessions, storage)``."""
+    from app.commands._server import build_settings, open_database, open_storage
+    from app.db.engine import build_sessionmaker
 
     flags = {k: getattr(args, k) for k in ("data_dir", "database_url", "packages_dir", "storage")}
     settings = build_settings(flags, args.config)
 
     async def main() -> T:
-        engine = build_engine(settings.effective_database_url, immediate=True)
+        hint = "pass --packages-dir" if settings.packages_dir else "pass --data-dir (or --database-url)"
+        engine = await open_database(settings.effective_database_url, must_exist=True, hint=hint)
         try:
-            await upgrade_to_head(engine)
-            storage, close_storage = await open_storage(settings)
+            storage, close_storage = await open_storage(settings, check=True)
             try:
                 return await work(build_sessionmaker(engine), storage)
             finally:

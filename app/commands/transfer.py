@@ -23,8 +23,8 @@ import anyio
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.db.engine import build_engine
-from app.db.migrate import upgrade_to_head
+from app.commands._server import ConfigError, fail, open_database, reason
+from app.db.engine import database_url_problem
 from app.db.models import Event, File, Project
 from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage import build_storage
@@ -134,31 +134,50 @@ async def _check_empty(engine: AsyncEngine) -> None:
         )
 
 
+async def _storage(url: str | None, side: str, **kwargs: Any) -> tuple[Storage, Any]:
+    """``build_storage``, with any failure (no credentials, no bucket, a folder that cannot be
+    made) said in one line."""
+    try:
+        storage, close = await build_storage(url, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"cannot open the {side} storage {url or kwargs['files_dir']}: {reason(exc)}") from None
+    return storage, close
+
+
 async def transfer(args: argparse.Namespace, out: TextIO) -> int:
-    source_db = build_engine(args.from_database_url, immediate=True)
-    dest_db = build_engine(args.to_database_url, immediate=True)
+    source_db = dest_db = None
     closers = []
     try:
+        if args.from_database_url == args.to_database_url:
+            raise TransferError("source and destination are the same database")
+        # The source must be an installation (a typo must not copy an empty one it just made).
+        source_db = await open_database(
+            args.from_database_url, must_exist=True, hint="pass --from-data-dir (or --from-database-url)"
+        )
+        dest_db = await open_database(args.to_database_url)
         if str(source_db.url) == str(dest_db.url):
             raise TransferError("source and destination are the same database")
-        await upgrade_to_head(source_db)
-        await upgrade_to_head(dest_db)
         await _check_empty(dest_db)
-        source, close = await build_storage(
+        source, close = await _storage(
             args.from_storage,
+            "source",
             files_dir=Path(args.from_files_dir),
             staging_dir=Path(args.from_data_dir) / "staging",
             s3_endpoint_url=args.s3_endpoint_url,
         )
         closers.append(close)
-        dest, close = await build_storage(
+        dest, close = await _storage(
             args.to_storage,
+            "destination",
             files_dir=Path(args.to_files_dir or "."),  # unused with --to-storage
             staging_dir=Path(args.from_data_dir) / "staging",
             s3_endpoint_url=args.s3_endpoint_url,
         )
         closers.append(close)
-        await dest.check()
+        try:
+            await dest.check()
+        except Exception as exc:  # noqa: BLE001 - no credentials, no bucket, unreachable, ...
+            raise ConfigError(f"destination storage {args.to_storage or args.to_files_dir}: {reason(exc)}") from None
 
         rows = await _rows(source_db)
         files = rows[File.__table__.name]
@@ -192,8 +211,9 @@ async def transfer(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for close in closers:
             await close()
-        await source_db.dispose()
-        await dest_db.dispose()
+        for engine in (source_db, dest_db):
+            if engine is not None:
+                await engine.dispose()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,7 +226,13 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    return asyncio.run(transfer(args, sys.stderr))
+    for flag, url in (("--from-database-url", args.from_database_url), ("--to-database-url", args.to_database_url)):
+        if problem := database_url_problem(url):
+            return fail(f"{flag}: database URL {problem}")
+    try:
+        return asyncio.run(transfer(args, sys.stderr))
+    except ConfigError as exc:
+        return fail(str(exc))
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

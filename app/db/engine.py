@@ -16,7 +16,30 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# Packhouse runs on SQLAlchemy's asyncio extension: these drivers, nothing else.
+_ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("asyncpg", "psycopg", "psycopg_async")}
+_EXAMPLES = "sqlite+aiosqlite:///PATH/packhouse.db or postgresql+asyncpg://USER:PASSWORD@HOST/DB"
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be Packhouse's database URL (unparseable, another database, a synchronous
+    driver), or None. Reads the URL only: no driver is imported, nothing is opened."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return f"{url!r} is not a SQLAlchemy URL; use {_EXAMPLES}"
+    backend, _, driver = parsed.drivername.partition("+")
+    shown = parsed.render_as_string()  # password hidden
+    if backend not in _ASYNC_DRIVERS:
+        return f"{shown!r}: Packhouse runs on SQLite or PostgreSQL; use {_EXAMPLES}"
+    if driver not in _ASYNC_DRIVERS[backend]:
+        example = "sqlite+aiosqlite://" if backend == "sqlite" else "postgresql+asyncpg://"
+        which = f"{driver} is not an async driver" if driver else "it needs an async driver"
+        return f"{shown!r}: {which}; start it with {example}"
+    return None
 
 
 def is_sqlite(url: str) -> bool:

@@ -64,6 +64,12 @@ def _current(connection: Connection) -> set[str]:
     return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
 
 
+async def has_schema(engine: AsyncEngine) -> bool:
+    """Whether the database holds Packhouse's schema (at any revision)."""
+    async with engine.connect() as conn:
+        return await conn.run_sync(lambda c: inspect(c).has_table("alembic_version"))
+
+
 async def upgrade_to_head(engine: AsyncEngine) -> None:
     def _upgrade(connection: Connection) -> None:
         heads = script_heads()
