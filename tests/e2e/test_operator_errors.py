@@ -245,7 +245,7 @@ def test_a_passwords_file_that_becomes_unreadable_keeps_the_users_read_before(tm
     assert not [line for line in server.log().splitlines() if not line.startswith("{")], server.log()
     auth = [r for r in records if r["logger"] == "packhouse.auth"]
     assert [r["level"] for r in auth] == ["warning", "warning"], auth
-    assert "user 'des' has an unsupported hash" in auth[0]["message"]
+    assert "user 'des' has a DES crypt hash" in auth[0]["message"]
     assert (
         auth[1]["message"]
         == f"cannot read passwords file {passwords} (Is a directory): keeping the 1 user(s) read before"
