@@ -76,3 +76,10 @@ class RequestTimeoutError(InvalidRequestError):
     """The client stopped sending the request body (slow or stalled upload)."""
 
     title = "Request timeout"
+
+
+class StorageUnavailableError(PackageIndexError):
+    """The file storage (an S3 bucket) could not be reached or refused the server: the server's
+    fault, not the request's; the client may try again (503)."""
+
+    title = "Storage unavailable"

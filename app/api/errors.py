@@ -26,6 +26,7 @@ from app.errors import (
     PermissionDeniedError,
     ProjectNotFoundError,
     RequestTimeoutError,
+    StorageUnavailableError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
 )
@@ -45,6 +46,7 @@ STATUS: dict[type[PackageIndexError], int] = {
     InvalidRequestError: 400,
     DigestMismatchError: 400,
     InvalidDistributionError: 400,
+    StorageUnavailableError: 503,  # + Retry-After
 }
 PROBLEM = "application/problem+json"
 
@@ -83,6 +85,8 @@ def domain_problem(exc: PackageIndexError, realm: str) -> Response:
     """The answer to a domain error (the exception handler's, and app/api/fastpath.py's)."""
     status = status_for(exc)
     headers = {"WWW-Authenticate": f'Basic realm="{realm}"'} if status == 401 else None
+    if status == 503:
+        headers = {"Retry-After": "30"}
     return problem(status, exc.title, exc.detail, headers)
 
 

@@ -10,20 +10,22 @@ never overwrite each other's bytes. Credentials and region come the standard AWS
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 from urllib.parse import urlsplit
 
 import aioboto3
 import anyio
 from aiobotocore.config import AioConfig
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from app.errors import StorageUnavailableError
 from app.storage.base import Delivery, ObjectStream, RedirectURL
 from app.storage.local import LocalStaged, sweep_dead_uploads
 
@@ -53,6 +55,41 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 def _missing(exc: ClientError) -> bool:
     return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+log = logging.getLogger("packhouse.storage")
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_Call = Callable[_P, Coroutine[Any, Any, _T]]
+
+
+def _unavailable(what: str) -> Callable[[_Call[_P, _T]], _Call[_P, _T]]:
+    """A storage call whose failure (no credentials, endpoint unreachable, access denied, no
+    bucket) is the server's fault: StorageUnavailableError (503, try again) with the store's own
+    reason, instead of a 500. A missing object is handled inside each call, before this."""
+
+    def decorate(call: _Call[_P, _T]) -> _Call[_P, _T]:
+        @wraps(call)
+        async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+            try:
+                return await call(*args, **kwargs)
+            except (BotoCoreError, ClientError) as exc:
+                if isinstance(exc, ClientError):
+                    error = exc.response.get("Error", {})
+                    why = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+                else:
+                    why = type(exc).__name__
+                log.error("S3 storage could not %s: %s", what, exc)
+                raise StorageUnavailableError(
+                    f"The file storage could not {what} ({why}). Nothing was changed; try again later. "
+                    "If it persists, the server's administrator can see the storage's state at /ready."
+                ) from exc
+
+        return guarded
+
+    return decorate
 
 
 class S3Storage:
@@ -87,6 +124,7 @@ class S3Storage:
         # A scratch copy: the PUT (or multipart upload) in commit() is what makes it durable.
         return LocalStaged(self.staging_dir, durable=False)
 
+    @_unavailable("store the file")
     async def commit(  # type: ignore[override]
         self, staged: LocalStaged, key: str, *, sidecars: Mapping[str, bytes] | None = None
     ) -> None:
@@ -141,6 +179,7 @@ class S3Storage:
 
         await anyio.to_thread.run_sync(_discard)
 
+    @_unavailable("store the file")
     async def put_bytes(self, key: str, data: bytes) -> None:
         await self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
@@ -154,6 +193,7 @@ class S3Storage:
             raise
         return response["Body"]
 
+    @_unavailable("read the file")
     async def get_bytes(self, key: str) -> bytes:
         body = await self._get_object(key)
         async with body:  # (entering yields the raw HTTP response: keep the StreamingBody)
@@ -180,12 +220,15 @@ class S3Storage:
                 return None
             raise
 
+    @_unavailable("read the file")
     async def exists(self, key: str) -> bool:
         return await self._head(key) is not None
 
+    @_unavailable("delete the file")
     async def delete(self, key: str) -> None:
         await self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
+    @_unavailable("read the file")
     async def delivery(self, key: str) -> Delivery:
         if self.delivery_mode == "redirect":
             # Signing is local: no round trip. The database row already vouches that the object

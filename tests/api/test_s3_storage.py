@@ -174,3 +174,30 @@ def test_a_large_upload_goes_up_in_parts_and_downloads_intact(s3_client, s3, tmp
     got = s3_client.get(url)
     assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == sha
     assert s3_client.get(url, headers={"Range": "bytes=8388600-8388615"}).content == body[8388600:8388616]
+
+
+def test_a_bucket_that_goes_away_answers_503_not_500_and_stores_nothing(s3_client, s3, tmp_path):
+    """The storage failing under a running server (bucket deleted, credentials revoked, endpoint
+    down) is the server's fault: 503 with the store's reason and Retry-After, no row, no staged file."""
+    first = make_wheel(tmp_path, "gamma", "1.0")
+    _upload(s3_client, first)
+    url = _file_url(s3_client, "gamma", first.name)
+    admin = s3.server.client()
+    for key in s3.keys():
+        admin.delete_object(Bucket=s3.bucket, Key=key)
+    admin.delete_bucket(Bucket=s3.bucket)
+
+    second = make_wheel(tmp_path, "delta", "1.0")
+    data, files = upload_form(second)
+    r = s3_client.post("/legacy/", data=data, files=files)
+    assert r.status_code == 503, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.headers["retry-after"] == "30"
+    assert "NoSuchBucket" in r.json()["detail"] and "try again" in r.json()["detail"]
+    assert s3_client.get("/simple/delta/").status_code == 404  # no row
+    assert not list((tmp_path / "data" / "staging").glob("*"))
+
+    # A HEAD of an object in a missing bucket says only "404": the file is then not found.
+    download = s3_client.get(url)
+    assert download.status_code in (404, 503), download.text
+    assert download.headers["content-type"] == "application/problem+json"
