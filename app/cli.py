@@ -49,7 +49,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument(
         "--passwords",
         "-P",
-        help="htpasswd file (bcrypt, SHA1 or apr1), or '.' for none (env PACKHOUSE_PASSWORDS)",
+        help="htpasswd file (bcrypt, SHA1, apr1/MD5-crypt, SHA-crypt), or '.' for none (env PACKHOUSE_PASSWORDS)",
     )
     p.add_argument(
         "--authenticate",

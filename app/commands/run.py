@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "-P", "--passwords", metavar="PASSWORDS",
-        help="htpasswd file (bcrypt, SHA1 or apr1 entries), or '.' for none",
+        help="htpasswd file (bcrypt, SHA1, apr1/MD5-crypt or SHA-256/512-crypt entries), or '.' for none",
     )  # fmt: skip
     p.add_argument(
         "-a", "--authenticate", metavar="ACTIONS",

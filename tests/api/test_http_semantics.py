@@ -267,6 +267,16 @@ def test_repeated_if_none_match_lines_on_files(client):
     assert client.get(url, headers=[("If-None-Match", '"other"'), ("If-None-Match", etag)]).status_code == 304
 
 
+def test_repeated_header_lines_on_ui_pages(client):
+    upload(client, "demo", "1.0")
+    url = "/ui/project/demo/"
+    etag = client.get(url).headers["etag"]
+    lines = [("If-None-Match", '"other"'), ("If-None-Match", etag)]
+    assert client.get(url, headers=lines).status_code == 304
+    refused = client.get(url, headers=[("Accept-Encoding", "*"), ("Accept-Encoding", "gzip;q=0")])
+    assert refused.status_code == 200 and "content-encoding" not in refused.headers
+
+
 @pytest.mark.parametrize("path", ["/simple/demo/", "/simple/demo/?via=route"])
 def test_repeated_accept_encoding_lines_are_one_list(client, path):
     _big(client)

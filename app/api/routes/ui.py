@@ -22,7 +22,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app import dists
-from app.api.conditional import accepts_coding, none_match
+from app.api.conditional import accepts_coding, field, none_match
 from app.api.deps import CatalogDep, ListIdentity
 from app.api.errors import problem, status_for
 from app.errors import InvalidDistributionError, NotFoundError
@@ -120,9 +120,9 @@ def _send(
     ``gzipped``: the compressed form, if already made."""
     etag = f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {**headers, "ETag": etag, "Vary": "Accept-Encoding"}
-    if status_code == 200 and none_match(request.headers.get("if-none-match"), [etag]):
+    if status_code == 200 and none_match(field(request.headers, "if-none-match"), [etag]):
         return Response(status_code=304, headers=headers)
-    if len(body) >= GZIP_MIN_BYTES and accepts_coding(request.headers.get("accept-encoding"), "gzip"):
+    if len(body) >= GZIP_MIN_BYTES and accepts_coding(field(request.headers, "accept-encoding"), "gzip"):
         body = gzipped or _gzip(body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, status_code=status_code, headers=headers, media_type=media_type)
