@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import dists
+from app.api.conditional import field
 from app.api.deps import basic_credentials_from
 from app.api.errors import disconnected, domain_problem
 from app.api.routes import simple, upload
@@ -71,7 +72,7 @@ class FastPath:
         headers = Headers(scope=scope)
         try:
             await state.policy.authorize(Action.LIST, basic_credentials_from(headers))
-            fmt = negotiate(headers.get("accept"))
+            fmt = negotiate(field(headers, "accept"))
             return await simple.project_response(state.index, headers, name, fmt, FILES_BASE)
         except PackageIndexError:
             return None  # the route answers it (and raises the same error, mapped as always)

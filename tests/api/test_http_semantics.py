@@ -320,3 +320,11 @@ def test_x_gzip_gets_the_gzip_form(client):
     assert r.headers["content-encoding"] == "gzip" and r.headers["etag"].endswith('-gzip"')
     with client.stream("GET", "/simple/demo/", headers={"Accept-Encoding": "x-gzip"}) as s:
         assert b"demo-1.11" in gzip.decompress(b"".join(s.iter_raw()))
+
+
+@pytest.mark.parametrize("path", ["/simple/demo/", "/simple/demo/?via=route"])
+def test_repeated_accept_lines_are_one_list(client, path):
+    upload(client, "demo", "1.0")
+    lines = [("Accept", "text/html;q=0.1"), ("Accept", "application/vnd.pypi.simple.v1+json")]
+    r = client.get(path, headers=lines)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/vnd.pypi.simple.v1+json")

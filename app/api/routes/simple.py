@@ -46,7 +46,7 @@ _SIMPLE_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def _fmt(request: Request, format_: str | None) -> MediaType:
-    return negotiate(request.headers.get("accept"), format_)
+    return negotiate(field(request.headers, "accept"), format_)
 
 
 def _gzip_etag(etag: str) -> str:
