@@ -57,15 +57,7 @@ def apr1_crypt(password: bytes, salt: bytes, magic: bytes = b"$apr1$") -> str:
         c.update(final if i & 1 else password)
         final = c.digest()
 
-    def b64(a: int, b: int, c: int, n: int) -> str:
-        v = (a << 16) | (b << 8) | c
-        out = ""
-        for _ in range(n):
-            out += _APR1_ALPHABET[v & 0x3F]
-            v >>= 6
-        return out
-
-    f = final
+    f, b64 = final, _b64_24
     encoded = (
         b64(f[0], f[6], f[12], 4)
         + b64(f[1], f[7], f[13], 4)
@@ -91,6 +83,7 @@ SHA_CRYPT_MAX_ROUNDS = 500_000
 
 
 def _b64_24(a: int, b: int, c: int, n: int) -> str:
+    """Three bytes as ``n`` characters of crypt's base-64 alphabet, least significant first."""
     v = (a << 16) | (b << 8) | c
     out = ""
     for _ in range(n):
