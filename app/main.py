@@ -21,8 +21,8 @@ from app import __version__
 from app.api import metrics as metrics_api
 from app.api.errors import install_error_handlers
 from app.api.fallback import install_fallback
-from app.api.fastpath import install_fast_path
-from app.api.guards import RejectNulMiddleware, document_nul_rejection
+from app.api.fastpath import UPLOAD_PATHS, install_fast_path
+from app.api.guards import RejectNulMiddleware, SmallBodyMiddleware, document_nul_rejection
 from app.api.head import HeadAsGet
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
@@ -176,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app, settings.realm)
     install_fast_path(app, settings.realm)  # innermost: after the NUL guard and the metrics
     app.add_middleware(HeadAsGet)  # HEAD on a GET-only route: answered as that GET, headers only
+    app.add_middleware(SmallBodyMiddleware, body_timeout=settings.body_timeout, upload_paths=UPLOAD_PATHS)
     app.add_middleware(RejectNulMiddleware)
     document_nul_rejection(app)
     if settings.metrics:

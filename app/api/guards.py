@@ -8,10 +8,13 @@ a pattern that excludes NUL (so a schema-driven client or fuzzer knows what is v
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import problem
 
@@ -26,6 +29,70 @@ class RejectNulMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+#: The largest body of any request but an upload: the JSON API takes a yank reason at most.
+SMALL_BODY_BYTES = 64 * 1024
+
+
+class SmallBodyMiddleware:
+    """Bodies of requests other than uploads are small, and come in time.
+
+    The upload form (``upload_paths``, POST) streams its body with its own limits and per-chunk
+    timeout. Any other body is read whole into memory by the framework before the route's
+    dependencies run (the login check included): without a cap, an anonymous client could send
+    a yank request of any size. So: a Content-Length over SMALL_BODY_BYTES is refused with 413
+    before anything is read, a body without one is counted as it arrives, and a client that stops
+    sending it is answered 408 after ``body_timeout`` seconds, as an upload would be."""
+
+    def __init__(self, app: ASGIApp, body_timeout: float, upload_paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.body_timeout = body_timeout
+        self.upload_paths = upload_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or (scope["method"] == "POST" and scope["path"] in self.upload_paths)
+        ):
+            await self.app(scope, receive, send)
+            return
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > SMALL_BODY_BYTES:
+            await _too_large()(scope, receive, send)
+            return
+        received, complete = 0, False
+
+        async def small_body() -> Message:
+            nonlocal received, complete
+            if complete:  # the body is in: only the disconnect is left, whenever it comes
+                return await receive()
+            try:
+                async with asyncio.timeout(self.body_timeout):
+                    message = await receive()
+            except TimeoutError:
+                raise HTTPException(
+                    408, f"The client sent no data for {self.body_timeout:g} seconds (--body-timeout)."
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
+                if received > SMALL_BODY_BYTES:
+                    raise HTTPException(413, _TOO_LARGE)
+            return message
+
+        await self.app(scope, small_body, send)
+
+
+_TOO_LARGE = (
+    f"The request body is larger than {SMALL_BODY_BYTES} bytes; only uploads (POST / or /legacy/) "
+    "take large bodies, and this request takes a small JSON body at most."
+)
+
+
+def _too_large() -> Any:
+    return problem(413, "Request body too large", _TOO_LARGE)
 
 
 NO_NUL_PATTERN = "^[^\\u0000]*$"
