@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from packaging.metadata import parse_email
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import (
     InvalidSdistFilename,
     InvalidWheelFilename,
@@ -391,6 +392,21 @@ def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
         metadata_version=parsed.get("metadata_version"),
         raw=raw,
     )
+
+
+def requires_python_problem(value: str | None) -> str | None:
+    """Why a Requires-Python value is not a PEP 440 version specifier, or None if it is (or is
+    absent). Installers read it from the index (``data-requires-python``): pip skips a value it
+    cannot parse, uv refuses the file outright, so the index must not publish one."""
+    if value is None or not value.strip():
+        return None
+    if any(not part.strip() for part in value.split(",")):
+        return "an empty specifier between commas, which uv refuses"
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier as exc:
+        return str(exc) or "not a version specifier"
+    return None
 
 
 def _nul_field(text: str) -> str:

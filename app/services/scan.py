@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -237,6 +237,12 @@ class FolderIndexer:
             raise InvalidDistributionError(
                 f"the metadata inside {rel} says {meta.name} {meta.version}, not what its filename says"
             )
+        if problem := dists.requires_python_problem(meta.requires_python):
+            # Served all the same (pypiserver did; pip ignores such a value), but not published:
+            # uv refuses a file whose data-requires-python it cannot parse.
+            log.warning("%s: Requires-Python %r is not a version specifier (%s); not published", rel,
+                        meta.requires_python, problem)  # fmt: skip
+            meta = replace(meta, requires_python=None)
         key = key_for(digests.sha256, filename, rel)
         metadata_sha256, sidecars = None, {}
         if dist.kind is dists.DistKind.WHEEL:

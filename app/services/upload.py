@@ -213,6 +213,12 @@ class UploadService:
                 f"The metadata inside {filename} says {meta.name} {meta.version}, which does not "
                 "match the filename; rebuild the distribution."
             )
+        if problem := dists.requires_python_problem(meta.requires_python):
+            raise InvalidDistributionError(
+                f"The metadata inside {filename} has Requires-Python {meta.requires_python!r}, which is "
+                f"not a PEP 440 version specifier ({problem}); installers would refuse it. Fix "
+                "requires-python in pyproject.toml and rebuild the distribution."
+            )
         if isinstance(reuse, BaseException):
             raise reuse
         existing, answer = reuse

@@ -227,3 +227,32 @@ def test_import_reports_and_skips_broken_archives(tmp_path, make_client, databas
     client = make_client(data_dir=data_dir)
     assert _listed(client, "good")
     assert not any(_listed(client, project) for project in broken.values())
+
+
+@pytest.mark.parametrize("value", [">=3.8, <4,,,", "3.8+", ">= three"])
+def test_an_invalid_requires_python_is_refused_at_upload(client, tmp_path, value):
+    wheel = make_wheel(tmp_path, "reqpy", "1.0", requires_python=value)
+    data, files = upload_form(wheel)
+    r = client.post("/legacy/", data=data, files=files)
+    assert r.status_code == 400, r.text
+    assert f"Requires-Python {value!r}" in r.json()["detail"] and "PEP 440" in r.json()["detail"]
+    assert client.get("/simple/reqpy/").status_code == 404
+
+
+def test_a_valid_requires_python_is_published(client, tmp_path):
+    wheel = make_wheel(tmp_path, "reqpy", "1.0", requires_python=">=3.8, <4")
+    data, files = upload_form(wheel)
+    assert client.post("/legacy/", data=data, files=files).status_code == 200
+    (entry,) = client.get("/simple/reqpy/", headers=JSON).json()["files"]
+    assert entry["requires-python"] == ">=3.8, <4"
+
+
+def test_a_folder_file_with_an_invalid_requires_python_is_served_without_it(make_client, tmp_path, caplog):
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    make_wheel(packages, "reqpy", "1.0", requires_python=">=3.8, <4,,,")
+    caplog.set_level(logging.WARNING, logger="packhouse")
+    client = make_client(packages_dir=packages)
+    (entry,) = client.get("/simple/reqpy/", headers=JSON).json()["files"]
+    assert entry["filename"] == "reqpy-1.0-py3-none-any.whl" and entry.get("requires-python") is None
+    assert "Requires-Python '>=3.8, <4,,,' is not a version specifier" in caplog.text
