@@ -159,8 +159,16 @@ def _listing(row: catalog.ListingRow) -> Listing:
     return Listing(row.name, row.normalized_name, row.version, row.summary, _utc(row.upload_time))
 
 
+#: Longest README rendered as reStructuredText / markdown; a longer one is shown as plain text.
+#: docutils holds the GIL throughout (~1 s per 128 KB here, 32 s for 2.4 MB), so its worker
+#: thread would stall the whole server; markdown is ~50x faster.
+RST_RENDER_LIMIT = 64 * 1024
+MARKDOWN_RENDER_LIMIT = 1024 * 1024
+
+
 def render_readme(text: str, content_type: str | None) -> str:
-    """README -> sanitised HTML, the way PyPI does it: markdown or reStructuredText, else plain text."""
+    """README -> sanitised HTML, the way PyPI does it: markdown or reStructuredText, else plain
+    text (and plain text too beyond RST_RENDER_LIMIT / MARKDOWN_RENDER_LIMIT characters)."""
     # Imported here: docutils and markdown take ~35 ms to import, a twentieth of the server's cold
     # start, and only a project page of the browsing UI needs them.
     import readme_renderer.markdown
@@ -171,12 +179,19 @@ def render_readme(text: str, content_type: str | None) -> str:
     msg["content-type"] = content_type or "text/x-rst"
     kind = msg.get_content_type()
     html: str | None = None
-    if kind == "text/markdown":
+    limit = MARKDOWN_RENDER_LIMIT if kind == "text/markdown" else RST_RENDER_LIMIT
+    too_long = kind != "text/plain" and len(text) > limit
+    if too_long:
+        html = None  # shown as plain text, below
+    elif kind == "text/markdown":
         html = readme_renderer.markdown.render(text, variant=msg.get_param("variant") or "GFM")  # type: ignore[arg-type]
     elif kind != "text/plain":
         html = readme_renderer.rst.render(text)  # None when the reST does not parse
     if html is None:
         html = readme_renderer.txt.render(text)
+        if too_long:
+            note = f"This README has {len(text):,} characters, too many to render: it is shown as plain text."
+            html = f"<p><em>{note}</em></p>{html}"
     return nh3.clean(
         html,
         tags=_README_TAGS,

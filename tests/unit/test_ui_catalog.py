@@ -4,7 +4,14 @@ import re
 
 import pytest
 
-from app.services.catalog import pick_latest, project_urls, render_readme, safe_url
+from app.services.catalog import (
+    MARKDOWN_RENDER_LIMIT,
+    RST_RENDER_LIMIT,
+    pick_latest,
+    project_urls,
+    render_readme,
+    safe_url,
+)
 
 
 def test_readme_formats_follow_the_content_type():
@@ -70,3 +77,22 @@ def test_latest_version_is_the_newest_final_release_not_yanked():
     assert pick_latest(["2.0b1"], set()) == "2.0b1"
     assert pick_latest(["1.0"], {"1.0"}) == "1.0"  # everything yanked: still show something
     assert pick_latest(["1.10", "1.9"], set()) == "1.10"
+
+
+def test_a_readme_too_long_to_render_is_shown_as_plain_text():
+    rst = "Title\n=====\n\n" + "<b>word</b> " * (RST_RENDER_LIMIT // 12 + 1)
+    assert len(rst) > RST_RENDER_LIMIT
+    html = render_readme(rst, "text/x-rst")
+    assert "too many to render: it is shown as plain text" in html
+    assert "<h1" not in html and "&lt;b&gt;word&lt;/b&gt;" in html  # escaped, not markup
+    short = render_readme(rst[:2000], "text/x-rst")
+    assert "<h1" in short or "<h2" in short
+    assert "too many to render" not in short
+    # markdown renders ~50x faster than docutils: it keeps a larger limit
+    md = "# Title\n\n" + "word " * (RST_RENDER_LIMIT // 5 + 1)
+    assert RST_RENDER_LIMIT < len(md) < MARKDOWN_RENDER_LIMIT
+    assert "<h1" in render_readme(md, "text/markdown")
+    huge = "# Title\n\n" + "word " * (MARKDOWN_RENDER_LIMIT // 5 + 1)
+    assert "too many to render" in render_readme(huge, "text/markdown")
+    # plain text is never "too long": it is plain text already
+    assert "too many to render" not in render_readme(rst, "text/plain")
