@@ -64,11 +64,11 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
-            return f"database: {exc}"
+            return _not_ready("database", exc)
         try:
             await storage.check()
         except Exception as exc:  # noqa: BLE001
-            return f"storage: {exc}"
+            return _not_ready("storage", exc)
         return None
 
     state = app.state
@@ -140,6 +140,15 @@ async def _sweep_in_place(storage: Storage) -> None:
         return
     if swept:
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
+
+
+def _not_ready(what: str, exc: Exception) -> str:
+    """/ready's reason, for anyone who asks: a file system error without its path (the log has
+    it), anything else in the driver's words."""
+    log.warning("not ready: %s: %s", what, exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{what}: {exc.strerror}"
+    return f"{what}: {exc}"
 
 
 async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:

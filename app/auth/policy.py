@@ -80,4 +80,4 @@ class Policy:
         )
 
 
-_VERB = {Action.LIST: "list projects", Action.DOWNLOAD: "download files", Action.UPDATE: "upload"}
+_VERB = {Action.LIST: "list projects", Action.DOWNLOAD: "download files", Action.UPDATE: "upload, yank or delete files"}

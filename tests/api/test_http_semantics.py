@@ -5,6 +5,7 @@ header that is not ASCII."""
 from __future__ import annotations
 
 import gzip
+import shutil
 
 import httpx
 import pytest
@@ -328,3 +329,14 @@ def test_repeated_accept_lines_are_one_list(client, path):
     lines = [("Accept", "text/html;q=0.1"), ("Accept", "application/vnd.pypi.simple.v1+json")]
     r = client.get(path, headers=lines)
     assert r.status_code == 200 and r.headers["content-type"].startswith("application/vnd.pypi.simple.v1+json")
+
+
+def test_ready_says_what_is_wrong_without_the_servers_paths(client, tmp_path):
+    assert client.get("/ready").status_code == 200
+    scratch = tmp_path / "data" / "files" / ".tmp"
+    shutil.rmtree(scratch)
+    scratch.write_text("in the way")  # the storage's probe file cannot be written under it
+    r = client.get("/ready")
+    assert r.status_code == 503
+    assert r.json()["detail"] == "storage: Not a directory"
+    assert str(tmp_path) not in r.text
