@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import Message
-from email.parser import BytesParser, Parser
+from email.parser import Parser
 from functools import lru_cache
 from pathlib import Path
 from typing import IO
@@ -378,7 +378,8 @@ def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:
     parse_version(version)
     description = parsed.get("description")
     if description is None:  # body of the message (Metadata 2.1+)
-        msg: Message = BytesParser().parsebytes(raw)
+        # The decoded text, not the bytes: BytesParser keeps non-ASCII bytes as surrogate escapes.
+        msg: Message = Parser().parsestr(text)
         payload = msg.get_payload()
         description = payload if isinstance(payload, str) and payload.strip() else None
     return CoreMetadata(

@@ -56,3 +56,9 @@ def test_read_metadata_from_wheel_and_sdist(tmp_path):
 def test_metadata_needs_name_and_version():
     with pytest.raises(InvalidDistributionError, match="Name"):
         parse_core_metadata(b"Metadata-Version: 2.1\nSummary: x\n", "f.whl")
+
+
+def test_a_body_beside_a_description_header_keeps_its_non_ascii_text():
+    # parse_email leaves the description out when both are given; the body is then read as text
+    raw = "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nDescription: header\n\ncafé ünïcode ✓\n".encode()
+    assert parse_core_metadata(raw, "demo-1.0.tar.gz").description == "café ünïcode ✓\n"
