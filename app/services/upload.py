@@ -403,8 +403,8 @@ class UploadService:
         raise FileExistsInIndexError(
             f"File already exists: {existing.filename} was uploaded before with other contents "
             f"(sha256 {existing.sha256}). A published file never changes: bump the version (or add a "
-            "build tag to the wheel) and upload again; use 'twine upload --skip-existing' to skip files "
-            "that are already there."
+            "build tag to the wheel) and upload again. (Uploading the same bytes again succeeds, so "
+            "re-running an upload of unchanged files works; 'poetry publish --skip-existing' skips changed ones.)"
         )
 
 

@@ -245,7 +245,7 @@ def test_other_bytes_under_an_existing_filename_is_409_file_already_exists(seede
     assert r.status_code == 409
     assert r.headers["content-type"] == PROBLEM
     assert r.json()["detail"].startswith("File already exists")
-    assert "--skip-existing" in r.json()["detail"]
+    assert "Uploading the same bytes again succeeds" in r.json()["detail"]
     assert fingerprint(folder) == before
 
 

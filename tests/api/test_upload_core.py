@@ -89,7 +89,7 @@ def test_identical_reupload_is_200_and_other_bytes_409(client, tmp_path, data_di
     body = r.json()
     assert body["title"] == "File already exists"
     assert body["detail"].startswith("File already exists")
-    assert "bump the version" in body["detail"] and "--skip-existing" in body["detail"]
+    assert "bump the version" in body["detail"] and "the same bytes again succeeds" in body["detail"]
     assert (stored_files(data_dir), rows(data_dir)) == before
 
 
