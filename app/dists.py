@@ -199,12 +199,14 @@ def read_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata
             raw = _wheel_metadata(path, dist, filename)
         elif filename.endswith(".zip"):
             raw = _zip_sdist_pkg_info(path)
-        else:
-            raw = _tar_sdist_pkg_info(path)
+        else:  # .tar.gz, or in a package folder the legacy .tgz / .tar.bz2 (LEGACY_SDIST_SUFFIXES)
+            raw = _tar_sdist_pkg_info(path, "bz2" if filename.endswith(".tar.bz2") else "gz")
     except InvalidDistributionError:
         raise
     except UNREADABLE_ARCHIVE_ERRORS as exc:
-        kind = "a zip archive" if filename.endswith((".whl", ".zip")) else "a gzip-compressed tar archive"
+        kind = "a zip archive"
+        if not filename.endswith((".whl", ".zip")):
+            kind = f"a {'bzip2' if filename.endswith('.tar.bz2') else 'gzip'}-compressed tar archive"
         why = str(exc) or type(exc).__name__
         raise InvalidDistributionError(
             f"{filename} is not a valid distribution: it could not be read as {kind} ({why}). "
@@ -323,7 +325,8 @@ def _tar_sdist_pkg_info(path: Path, compression: str = "gz") -> bytes:
 
 
 #: Old sdist names found in pypiserver folders (setuptools once wrote them; pip still installs them).
-#: Indexed where they lie by ``packhouse run`` and ``packhouse import``, never accepted as uploads.
+#: Indexed where they lie by ``packhouse run`` and ``packhouse import`` (``parse_folder_filename``;
+#: ``read_metadata`` reads them), never accepted as uploads (``parse_dist_filename`` refuses them).
 LEGACY_SDIST_SUFFIXES = (".tgz", ".tar.bz2")
 
 
@@ -338,23 +341,6 @@ def parse_folder_filename(filename: str) -> DistFilename:
     except (InvalidSdistFilename, InvalidVersion) as exc:
         raise InvalidDistributionError(f"Invalid distribution filename {filename!r}: {exc}") from None
     return DistFilename(name, version, DistKind.SDIST)
-
-
-def read_folder_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata:
-    """``read_metadata``, and the PKG-INFO of a legacy ``.tgz`` / ``.tar.bz2`` sdist too."""
-    if not filename.endswith(LEGACY_SDIST_SUFFIXES):
-        return read_metadata(path, dist, filename)
-    bzip2 = filename.endswith(".tar.bz2")
-    try:
-        raw = _tar_sdist_pkg_info(path, "bz2" if bzip2 else "gz")
-    except InvalidDistributionError:
-        raise
-    except UNREADABLE_ARCHIVE_ERRORS as exc:
-        kind = "a bzip2-compressed tar archive" if bzip2 else "a gzip-compressed tar archive"
-        raise InvalidDistributionError(
-            f"{filename} is not a valid distribution: it could not be read as {kind} ({exc})."
-        ) from None
-    return parse_core_metadata(raw, filename)
 
 
 def parse_core_metadata(raw: bytes, filename: str) -> CoreMetadata:

@@ -102,23 +102,16 @@ def walk_folder(root: Path) -> FolderListing:
     return out
 
 
-def dist_files(root: Path) -> list[str]:
-    """Archive paths under ``root`` relative to it (see ``walk_folder``)."""
-    return walk_folder(root).files
-
-
-def folder_files(roots: Sequence[Path]) -> tuple[dict[str, Path], dict[str, tuple[Path, str]]]:
+def folder_files(roots: Sequence[Path]) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
     """Storage key -> file for every archive in pypiserver's PACKAGES_DIR... (first folder: the
-    relative path; folder N >= 1: ``@N/<relative path>``), and the same keys for skipped files
-    -> (file, why)."""
+    relative path; folder N >= 1: ``@N/<relative path>``), and the skipped files, with why."""
     out: dict[str, Path] = {}
-    skipped: dict[str, tuple[Path, str]] = {}
+    skipped: list[tuple[Path, str]] = []
     for n, root in enumerate(roots):
         listing = walk_folder(root)
         for rel in listing.files:
             out[f"@{n}/{rel}" if n else rel] = root / rel
-        for rel, why in listing.skipped:
-            skipped[f"{root / rel}"] = (root / rel, why)
+        skipped += [(root / rel, why) for rel, why in listing.skipped]
     return out, skipped
 
 
@@ -152,9 +145,9 @@ class FolderIndexer:
         any upload can run) indexes even files modified a moment ago."""
         report = ScanReport()
         present, skipped = await anyio.to_thread.run_sync(folder_files, roots)
-        for shown, (path, why) in skipped.items():
-            if self._skipped.get(shown) != (st := _stamp(path)):
-                self._skipped[shown] = st
+        for path, why in skipped:
+            if self._skipped.get(str(path)) != (st := _stamp(path)):
+                self._skipped[str(path)] = st
                 report.skipped.append((str(path), why))
                 log.warning("skipped %s: %s", path, why)
         async with self.sessions() as session:
@@ -227,7 +220,7 @@ class FolderIndexer:
         if digests.size == 0:
             raise InvalidDistributionError(f"{rel} is empty (0 bytes)")
         try:
-            meta = await anyio.to_thread.run_sync(dists.read_folder_metadata, path, dist, filename)
+            meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
         except InvalidDistributionError:
             raise
         except Exception as exc:  # a reader failure nobody foresaw: still one bad file, not a failed scan

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from app.services.scan import dist_files
+from app.services.scan import walk_folder
 
 
 def test_dist_files_walks_like_pypiserver(tmp_path: Path):
@@ -14,6 +14,6 @@ def test_dist_files_walks_like_pypiserver(tmp_path: Path):
     outside.write_bytes(b"x")
     (root / "elsewhere-1.0.tar.gz").symlink_to(outside)
     (root / "inside-link-1.0.tar.gz").symlink_to(root / "nested" / "b-1.0.tar.gz")
-    assert dist_files(root) == [
+    assert walk_folder(root).files == [
         "a-1.0-py3-none-any.whl", "inside-link-1.0.tar.gz", "nested/b-1.0.tar.gz", "nested/deeper/c-1.0.zip",
     ]  # fmt: skip
