@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
@@ -36,11 +36,9 @@ def parse_size(value: object) -> int:
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
 # uvicorn's levels (uvicorn.config.LOG_LEVELS), in any case: --log-level DEBUG works too.
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
-LogLevel = Annotated[
-    Literal["critical", "error", "warning", "info", "debug", "trace"],
-    BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v),
-]
+_LogLevelName = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LOG_LEVELS: tuple[str, ...] = get_args(_LogLevelName)
+LogLevel = Annotated[_LogLevelName, BeforeValidator(lambda v: v.strip().lower() if isinstance(v, str) else v)]
 
 
 def is_loopback(host: str) -> bool:
