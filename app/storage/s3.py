@@ -217,8 +217,25 @@ class S3Storage:
             return await self.client.head_object(Bucket=self.bucket, Key=self._key(key))  # type: ignore[no-any-return]
         except ClientError as exc:
             if _missing(exc):
+                await self._bucket_is_there()
                 return None
             raise
+
+    async def _bucket_is_there(self) -> None:
+        """A HEAD answer has no body, so S3 answers a missing bucket as a missing object: a bare
+        404. Asked only after such a 404 (rare: a row vouches for every object it names), so that
+        a bucket that went away is the store's failure (503), not a file that is not found.
+
+        Raises:
+            ClientError: with the code NoSuchBucket if the bucket is gone.
+        """
+        try:
+            await self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
+            error = {"Code": "NoSuchBucket", "Message": f"The bucket {self.bucket!r} does not exist"}
+            raise ClientError({"Error": error}, "HeadBucket") from None
 
     @_unavailable("read the file")
     async def exists(self, key: str) -> bool:

@@ -197,7 +197,10 @@ def test_a_bucket_that_goes_away_answers_503_not_500_and_stores_nothing(s3_clien
     assert s3_client.get("/simple/delta/").status_code == 404  # no row
     assert not list((tmp_path / "data" / "staging").glob("*"))
 
-    # A HEAD of an object in a missing bucket says only "404": the file is then not found.
-    download = s3_client.get(url)
-    assert download.status_code in (404, 503), download.text
-    assert download.headers["content-type"] == "application/problem+json"
+    # S3 answers the HEAD of an object in a missing bucket with a bare 404, as for a missing
+    # object: the bucket is then asked for, and its absence is the store's failure.
+    for download in (s3_client.get(url), s3_client.head(url)):
+        assert download.status_code == 503, download.text
+        assert download.headers["retry-after"] == "30"
+    assert s3_client.get(url).headers["content-type"] == "application/problem+json"
+    assert "NoSuchBucket" in s3_client.get(url).json()["detail"]
