@@ -211,6 +211,11 @@ def _readme_attribute(tag: str, attribute: str, value: str) -> str | None:
         return None
     if attribute == "lang":
         return None
+    # Raw HTML in a README may name any id, such as the page's own "main" (the skip link's target)
+    # or "live" (where the page's script announces): prefixed as the renderer's own ids are, so a
+    # README's element can never stand in for one of the page's.
+    if attribute == "id" and not value.startswith("user-content-"):
+        return "user-content-" + value
     return value
 
 

@@ -96,3 +96,11 @@ def test_a_readme_too_long_to_render_is_shown_as_plain_text():
     assert "too many to render" in render_readme(huge, "text/markdown")
     # plain text is never "too long": it is plain text already
     assert "too many to render" not in render_readme(rst, "text/plain")
+
+
+def test_readme_ids_never_take_the_pages_own():
+    """Raw HTML in a markdown README can name any id; the page's are ``main``, ``live``, ``cmd-pip``..."""
+    html = render_readme('<h2 id="main">x</h2>\n\n<a id="live">y</a>\n\n# Title\n', "text/markdown")
+    assert 'id="user-content-main"' in html and 'id="user-content-live"' in html
+    assert 'id="main"' not in html and 'id="live"' not in html
+    assert html.count('id="user-content-title"') == 1  # the renderer's own ids are kept as they are
