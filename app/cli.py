@@ -98,8 +98,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--health-endpoint", help="liveness path (default /health; env PACKHOUSE_HEALTH_ENDPOINT)")
     p.add_argument("--no-metrics", dest="metrics", action="store_const", const=False,
                    help="do not serve Prometheus /metrics (env PACKHOUSE_METRICS=false)")  # fmt: skip
-    p.add_argument("--metrics-auth", action="store_const", const=True,
-                   help="/metrics needs a passwords-file login (env PACKHOUSE_METRICS_AUTH)")  # fmt: skip
+    # Neither flag: /metrics needs a login exactly when listing does (--authenticate with list).
+    metrics_auth = p.add_mutually_exclusive_group()
+    metrics_auth.add_argument("--metrics-auth", action="store_const", const=True,
+                              help="/metrics needs a passwords-file login (default: only when "
+                              "--authenticate includes list; env PACKHOUSE_METRICS_AUTH=true)")  # fmt: skip
+    metrics_auth.add_argument("--no-metrics-auth", dest="metrics_auth", action="store_const", const=False,
+                              help="/metrics open to anyone, even when listing needs a login "
+                              "(env PACKHOUSE_METRICS_AUTH=false)")  # fmt: skip
     p.add_argument("--no-access-log", dest="access_log", action="store_const", const=False,
                    help="do not log every request (env PACKHOUSE_ACCESS_LOG=false)")  # fmt: skip
     p.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON objects "

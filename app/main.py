@@ -86,7 +86,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.manage = ManageService(writers, storage)
     state.readiness = readiness
     state.stats = StatsService(readers)
-    state.metrics_auth = settings.metrics_auth
+    state.metrics_auth = settings.metrics_login_required
     rescanner = None
     if isinstance(storage, FlatLocalStorage):
         indexer = FolderIndexer(writers, storage)

@@ -129,7 +129,11 @@ class Settings(BaseSettings):
         "sha256", description="Link hash (pypiserver: --hash-algo); Packhouse always links sha256."
     )
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
-    metrics_auth: bool = Field(False, description="/metrics needs the credentials of any htpasswd user.")
+    metrics_auth: bool | None = Field(
+        None,
+        description="/metrics needs the credentials of any htpasswd user: true, false (open to anyone), "
+        "or unset: as the index's pages (a login when --authenticate includes list).",
+    )
     access_log: bool = Field(True, description="Log every request (uvicorn access log).")
     log_format: str = Field("text", pattern="^(text|json)$", description="Log lines as text or JSON.")
     x_accel_redirect: str | None = Field(
@@ -179,6 +183,14 @@ class Settings(BaseSettings):
         if actions is None:  # not given: pypiserver's default
             return frozenset({Action.UPDATE}) if self.passwords_file else frozenset()
         return actions
+
+    @property
+    def metrics_login_required(self) -> bool:
+        """/metrics tells whoever asks how many projects and files there are and the traffic by
+        route: unless told otherwise, it is as private as the index's pages."""
+        if self.metrics_auth is not None:
+            return self.metrics_auth
+        return Action.LIST in self.required_actions
 
     @property
     def anonymous_upload(self) -> bool:

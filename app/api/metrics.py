@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.deps import basic_credentials
+from app.auth.policy import Authenticator
 from app.errors import AuthenticationRequiredError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (app/commands/_server.py)
@@ -131,11 +132,27 @@ router = APIRouter(tags=["operations"])
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     state = request.app.state
-    if state.metrics_auth:
-        creds = basic_credentials(request)
-        authenticator = state.policy.authenticator
-        if not creds or authenticator is None or not await authenticator.verify(*creds):
-            raise AuthenticationRequiredError("/metrics needs the credentials of a user of the passwords file.")
+    if state.metrics_auth:  # Settings.metrics_login_required: as private as the index's pages by default
+        await check_login(state.policy.authenticator, basic_credentials(request))
     m: Metrics = state.metrics
     projects, files = await state.stats.counts()
     return Response(m.render(projects, files), media_type=CONTENT_TYPE_LATEST)
+
+
+async def check_login(authenticator: Authenticator | None, credentials: tuple[str, str] | None) -> None:
+    """Any user of the passwords file may read /metrics (Prometheus sends one with ``basic_auth``).
+
+    Raises:
+        AuthenticationRequiredError: no credentials, or wrong ones (-> 401 with WWW-Authenticate).
+    """
+    if credentials is None:
+        raise AuthenticationRequiredError(
+            "/metrics needs a login: the username and password of any user of this server's passwords "
+            "file (Prometheus: basic_auth in the scrape config). The server's operator can leave "
+            "/metrics open with --no-metrics-auth (PACKHOUSE_METRICS_AUTH=false)."
+        )
+    if authenticator is None or not await authenticator.verify(*credentials):
+        raise AuthenticationRequiredError(
+            f"Invalid username or password for {credentials[0]!r}: /metrics takes the login of any user "
+            "of this server's passwords file."
+        )

@@ -102,7 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     extra.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     extra.add_argument("--no-access-log", dest="access_log", action="store_const", const=False)
-    extra.add_argument("--metrics-auth", action="store_const", const=True, help="/metrics needs a login")
+    # Neither flag: /metrics needs a login exactly when listing does (-a with list).
+    metrics_auth = extra.add_mutually_exclusive_group()
+    metrics_auth.add_argument(
+        "--metrics-auth", action="store_const", const=True,
+        help="/metrics needs a login (default: only when -a includes list)",
+    )  # fmt: skip
+    metrics_auth.add_argument(
+        "--no-metrics-auth", dest="metrics_auth", action="store_const", const=False,
+        help="/metrics open to anyone, even when listing needs a login",
+    )  # fmt: skip
     ignored = p.add_argument_group("pypiserver flags accepted and ignored (with a warning)")
     for flag in IGNORED:
         ignored.add_argument(

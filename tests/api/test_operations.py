@@ -18,6 +18,7 @@ from app.settings import Settings
 from tests.conftest import ROOT, basic, clean_env
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
+from tests.support.htpasswd import write_htpasswd
 
 
 def _wheel(tmp_path: Path, name: str, version: str = "1.0") -> Path:
@@ -64,6 +65,54 @@ def test_metrics_count_uploads_and_can_require_a_login(make_client, tmp_path):
     assert "packhouse_uploads_total 1.0" in r.text
     assert "packhouse_files 1.0" in r.text and "packhouse_projects 1.0" in r.text
     assert make_client(metrics=False).get("/metrics").status_code in (401, 404)
+
+
+def test_metrics_of_a_private_index_take_the_login_of_any_htpasswd_user(make_client, tmp_path):
+    """Listing needs a login, so /metrics does too (it tells the project and file counts): any user
+    of the passwords file, in any hash format, by Basic auth (what Prometheus's basic_auth sends)."""
+    users = write_htpasswd(tmp_path / "htpasswd")
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="update,download,list")
+    anonymous = client.get("/metrics")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    detail = anonymous.json()["detail"]
+    assert "/metrics needs a login" in detail and "basic_auth" in detail and "--no-metrics-auth" in detail
+    assert "packhouse_" not in anonymous.text
+    wrong = client.get("/metrics", headers=basic("bea", "wrong"))
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    assert "Invalid username or password for 'bea'" in wrong.json()["detail"]
+    assert client.get("/metrics", headers=basic("nobody", "bcrypt-pw-1")).status_code == 401
+    for user, password in users.values():
+        r = client.get("/metrics", headers=basic(user, password))
+        assert r.status_code == 200 and "packhouse_projects 0.0" in r.text, user
+
+
+@pytest.mark.sqlite_only  # the auth policy: the database plays no part
+@pytest.mark.parametrize(
+    ("authenticate", "metrics_auth", "anonymous"),
+    [
+        ("update,download,list", None, 401),  # a private index: /metrics follows
+        ("list", None, 401),
+        ("update,download", None, 200),  # pages open to anyone: so is /metrics
+        ("update", None, 200),
+        (".", None, 200),
+        (None, None, 200),  # no passwords file at all
+        ("update,download,list", False, 200),  # --no-metrics-auth: open for scrapers without credentials
+        ("update", True, 401),  # --metrics-auth: a login even though the pages are open
+        (".", True, 401),
+    ],
+)
+def test_metrics_login_follows_the_list_policy_unless_set(make_client, tmp_path, authenticate, metrics_auth, anonymous):
+    passwords = tmp_path / "htpasswd"
+    edit_htpasswd(passwords, "ops", hash_password("secret"))
+    settings = {"authenticate": authenticate, "metrics_auth": metrics_auth}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if authenticate is not None or metrics_auth is not None:
+        settings["passwords"] = str(passwords)
+    client = make_client(**settings)
+    assert client.get("/metrics").status_code == anonymous
+    if anonymous == 401:
+        assert client.get("/metrics", headers=basic("ops", "secret")).status_code == 200
+        assert client.get("/metrics", headers=basic("ops", "wrong")).status_code == 401
 
 
 def test_settings_precedence_flags_env_toml(tmp_path, monkeypatch):

@@ -196,6 +196,31 @@ def test_json_logs_and_metrics(run_server, tmp_path):
     assert any(rec["logger"] == "packhouse.scan" for rec in lines)
 
 
+def test_metrics_follow_the_list_policy_unless_told(run_server, tmp_path, client_env):
+    """`-a update,download,list`: /metrics needs a login of the htpasswd file (SHA1 here, as the
+    classic guide makes it) unless --no-metrics-auth or PACKHOUSE_METRICS_AUTH=false; `-a update`
+    with --metrics-auth: a login for /metrics only. (Open pages, open /metrics: test_json_logs_and_metrics.)"""
+    auth = tmp_path / "htpasswd.txt"
+    run(["htpasswd", "-sbc", str(auth), "prometheus", "scrape"], client_env)
+    packages = _dir(tmp_path / "packages")
+    private = ("-P", str(auth), "-a", "update,download,list", str(packages))
+    server = run_server(*private)
+    anonymous = httpx.get(server.url + "/metrics")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    assert httpx.get(server.url + "/metrics", auth=("prometheus", "wrong")).status_code == 401
+    assert httpx.get(server.url + "/metrics", auth=("prometheus", "scrape")).status_code == 200
+    server.stop()
+    for args, env in ((["--no-metrics-auth"], None), ([], {"PACKHOUSE_METRICS_AUTH": "false"})):
+        server = run_server(*args, *private, env=env)
+        assert httpx.get(server.url + "/metrics").status_code == 200, (args, env)
+        assert httpx.get(server.url + "/simple/").status_code == 401
+        server.stop()
+    server = run_server("-P", str(auth), "-a", "update", "--metrics-auth", str(packages))
+    assert httpx.get(server.url + "/simple/").status_code == 200
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert httpx.get(server.url + "/metrics", auth=("prometheus", "scrape")).status_code == 200
+
+
 def test_bad_flags_get_a_clear_message(tmp_path):
     env = clean_env(tmp_path / "home")
     blocker = tmp_path / "not-a-folder"  # stands in for an unwritable volume (root can write anywhere)

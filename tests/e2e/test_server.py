@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.auth.htpasswd import edit_htpasswd, hash_password
 from tests.conftest import ROOT, clean_env, free_port
 from tests.support.builders import make_wheel
 from tests.support.forms import upload_form
@@ -84,6 +85,32 @@ def test_upload_streams_without_growing_memory(live_server, tmp_path):
 
 def _sample(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+def test_metrics_of_a_private_index_need_a_login_unless_told(live_server, tmp_path):
+    """Listing needs a login, so /metrics does too; --no-metrics-auth or PACKHOUSE_METRICS_AUTH=false
+    leaves it open for scrapers without credentials; --metrics-auth asks for a login on an open
+    index. httpx's auth=(user, password) sends the header Prometheus's basic_auth sends."""
+    passwords = tmp_path / "htpasswd"
+    edit_htpasswd(passwords, "prometheus", hash_password("scrape"))
+    private = ("--passwords", str(passwords), "--authenticate", "update,download,list")
+    server = live_server(*private)
+    anonymous = httpx.get(server.url + "/metrics")
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == 'Basic realm="packhouse"'
+    assert "/metrics needs a login" in anonymous.json()["detail"]
+    assert httpx.get(server.url + "/metrics", auth=("prometheus", "wrong")).status_code == 401
+    r = httpx.get(server.url + "/metrics", auth=("prometheus", "scrape"))
+    assert r.status_code == 200 and "packhouse_projects 0.0" in r.text
+    server.stop()
+    for args, env in ((["--no-metrics-auth"], None), ([], {"PACKHOUSE_METRICS_AUTH": "false"})):
+        server = live_server(*private, *args, env=env)
+        assert httpx.get(server.url + "/metrics").status_code == 200, (args, env)
+        assert httpx.get(server.url + "/simple/").status_code == 401  # the pages stay private
+        server.stop()
+    server = live_server("--passwords", str(passwords), "--metrics-auth")  # -a update: pages open
+    assert httpx.get(server.url + "/simple/").status_code == 200
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert httpx.get(server.url + "/metrics", auth=("prometheus", "scrape")).status_code == 200
 
 
 def test_metrics_add_up_across_workers(live_server, tmp_path):

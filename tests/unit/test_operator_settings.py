@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from app import cli
 from app.auth.htpasswd import HtpasswdAuthenticator
+from app.commands import run as run_cmd
+from app.commands._server import build_settings
 from app.db.engine import database_url_problem
 from app.settings import LOG_LEVELS, Settings
 
@@ -64,3 +66,67 @@ def test_htpasswd_warnings_go_through_packhouse_logging(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="packhouse"):
         HtpasswdAuthenticator(path)
     assert [r.name for r in caplog.records] == ["packhouse.auth"]
+
+
+@pytest.mark.parametrize(
+    ("authenticate", "metrics_auth", "required"),
+    [
+        ("update,download,list", None, True),
+        ("list", None, True),
+        ("update,download", None, False),
+        ("update", None, False),
+        (".", None, False),
+        (None, None, False),  # a passwords file: pypiserver's default, update only
+        ("update,download,list", False, False),
+        ("update", True, True),
+    ],
+)
+def test_metrics_login_follows_the_list_policy_unless_set(authenticate, metrics_auth, required):
+    settings = Settings(passwords="htpasswd", authenticate=authenticate, metrics_auth=metrics_auth)
+    assert settings.metrics_login_required is required
+
+
+def test_metrics_auth_is_tri_state_in_the_environment(monkeypatch):
+    monkeypatch.delenv("PACKHOUSE_METRICS_AUTH", raising=False)
+    monkeypatch.setenv("PACKHOUSE_PASSWORDS", "htpasswd")
+    assert Settings().metrics_auth is None
+    for text, value in (("true", True), ("1", True), ("false", False), ("0", False), ("False", False)):
+        monkeypatch.setenv("PACKHOUSE_METRICS_AUTH", text)
+        assert Settings().metrics_auth is value, text
+    monkeypatch.setenv("PACKHOUSE_METRICS_AUTH", "sometimes")
+    with pytest.raises(ValidationError, match="metrics_auth"):
+        Settings()
+
+
+def test_metrics_auth_without_a_passwords_file():
+    # The default, "as the pages", needs no passwords file: without one, listing is open by definition.
+    assert Settings().metrics_login_required is False
+    assert Settings(passwords=".").metrics_login_required is False
+    assert Settings(metrics_auth=False).metrics_login_required is False
+    with pytest.raises(ValidationError, match="--metrics-auth needs a passwords file"):
+        Settings(metrics_auth=True)
+
+
+def test_metrics_auth_flags_are_tri_state_on_both_commands():
+    parser = cli.build_parser()
+    assert parser.parse_args(["serve"]).metrics_auth is None
+    assert parser.parse_args(["serve", "--metrics-auth"]).metrics_auth is True
+    assert parser.parse_args(["serve", "--no-metrics-auth"]).metrics_auth is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(["serve", "--metrics-auth", "--no-metrics-auth"])
+    assert run_cmd.parse(["/srv/packages"])[0].metrics_auth is None
+    assert run_cmd.parse(["--metrics-auth", "/srv/packages"])[0].metrics_auth is True
+    assert run_cmd.parse(["run", "--no-metrics-auth", "/srv/packages"])[0].metrics_auth is False
+    with pytest.raises(run_cmd._UsageError, match="not allowed with argument --metrics-auth"):
+        run_cmd.parse(["--metrics-auth", "--no-metrics-auth", "/srv/packages"])
+
+
+def test_metrics_auth_flag_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("PACKHOUSE_PASSWORDS", "htpasswd")
+    monkeypatch.setenv("PACKHOUSE_AUTHENTICATE", "update,download,list")
+    monkeypatch.setenv("PACKHOUSE_METRICS_AUTH", "false")
+    assert build_settings({"metrics_auth": None}).metrics_login_required is False
+    assert build_settings({"metrics_auth": True}).metrics_login_required is True
+    monkeypatch.delenv("PACKHOUSE_METRICS_AUTH")
+    assert build_settings({"metrics_auth": None}).metrics_login_required is True
+    assert build_settings({"metrics_auth": False}).metrics_login_required is False
