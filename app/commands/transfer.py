@@ -190,7 +190,7 @@ async def transfer(args: argparse.Namespace, out: TextIO) -> int:
                 key = f["storage_key"] + METADATA_SUFFIX
                 try:
                     data = await core_metadata(
-                        source, f["storage_key"], f["filename"], f["metadata_sha256"], store_back=False
+                        source, f["storage_key"], f["filename"], f["metadata_sha256"], store_back=None
                     )
                 except FileNotFoundError:
                     raise TransferError(

@@ -38,17 +38,40 @@ class Counts:
 
 
 async def counts(session: AsyncSession) -> Counts:
-    releases = select(File.project_id, File.version).distinct().subquery()
+    spellings = select(File.project_id, File.version).distinct().subquery()
     row = (
         await session.execute(
             select(
                 select(func.count(distinct(File.project_id))).scalar_subquery(),
-                select(func.count()).select_from(releases).scalar_subquery(),
+                select(func.count()).select_from(spellings).scalar_subquery(),
                 select(func.count(File.id)).scalar_subquery(),
             )
         )
     ).one()
-    return Counts(projects=row[0] or 0, releases=row[1] or 0, files=row[2] or 0)
+    releases = (row[1] or 0) - await _merged_spellings(session)
+    return Counts(projects=row[0] or 0, releases=releases, files=row[2] or 0)
+
+
+async def _merged_spellings(session: AsyncSession) -> int:
+    """How many of the distinct (project, version) strings name no release of their own: a 1.0.0
+    beside 1.0 is release 1.0 (a release is its version under PEP 440 equality, dists.release_key).
+
+    SQL can't compare versions, so it only narrows the search. Versions are stored canonical
+    (``str(Version)``), and two canonical spellings of one version differ only in trailing ``.0``
+    release parts (1 / 1.0 / 1.0.0, 2.0a1 / 2.0.0a1, 1!1.0+x / 1!1+x): with every ``.0`` deleted
+    they become one string. Only a project with fewer such strings than spellings can hold one
+    release under two spellings; only those projects' spellings (a few: 1.0.1 beside 1.1 is one
+    too) are read and compared as versions here, not the whole index's.
+    """
+    key = func.replace(File.version, ".0", "")
+    suspects = (
+        select(File.project_id)
+        .group_by(File.project_id)
+        .having(func.count(distinct(File.version)) > func.count(distinct(key)))
+    )
+    stmt = select(File.project_id, File.version).distinct().where(File.project_id.in_(suspects))
+    rows = (await session.execute(stmt)).all()
+    return len(rows) - len({(project_id, release_key(version)) for project_id, version in rows})
 
 
 def _listing() -> Select[tuple[str, str, str, str | None, datetime]]:
@@ -97,20 +120,36 @@ async def recent_releases(session: AsyncSession, limit: int, window: int = 500) 
         ids.setdefault((project_id, release_key(version)), file_id)
     chosen = list(ids.values())[:limit]
     if len(chosen) < limit and len(newest) == window:
-        latest = func.max(File.id)
-        grouped = select(latest).group_by(File.project_id, File.version).order_by(latest.desc()).limit(limit)
-        chosen = list((await session.execute(grouped)).scalars())
+        chosen = await _recent_by_release(session, limit)
     stmt = (
         select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
         .join(File, File.project_id == Project.id)
         .where(File.id.in_(chosen))
         .order_by(File.id.desc())
     )
-    # The fallback groups by spelling: keep each release's newest row only.
-    out: dict[tuple[str, Version | str], ListingRow] = {}
-    for row in (await session.execute(stmt)).all():
-        out.setdefault((row.normalized_name, release_key(row.version)), ListingRow(*row))
-    return list(out.values())
+    return [ListingRow(*row) for row in (await session.execute(stmt)).all()]
+
+
+async def _recent_by_release(session: AsyncSession, limit: int) -> list[int]:
+    """The newest file of each of the ``limit`` newest releases, from every file of the index.
+
+    SQL groups by spelling, so the groups are read newest first until ``limit`` releases are met:
+    1.0 and 1.0.0 of one project are two groups but one release.
+    """
+    latest = func.max(File.id)
+    grouped = (
+        select(latest, File.project_id, File.version).group_by(File.project_id, File.version).order_by(latest.desc())
+    )
+    ids: dict[tuple[int, Version | str], int] = {}
+    result = await session.stream(grouped)
+    try:
+        async for file_id, project_id, version in result:
+            ids.setdefault((project_id, release_key(version)), file_id)
+            if len(ids) == limit:
+                break
+    finally:
+        await result.close()
+    return list(ids.values())
 
 
 async def project_by_name(session: AsyncSession, normalized_name: str) -> Project | None:

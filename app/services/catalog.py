@@ -377,7 +377,9 @@ class CatalogService:
         if not f.metadata_sha256:
             return ()
         try:
-            raw = await core_metadata(self.storage, f.storage_key, f.filename, f.metadata_sha256)
+            raw = await core_metadata(
+                self.storage, f.storage_key, f.filename, f.metadata_sha256, store_back=self.sessions
+            )
         except FileNotFoundError:
             return ()  # not cached: the bytes may come back (`packhouse check`)
         return self._urls.remember(key, project_urls(raw))

@@ -146,7 +146,9 @@ class CheckService:
             # Derived data: rebuilt from the wheel when it gives the bytes the row records, as a
             # download would do too (app/services/metadata.py).
             with contextlib.suppress(FileNotFoundError):
-                await core_metadata(self.storage, row.storage_key, row.filename, row.metadata_sha256)
+                await core_metadata(
+                    self.storage, row.storage_key, row.filename, row.metadata_sha256, store_back=self.sessions
+                )
                 detail = f"{problem.detail}; rebuilt from the wheel"
                 return Problem(problem.kind, problem.key, problem.filename, detail, True)
         async with self.sessions() as session, session.begin():

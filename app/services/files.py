@@ -106,7 +106,9 @@ class FileService:
             else:
                 # Served from memory, checked against the row (rebuilt from the wheel if need be).
                 assert row.metadata_sha256 is not None
-                data = await core_metadata(self.storage, row.storage_key, dist_name, row.metadata_sha256)
+                data = await core_metadata(
+                    self.storage, row.storage_key, dist_name, row.metadata_sha256, store_back=self.sessions
+                )
                 if len(data) <= SMALL_MAX_BYTES:
                     self._small[(row.storage_key, row.metadata_sha256)] = data
                     while len(self._small) > SMALL_ENTRIES:

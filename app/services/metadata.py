@@ -8,6 +8,13 @@ it with the upload (an object store would otherwise fetch the whole wheel to bui
 way a crash may lose it or cut it short, and an operator may delete it: every reader checks the
 bytes against the row, and a missing or damaged one is built from the wheel, which is durable once
 its row is, and written back.
+
+Writing it back races with a delete of the file (``ManageService.delete``: the API, the CLI,
+pypiserver's remove_pkg), which commits the row's deletion, then removes the wheel and its
+metadata file. A reader that read the row before that commit and the wheel before its removal
+could write the metadata file after the delete removed it: a file no row refers to, left forever.
+So the row is looked up again after every write, and the write undone if it is gone
+(``_store_back``).
 """
 
 from __future__ import annotations
@@ -18,8 +25,10 @@ from hashlib import sha256
 from pathlib import Path
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
+from app.db import repo
 from app.errors import InvalidDistributionError
 from app.storage.base import LocalPath, Storage
 
@@ -29,11 +38,17 @@ METADATA_SUFFIX = ".metadata"
 
 
 async def core_metadata(
-    storage: Storage, storage_key: str, filename: str, metadata_sha256: str, *, store_back: bool = True
+    storage: Storage,
+    storage_key: str,
+    filename: str,
+    metadata_sha256: str,
+    *,
+    store_back: async_sessionmaker[AsyncSession] | None,
 ) -> bytes:
     """The PEP 658 metadata of the stored wheel ``filename`` (under ``storage_key``), whose row
     records ``metadata_sha256``: the stored metadata file if it hashes to that, else the wheel's
-    METADATA read from it (and, with ``store_back``, stored).
+    METADATA read from it. With ``store_back`` (the sessions of the database that holds the row),
+    those bytes are stored too, unless the row is deleted meanwhile; None reads only.
 
     Raises:
         FileNotFoundError: neither the metadata file nor the wheel gives those bytes (the wheel
@@ -49,17 +64,40 @@ async def core_metadata(
     rebuilt = await _rebuild(storage, storage_key, filename)
     if rebuilt is None or sha256(rebuilt).hexdigest() != metadata_sha256:
         raise FileNotFoundError(key)
-    if store_back:
-        try:
-            await storage.put_bytes(key, rebuilt)
-        except OSError as exc:  # a full or read-only disk: the bytes are served all the same
-            log.warning("could not store the PEP 658 metadata of %s: %s", filename, exc)
-        else:
-            if data is None:  # not written yet (a local upload), or lost
-                log.debug("wrote the PEP 658 metadata of %s from the wheel", filename)
+    if store_back is not None and await _store_back(storage, store_back, storage_key, filename, rebuilt):
+        if data is None:  # not written yet (a local upload), or lost
+            log.debug("wrote the PEP 658 metadata of %s from the wheel", filename)
     if data is not None:
         log.warning("rebuilt the PEP 658 metadata of %s from the wheel (the stored copy was damaged)", filename)
     return rebuilt
+
+
+async def _store_back(
+    storage: Storage, sessions: async_sessionmaker[AsyncSession], storage_key: str, filename: str, data: bytes
+) -> bool:
+    """Store ``data`` as the metadata file of ``storage_key``, and keep it only if a row still
+    refers to that key once it is written. Whether it was kept.
+
+    The caller read the row, then the wheel; a delete may have committed since, and removed the
+    wheel and the metadata file before this write. It commits before it removes them, so the row
+    is looked up after the write: either that sees the deletion (and this removes what it wrote),
+    or the delete committed later and removes it itself. That holds across workers and replicas,
+    which share only the database and the store. Shielded: a client that hangs up must not leave
+    the write done and the check undone.
+    """
+    key = storage_key + METADATA_SUFFIX
+    with anyio.CancelScope(shield=True):
+        try:
+            await storage.put_bytes(key, data)
+        except OSError as exc:  # a full or read-only disk: the bytes are served all the same
+            log.warning("could not store the PEP 658 metadata of %s: %s", filename, exc)
+            return False
+        async with sessions() as session:
+            in_use = await repo.storage_key_in_use(session, storage_key)
+        if not in_use:
+            await storage.delete(key)
+            log.info("%s was deleted while its PEP 658 metadata was being stored: removed it again", filename)
+    return in_use
 
 
 async def wheel_gives(storage: Storage, storage_key: str, filename: str, metadata_sha256: str) -> bool:

@@ -87,6 +87,49 @@ def test_delete_a_file_removes_row_bytes_and_listing(loaded, tmp_path):
     assert W2 not in stored and W2 + ".metadata" not in stored
 
 
+class _DeleteLandsFirst:
+    """The server's own store, except that its first write waits for ``delete`` to finish: a
+    reader that read the row and the wheel just before a delete committed and removed them."""
+
+    def __init__(self, store, delete) -> None:
+        self._store, self._delete, self.writes = store, delete, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        if not self.writes:
+            await self._delete()
+        self.writes.append(key)
+        await self._store.put_bytes(key, data)
+
+
+def test_a_metadata_file_written_as_its_wheel_is_deleted_does_not_outlive_it(loaded, tmp_path):
+    """The local store writes a wheel's PEP 658 metadata file on the first request for it. A
+    delete that lands between that request's read of the wheel and its write must not leave the
+    metadata file behind: the write is undone once the row turns out to be gone."""
+    from app.services.files import FileService
+
+    state = loaded.app.state
+    files = tmp_path / "data" / "files"
+    assert not list(files.rglob("*.metadata"))  # not written yet
+
+    async def delete() -> None:
+        await state.manage.delete("demo", filename=W2, actor="ops")
+
+    store = _DeleteLandsFirst(state.files.storage, delete)
+    reader = FileService(state.files.sessions, store)
+    served = loaded.portal.call(reader.find, "demo", W2 + ".metadata")
+    assert served.data is not None and served.data.startswith(b"Metadata-Version")  # read before the delete
+    assert len(store.writes) == 1 and store.writes[0].endswith(W2 + ".metadata")  # written after it
+    assert not [p.name for p in files.rglob(f"*{W2}*")]  # neither the wheel nor its metadata is left
+    assert {f["filename"] for f in page(loaded)["files"]} == {W1, S2}
+    # A file that is still there keeps the metadata file written for it.
+    assert loaded.portal.call(reader.find, "demo", W1 + ".metadata").data is not None
+    (kept,) = files.rglob("*.metadata")
+    assert kept.name.endswith(W1 + ".metadata")
+
+
 def test_delete_a_release_then_the_project_disappears_from_the_index(loaded):
     assert loaded.delete("/api/projects/demo/releases/2.0").status_code == 200
     assert loaded.delete("/api/projects/demo/releases/1.0").status_code == 200

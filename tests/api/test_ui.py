@@ -243,6 +243,29 @@ def test_recent_releases_fall_back_when_one_release_fills_the_window(make_client
     assert client.portal.call(recent, 500) == [("big", "1.0"), ("small", "1.0")]
 
 
+def test_recent_releases_fall_back_by_release_not_by_spelling(make_client, tmp_path: Path):
+    """The fallback groups files by version string; 1.0 and 1.0.0 of one project are one release
+    there too, and do not push another release out of the list."""
+    from app.db import catalog as queries
+
+    client = make_client()
+    client.get("/health")
+    data.add_file(tmp_path / "data", "older", "1.0", "older-1.0-py3-none-any.whl", when=1)
+    data.add_file(tmp_path / "data", "twice", "1.0", "twice-1.0-py3-none-any.whl", when=2)
+    data.add_file(tmp_path / "data", "twice", "1.0.0", "twice-1.0.0-py3-none-any.whl", when=3)
+    data.add_projects(tmp_path / "data", ["big"], 30, versions=1)  # the newest 30 files are one release
+    sessions = client.app.state.catalog.sessions
+
+    async def recent(window: int) -> list[tuple[str, str]]:
+        async with sessions() as session:
+            rows = await queries.recent_releases(session, 3, window=window)
+        return [(r.normalized_name, r.version) for r in rows]
+
+    expected = [("big", "1.0"), ("twice", "1.0.0"), ("older", "1.0")]
+    assert client.portal.call(recent, 10) == expected  # the fallback
+    assert client.portal.call(recent, 500) == expected
+
+
 def test_pages_and_assets_are_gzipped_when_asked_and_revalidated_with_304(seeded, tmp_path: Path):
     url = "/ui/project/demo-pkg/"
     plain = seeded.get(url, headers={"Accept-Encoding": "identity"})

@@ -177,6 +177,35 @@ def test_ui_shows_each_release_once_with_all_its_files(loaded):
     assert sorted(map(Version, recent)) == [Version(v) for v in ("1.0", "2.0a1", "3.0.post0", "4.0")]
 
 
+def test_home_counts_each_release_once_and_the_project_list_each_project_once(loaded):
+    body = loaded.get("/").text
+    assert re.search(r"<strong>1</strong> project<", body)
+    assert re.search(r"<strong>4</strong> releases", body)  # 1.0, 2.0a1, 3.0.post0, 4.0: seven spellings
+    assert re.search(r"<strong>8</strong> files", body)
+    listing = loaded.get("/ui/projects/").text
+    assert '<p class="count" id="count">1 project</p>' in listing
+    assert listing.count('href="/ui/project/dup/') == 1
+
+
+def test_home_release_count_compares_versions_not_strings(client, tmp_path):
+    """Spellings that look alike but are other versions stay apart (1.0.1 and 1.1, 1.0+x and 1+y),
+    alike spellings of one version merge (1 / 1.0 / 1.0.0, 1!2.0rc1 / 1!2rc1), in every project."""
+    from tests.support import catalog as data
+
+    data_dir = tmp_path / "data"
+    client.get("/health")
+    spellings = {  # releases: 1.0.1, 1.1, 1, 2+local.0, 2+local; 1!2rc1, 2rc1, 0.10, 0.1, 10; 1.0
+        "a": ["1.0.1", "1.1", "1.0", "1", "1.0.0", "2.0.0+local.0", "2+local.0", "2+local"],
+        "b": ["1!2.0rc1", "1!2rc1", "2rc1", "0.10", "0.1", "10.0", "10"],
+        "c": ["1.0"],
+    }
+    for project, versions in spellings.items():
+        for i, version in enumerate(versions):
+            data.add_file(data_dir, project, version, f"{project}-{version}-{i}-py3-none-any.whl", when=i)
+    body = client.get("/").text
+    assert re.search(r"<strong>11</strong> releases", body), re.search(r"<strong>\d+</strong> releases", body)
+
+
 def test_release_labels_group_by_pep440_equality():
     from app.dists import release_key, release_labels
 
