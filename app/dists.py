@@ -9,6 +9,7 @@ import bz2
 import enum
 import gzip
 import lzma
+import re
 import struct
 import tarfile
 import unicodedata
@@ -393,6 +394,40 @@ def requires_python_problem(value: str | None) -> str | None:
         SpecifierSet(value)
     except InvalidSpecifier as exc:
         return str(exc) or "not a version specifier"
+    return None
+
+
+#: PyPI's limit (warehouse/forklift/metadata.py, ``_LENGTH_LIMITS = {"summary": 512}``), in characters.
+MAX_SUMMARY_CHARS = 512
+#: Metadata-Version values an upload may declare: the 1.x series is closed (1.0, 1.1, 1.2), and any
+#: 2.x. The core metadata spec: "Automated tools consuming metadata SHOULD warn if metadata_version
+#: is greater than the highest version they support, and MUST fail if metadata_version has a greater
+#: major version than the highest version they support." So a newer 2.x (a backend ahead of this
+#: server) is accepted, and so is 2.0, which old bdist_wheel wrote (PyPI and packaging refuse it).
+#: The bounded minor also keeps the value within its column (String(10)).
+_METADATA_VERSION = re.compile(r"1\.[012]|2\.[0-9]{1,3}")
+
+
+def metadata_version_problem(value: str | None) -> str | None:
+    """Why a Metadata-Version value is refused for an upload, or None if it is accepted."""
+    if value is None or not value.strip():
+        return "it does not declare its Metadata-Version (exactly one 'Metadata-Version:' header is required)"
+    if not _METADATA_VERSION.fullmatch(value.strip()):
+        shown = value if len(value) <= 40 else value[:30] + "..."
+        return f"its Metadata-Version {shown!r} is not a core metadata version (1.0, 1.1, 1.2 or 2.x, e.g. 2.4)"
+    return None
+
+
+def summary_problem(value: str | None) -> str | None:
+    """Why a Summary value is refused for an upload (PyPI refuses the same), or None."""
+    if value is None:
+        return None
+    # Core metadata: "A one-line summary". str.splitlines() breaks at exactly the line boundaries
+    # packaging.metadata refuses in a Summary (\n, \r, \v, \f, \x1c-\x1e, \x85, \u2028, \u2029).
+    if "".join(value.splitlines()) != value:
+        return "its Summary spans more than one line"
+    if len(value) > MAX_SUMMARY_CHARS:
+        return f"its Summary is {len(value)} characters long, over the limit of {MAX_SUMMARY_CHARS}"
     return None
 
 

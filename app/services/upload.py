@@ -222,7 +222,12 @@ class UploadService:
         if isinstance(reuse, BaseException):
             raise reuse
         existing, answer = reuse
-        return answer if answer is not None else (dist, meta, existing)
+        if answer is not None:
+            # The very file is in the index already (stored before these rules existed, perhaps):
+            # re-running an upload still answers 200.
+            return answer
+        _check_metadata(filename, meta)
+        return dist, meta, existing
 
     async def _store(
         self,
@@ -419,6 +424,33 @@ def _check_form_identity(form: UploadForm, dist: dists.DistFilename) -> None:
     if dists.parse_version(version) != dist.version:
         raise InvalidDistributionError(
             f"The filename {form.filename} is for version {dist.version}, but the form says {version!r}."
+        )
+    # PyPI refuses a filetype that contradicts the file's extension (forklift/legacy.py,
+    # _validate_filename). twine, uv, flit, hatch and poetry derive it from the filename; a form
+    # without it (curl, scripts written for pypiserver) is accepted: the filename says what it is.
+    filetype = form.get("filetype")
+    if filetype and filetype != dist.kind.value:
+        kind = "a wheel" if dist.kind is dists.DistKind.WHEEL else "a source distribution"
+        shown = filetype if len(filetype) <= 40 else filetype[:30] + "..."
+        raise InvalidRequestError(
+            f"The form says filetype {shown!r}, but {form.filename} is {kind}: send "
+            f"filetype={dist.kind.value} (or leave the field out)."
+        )
+
+
+def _check_metadata(filename: str, meta: dists.CoreMetadata) -> None:
+    """What PyPI refuses in core metadata and no current build tool writes. For uploads only: a
+    file found in a package folder is indexed as it is (app/services/scan.py)."""
+    if problem := dists.metadata_version_problem(meta.metadata_version):
+        raise InvalidDistributionError(
+            f"The metadata inside {filename} is not valid core metadata: {problem}. Rebuild the "
+            "distribution with a current build backend (python -m build, uv build, ...) and upload it again."
+        )
+    if problem := dists.summary_problem(meta.summary):
+        raise InvalidDistributionError(
+            f"The metadata inside {filename} is refused: {problem}. A Summary is one line of at most "
+            f"{dists.MAX_SUMMARY_CHARS} characters (PyPI's rule too): shorten the project's description "
+            "(description in pyproject.toml's [project] table, or setup()'s description=) and rebuild."
         )
 
 

@@ -82,6 +82,22 @@ def raw(body: bytes, content_type: str) -> Case:
 
 
 SDIST = b"demo-2.0.tar.gz"
+
+
+def metadata(version: str | None = "2.1", summary: str = "A test package") -> str:
+    """demo 2.0's METADATA / PKG-INFO with this Metadata-Version (None: no such header) and Summary."""
+    line = "" if version is None else f"Metadata-Version: {version}\n"
+    return metadata_text("demo", "2.0", summary=summary).replace("Metadata-Version: 2.1\n", line)
+
+
+def with_sdist(text: str, **extra: str | None) -> Case:
+    def case(dists: Path) -> tuple[bytes, str]:
+        content = make_sdist(dists / "tmp", "demo", "2.0", metadata=text).read_bytes()
+        return multipart(form("demo", "2.0", content, **extra), SDIST, content)
+
+    return case
+
+
 CASES = [
     # digests
     pytest.param(with_wheel(wheel_bytes, sha256_digest="0" * 64), 400, "does not match", id="sha256-mismatch"),
@@ -153,6 +169,66 @@ CASES = [
         "does not match the filename",
         id="pkg-info-version",
     ),
+    # core metadata PyPI refuses too (warehouse/forklift/metadata.py): no or an unknown
+    # Metadata-Version, a Summary longer than 512 characters or on more than one line
+    pytest.param(
+        with_wheel(lambda d: wheel_bytes(d, metadata=metadata("banana"))),
+        400,
+        "Metadata-Version 'banana' is not a core metadata version",
+        id="metadata-version-nonsense",
+    ),
+    pytest.param(
+        with_wheel(lambda d: wheel_bytes(d, metadata=metadata("3.0"))),
+        400,
+        "Metadata-Version '3.0' is not a core metadata version",
+        id="metadata-version-major-3",
+    ),
+    pytest.param(with_sdist(metadata("1.3")), 400, "Metadata-Version '1.3' is not", id="metadata-version-1.3"),
+    pytest.param(
+        with_wheel(lambda d: wheel_bytes(d, metadata=metadata("2." + "1" * 40))),
+        400,
+        "Metadata-Version '2.1111111111111111111111111111...' is not",
+        id="metadata-version-too-long",
+    ),
+    pytest.param(with_sdist(metadata(None)), 400, "does not declare its Metadata-Version", id="metadata-version-none"),
+    pytest.param(
+        with_wheel(lambda d: wheel_bytes(d, metadata="Metadata-Version: 2.1\n" + metadata("2.2"))),
+        400,
+        "does not declare its Metadata-Version (exactly one",
+        id="metadata-version-twice",
+    ),
+    pytest.param(
+        with_wheel(lambda d: wheel_bytes(d, metadata=metadata(summary="x" * 513))),
+        400,
+        "Summary is 513 characters long, over the limit of 512",
+        id="summary-too-long",
+    ),
+    pytest.param(
+        with_sdist(metadata(summary="first line\n  second line")),  # a folded header
+        400,
+        "Summary spans more than one line",
+        id="summary-two-lines",
+    ),
+    pytest.param(
+        with_wheel(lambda d: wheel_bytes(d, metadata=metadata(summary="first\u2028second"))),
+        400,
+        "Summary spans more than one line",
+        id="summary-line-separator",
+    ),
+    # a filetype that contradicts the file (PyPI: "Invalid file extension")
+    pytest.param(
+        with_wheel(wheel_bytes, filetype="sdist"),
+        400,
+        "filetype 'sdist', but demo-2.0-py3-none-any.whl is a wheel: send filetype=bdist_wheel",
+        id="filetype-sdist-for-wheel",
+    ),
+    pytest.param(
+        with_sdist(metadata(), filetype="bdist_wheel"),
+        400,
+        "demo-2.0.tar.gz is a source distribution: send filetype=sdist",
+        id="filetype-wheel-for-sdist",
+    ),
+    pytest.param(with_wheel(wheel_bytes, filetype="bdist_egg"), 400, "filetype 'bdist_egg'", id="filetype-egg"),
     # broken archives
     pytest.param(upload(b"demo-2.0-py3-none-any.whl", b"not a zip at all"), 400, "could not be read", id="not-zip"),
     pytest.param(upload(SDIST, b"\x1f\x8b not really gzip"), 400, "could not be read", id="not-targz"),

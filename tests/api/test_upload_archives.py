@@ -256,3 +256,29 @@ def test_a_folder_file_with_an_invalid_requires_python_is_served_without_it(make
     (entry,) = client.get("/simple/reqpy/", headers=JSON).json()["files"]
     assert entry["filename"] == "reqpy-1.0-py3-none-any.whl" and entry.get("requires-python") is None
     assert "Requires-Python '>=3.8, <4,,,' is not a version specifier" in caplog.text
+
+
+def test_folder_files_whose_metadata_an_upload_would_refuse_are_indexed(make_client, tmp_path):
+    """The upload rules on Metadata-Version and Summary (PyPI's) are not applied to files found in a
+    package folder: pypiserver served them, so Packhouse does. Uploading the very same bytes again
+    answers 200, as for any file already in the index."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    odd = {
+        "mvbanana": metadata_text("mvbanana", "1.0").replace("Metadata-Version: 2.1", "Metadata-Version: banana"),
+        "mvnone": metadata_text("mvnone", "1.0").replace("Metadata-Version: 2.1\n", ""),
+        "longsum": metadata_text("longsum", "1.0", summary="x" * 600),
+        "twolines": metadata_text("twolines", "1.0", summary="first\n second"),
+    }
+    paths = [make_wheel(packages, name, "1.0", metadata=text) for name, text in odd.items()]
+    paths.append(make_sdist(packages, "mvthree", "1.0", metadata=metadata_text("mvthree", "1.0").replace(
+        "Metadata-Version: 2.1", "Metadata-Version: 3.0")))  # fmt: skip
+    client = make_client(packages_dir=packages)
+    for path in paths:
+        project = path.name.split("-")[0]
+        assert client.get(f"/simple/{project}/", headers=JSON).json()["files"][0]["filename"] == path.name
+        data, files = upload_form(path)
+        r = client.post("/legacy/", data=data, files=files)
+        assert r.status_code == 200 and r.text.startswith("Already stored, identical"), r.text
+    (hit,) = client.get("/api/search", params={"q": "longsum"}).json()["results"]
+    assert hit["summary"] == "x" * 600

@@ -13,7 +13,7 @@ import pytest
 
 from app.storage.local import is_spare_part
 from tests.support import dbaccess
-from tests.support.builders import make_sdist, make_wheel, metadata_text
+from tests.support.builders import make_sdist, make_wheel, metadata_text, zip_bytes
 from tests.support.forms import upload_form
 from tests.support.integrity import BOUNDARY, multipart
 
@@ -140,6 +140,44 @@ def test_flit_style_sdist_without_pyversion(client, tmp_path):
     sdist = make_sdist(tmp_path, "flitty", "0.1")
     r = post(client, sdist, pyversion=None, metadata_version="2.3", filetype="sdist")
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("metadata_version", ["1.0", "1.1", "1.2", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6"])
+def test_every_core_metadata_version_is_accepted(client, tmp_path, data_dir, metadata_version):
+    """1.0 to 2.4 and every 2.x after them: a backend newer than this server writes a higher minor
+    version, which the core metadata spec says to accept (only a higher major must fail). 2.0 is
+    what old bdist_wheel wrote. The form's own metadata_version (2.1 here) is not compared with the
+    file's: flit sends 2.3 whatever flit_core wrote."""
+    text = metadata_text("mv", "1.0").replace("Metadata-Version: 2.1", f"Metadata-Version: {metadata_version}")
+    r = post(client, make_wheel(tmp_path, "mv", "1.0", metadata=text))
+    assert r.status_code == 200, r.text
+    assert dbaccess.query("SELECT metadata_version FROM files", data_dir) == [(metadata_version,)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "filetype"),
+    [("wheel", "bdist_wheel"), ("wheel", None), ("wheel", ""), ("sdist", "sdist"), ("sdist", None), ("zip", "sdist")],
+)
+def test_a_filetype_that_matches_the_file_or_none_is_accepted(client, tmp_path, data_dir, kind, filetype):
+    """What twine, uv, flit, hatch and poetry send (bdist_wheel for .whl, sdist for .tar.gz and
+    .zip); a form without the field (curl, pypiserver's clients) too. None: the field is left out."""
+    if kind == "wheel":
+        path = make_wheel(tmp_path, "ft", "1.0")
+    elif kind == "sdist":
+        path = make_sdist(tmp_path, "ft", "1.0")
+    else:
+        path = tmp_path / "ft-1.0.zip"
+        path.write_bytes(zip_bytes({"ft-1.0/PKG-INFO": metadata_text("ft", "1.0").encode()}))
+    r = post(client, path, filetype=filetype)
+    assert r.status_code == 200, r.text
+    assert dbaccess.query("SELECT filetype FROM files", data_dir) == [("bdist_wheel" if kind == "wheel" else "sdist",)]
+
+
+@pytest.mark.parametrize("summary", ["", "x" * 512, "é" * 512])  # characters, not bytes
+def test_a_one_line_summary_of_up_to_512_characters_is_accepted(client, tmp_path, data_dir, summary):
+    r = post(client, make_sdist(tmp_path, "sum", "1.0", summary=summary))
+    assert r.status_code == 200, r.text
+    assert dbaccess.query("SELECT summary FROM files", data_dir) == [(summary,)]
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,14 @@
 import pytest
 from packaging.version import Version
 
-from app.dists import DistKind, parse_core_metadata, parse_dist_filename, read_metadata
+from app.dists import (
+    DistKind,
+    metadata_version_problem,
+    parse_core_metadata,
+    parse_dist_filename,
+    read_metadata,
+    summary_problem,
+)
 from app.errors import InvalidDistributionError
 from tests.support.builders import make_sdist, make_wheel
 
@@ -62,3 +69,24 @@ def test_a_body_beside_a_description_header_keeps_its_non_ascii_text():
     # parse_email leaves the description out when both are given; the body is then read as text
     raw = "Metadata-Version: 2.1\nName: demo\nVersion: 1.0\nDescription: header\n\ncafé ünïcode ✓\n".encode()
     assert parse_core_metadata(raw, "demo-1.0.tar.gz").description == "café ünïcode ✓\n"
+
+
+@pytest.mark.parametrize("value", ["1.0", "1.1", "1.2", "2.0", "2.1", "2.4", "2.5", "2.10", "2.999", " 2.1 "])
+def test_metadata_versions_accepted_for_upload(value):
+    assert metadata_version_problem(value) is None
+
+
+@pytest.mark.parametrize(
+    "value", [None, "", " ", "banana", "1.3", "3.0", "0.9", "2", "2.1.0", "v2.1", "2.1000", "\uff12.1"]
+)
+def test_metadata_versions_refused_for_upload(value):
+    assert metadata_version_problem(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [(None, False), ("", False), ("x" * 512, False), ("x" * 513, True), ("a\nb", True), ("a\r", True),
+     ("a\x0bb", True), ("a\x85b", True), ("a\u2029b", True), ("tab\tand unicode ✓", False)],
+)  # fmt: skip
+def test_summary_rules_for_upload(value, refused):
+    assert bool(summary_problem(value)) is refused
