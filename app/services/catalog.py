@@ -23,7 +23,7 @@ from packaging.version import InvalidVersion, Version
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
-from app.db import catalog
+from app.db import catalog, repo
 from app.db.models import File
 from app.errors import NotFoundError, ProjectNotFoundError
 from app.services.metadata import core_metadata
@@ -294,12 +294,21 @@ class CatalogService:
         # comes with other bytes.
         self._readmes: _Lru[tuple[int, str], str | None] = _Lru(cache_size)  # -> sanitised HTML
         self._urls: _Lru[tuple[int, str], tuple[tuple[str, str], ...]] = _Lru(cache_size)
+        self._home: tuple[int, int, Home] | None = None  # (journal serial, recent, the page's figures)
 
     async def home(self, recent: int = 10) -> Home:
+        """The home page's counts and newest releases, computed again only after the journal moved:
+        every change to the files (upload, yank, delete, a folder rescan) is a journal entry, and
+        counting releases under PEP 440 equality reads every file's version (~25 ms at 39,000 files)."""
         async with self.sessions() as session:
+            serial = await repo.last_serial(session)
+            if (cached := self._home) is not None and cached[:2] == (serial, recent):
+                return cached[2]
             counts = await catalog.counts(session)
             rows = await catalog.recent_releases(session, recent)
-        return Home(counts.projects, counts.releases, counts.files, tuple(_listing(r) for r in rows))
+        home = Home(counts.projects, counts.releases, counts.files, tuple(_listing(r) for r in rows))
+        self._home = (serial, recent, home)
+        return home
 
     async def search(self, query: str, page: int = 1, per_page: int = 50, sort: str = "name") -> SearchResult:
         """Projects whose name or summary contains ``query``, by name (or most recently updated)."""

@@ -33,6 +33,25 @@ def test_home_has_counts_recent_releases_and_setup_for_this_server(seeded):
     assert body.index("evil-pkg") < body.index("alpha-tools")  # newest first
 
 
+def test_home_counts_follow_every_upload_and_delete(seeded, tmp_path: Path):
+    """The home page's figures are kept per journal serial: each change shows at once."""
+
+    def figures() -> tuple[str, ...]:
+        body = seeded.get("/").text
+        found = [re.search(rf"<strong>(\d+)</strong> {what}", body) for what in ("projects", "releases", "files")]
+        return tuple(m[1] for m in found if m)
+
+    assert figures() == figures() == ("4", "5", "6")
+    data.post(seeded, data.wheel(tmp_path / "more", "home-new", "1.0"))
+    assert figures() == ("5", "6", "7")
+    assert "home-new" in seeded.get("/").text  # among the recent releases
+    data.post(seeded, data.wheel(tmp_path / "more", "home-new", "1.0.0"))  # the same release, spelled longer
+    assert figures() == ("5", "6", "8")
+    assert seeded.delete("/api/projects/home-new/releases/1.0").status_code == 200
+    assert figures() == ("4", "5", "6")
+    assert "home-new" not in seeded.get("/").text
+
+
 def test_empty_index_home_page(client):
     r = client.get("/")
     assert r.status_code == 200
