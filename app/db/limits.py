@@ -30,6 +30,9 @@ def max_length(column: InstrumentedAttribute[Any] | Column[Any]) -> int | None:
     return col.type.length if isinstance(col.type, String) else None
 
 
+#: User names are recorded as a file's uploader and as the actor of journal entries.
+USERNAME_CHARS = min(cast(int, max_length(File.uploader)), cast(int, max_length(Event.actor)))
+
 #: What each bounded column holds, in words, for messages ("its <label> is N characters long").
 LABELS = {
     "projects.name": "project name as the metadata's Name spells it",

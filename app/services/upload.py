@@ -36,7 +36,7 @@ from app.errors import (
     UploadTooLargeError,
 )
 from app.services.form import FileDigests, FormLimits, UploadForm, read_upload_form
-from app.services.manage import ManageService
+from app.services.manage import ManageService, check_actor
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.upload")
@@ -121,8 +121,10 @@ class UploadService:
         Raises:
             InvalidRequestError, InvalidDistributionError, DigestMismatchError (-> 400),
             GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413),
-            NotFoundError (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408).
+            PermissionDeniedError (-> 403, a user name the journal cannot record), NotFoundError
+            (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408).
         """
+        check_actor(uploader)  # before reading the body: the upload could not be recorded
         form = await read_upload_form(content_type, chunks, self.storage, self.limits)
         try:
             action = form.get(":action")

@@ -1,5 +1,5 @@
 """Values longer than their column: the same answer on SQLite (which ignores VARCHAR lengths) and
-PostgreSQL (which refuses them, a 500 before): a 400 that says what to change for an upload,
+PostgreSQL (which refuses them, a 500 before): a 400 or 403 that says what to change for an upload,
 a skipped and reported file or a dropped informational value for a package folder or an import."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, clean_env
+from app.auth.htpasswd import hash_password
+from tests.conftest import ROOT, basic, clean_env
 from tests.support.builders import make_sdist, make_wheel, metadata_text
 from tests.support.forms import upload_form
 from tests.support.integrity import fingerprint
@@ -119,6 +120,49 @@ def test_a_wheel_whose_python_tag_set_is_too_long_to_store_is_accepted_without_i
     assert client.post("/legacy/", data=data, files=files).status_code == 200
     assert db_query("SELECT filename, pyversion FROM files") == [(wheel.name, None)]
     assert client.get(f"/files/demo/{wheel.name}").content == wheel.read_bytes()
+
+
+# User names, recorded as the uploader and as the journal's actor ---------------------------------
+
+LONG_USER = "u" * 201
+
+
+@pytest.fixture
+def long_user(tmp_path: Path) -> Path:
+    passwords = tmp_path / "htpasswd"
+    passwords.write_text(f"{LONG_USER}:{hash_password('pw')}\nshort:{hash_password('pw')}\n")
+    return passwords
+
+
+def test_an_htpasswd_user_whose_name_is_too_long_to_record_cannot_upload(make_client, long_user, folder):
+    root, scratch = folder
+    client = make_client(passwords=str(long_user))
+    wheel = make_wheel(scratch, "demo", "1.0")
+    detail = _rejected(client, root, wheel, 403, basic(LONG_USER, "pw"))
+    assert "201 characters" in detail and "200" in detail and "packhouse user add" in detail, detail
+    data, files = upload_form(wheel)
+    assert client.post("/legacy/", data=data, files=files, headers=basic("short", "pw")).status_code == 200
+    assert client.get("/simple/demo/", headers=basic(LONG_USER, "pw")).status_code == 200  # reading is fine
+    before = fingerprint(root)
+    r = client.post("/api/projects/demo/releases/1.0/yank", headers=basic(LONG_USER, "pw"))
+    assert r.status_code == 403 and "201 characters" in r.json()["detail"]
+    r = client.delete("/api/projects/demo/releases/1.0", headers=basic(LONG_USER, "pw"))
+    assert r.status_code == 403
+    assert fingerprint(root) == before
+
+
+def test_on_an_open_server_a_claimed_user_name_too_long_to_record_is_refused(make_client, folder):
+    root, scratch = folder
+    client = make_client(passwords=".", authenticate=".")
+    detail = _rejected(client, root, make_wheel(scratch, "demo", "1.0"), 403, basic(LONG_USER, "x"))
+    assert "201 characters" in detail, detail
+
+
+def test_on_an_open_server_a_claimed_user_name_with_a_nul_is_refused(make_client, folder):
+    root, scratch = folder
+    client = make_client(passwords=".", authenticate=".")
+    detail = _rejected(client, root, make_wheel(scratch, "demo", "1.0"), 403, basic("bad\x00name", "x"))
+    assert "NUL" in detail, detail
 
 
 # Package folders, imports -----------------------------------------------------------------------
