@@ -331,6 +331,15 @@ def _tar_sdist_pkg_info(path: Path, compression: str = "gz") -> bytes:
 LEGACY_SDIST_SUFFIXES = (".tgz", ".tar.bz2")
 
 
+def python_tag(filename: str, dist: DistFilename) -> str:
+    """What the legacy upload form's ``pyversion`` says for this file, as twine derives it: a
+    wheel's Python tag (PEP 427: {name}-{ver}(-{build})?-{python tag}-{abi tag}-{platform tag}.whl),
+    "source" for an sdist. ``filename`` is one ``dist`` was parsed from."""
+    if dist.kind is DistKind.SDIST:
+        return "source"
+    return filename[: -len(".whl")].split("-")[-3]
+
+
 def parse_folder_filename(filename: str) -> DistFilename:
     """``parse_dist_filename``, and the legacy sdist names of LEGACY_SDIST_SUFFIXES too."""
     legacy = next((s for s in LEGACY_SDIST_SUFFIXES if filename.endswith(s)), None)

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.commands._server import ConfigError, fail, open_database, reason
+from app.db import limits
 from app.db.engine import database_url_problem
 from app.db.models import Event, File, Project
 from app.services.metadata import METADATA_SUFFIX, core_metadata
@@ -121,6 +122,49 @@ async def _insert_rows(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]
                 )
 
 
+def _fit_rows(rows: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Fit the source's rows to the destination's columns (app/db/limits.py), in place; return what
+    was changed, a line each. SQLite ignores VARCHAR lengths, so an installation that ran on it
+    before Packhouse measured values may hold some that PostgreSQL refuses (the insert would fail
+    once every file was copied). They are treated as a folder scan treats them: an optional value
+    that does not fit is dropped (a journal entry keeps it in its detail text); a row with a
+    required one (a project's normalised name, a file's version or key) is left out, and a
+    project's files with it. A display name that does not fit becomes the normalised name."""
+    notes: list[str] = []
+    for project in rows["projects"]:
+        if not limits.fits(Project.name, project["name"]):
+            name, limit = project["normalized_name"], limits.max_length(Project.name)
+            notes.append(f"project {name}: its display name is longer than {limit} characters; listed as {name}")
+            project["name"] = project["normalized_name"]
+    rows["projects"] = _fit_table(limits.PROJECTS, rows["projects"], notes)
+    kept = {project["id"] for project in rows["projects"]}
+    for f in rows["files"]:
+        if f["project_id"] not in kept:
+            notes.append(f"skipped file {f['filename']}: its project was skipped")
+    rows["files"] = _fit_table(limits.FILES, [f for f in rows["files"] if f["project_id"] in kept], notes)
+    rows["events"] = _fit_table(limits.EVENTS, rows["events"], notes)
+    return notes
+
+
+def _fit_table(table: Table, rows: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    kept = []
+    for row in rows:
+        what = {"projects": "project {normalized_name}", "files": "file {filename}"}.get(
+            table.name, "journal entry {id} ({action} {project})"
+        ).format_map(row)
+        fitted = limits.fit(table, row)
+        if fitted.blocking:
+            notes.append(f"skipped {what}: {fitted.blocking[0].describe()}")
+            continue
+        for o in fitted.dropped:
+            notes.append(f"{what}: {o.describe()}; not kept")
+            if "detail" in table.c:
+                kept_text = f"{o.label} (too long to keep): {row[o.column]}"
+                fitted.values["detail"] = "; ".join(filter(None, [row.get("detail"), kept_text]))
+        kept.append(fitted.values)
+    return kept
+
+
 async def _check_empty(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
         counts = {
@@ -180,6 +224,9 @@ async def transfer(args: argparse.Namespace, out: TextIO) -> int:
             raise ConfigError(f"destination storage {args.to_storage or args.to_files_dir}: {reason(exc)}") from None
 
         rows = await _rows(source_db)
+        notes = _fit_rows(rows)
+        for note in notes:
+            print(f"packhouse transfer: {note}", file=out)
         files = rows[File.__table__.name]
         progress = Progress(len(files), sum(f["size"] for f in files), out)
         for f in files:
@@ -202,7 +249,7 @@ async def transfer(args: argparse.Namespace, out: TextIO) -> int:
         print(
             f"transferred {len(rows['projects'])} projects, {len(files)} files "
             f"({progress.done_bytes} bytes, every sha256 verified) and {len(rows['events'])} journal "
-            "entries"
+            "entries" + (f"; {len(notes)} value(s) or row(s) that do not fit were left out (above)" if notes else "")
         )
         return 0
     except TransferError as exc:

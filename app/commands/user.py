@@ -40,6 +40,15 @@ def _entries(path: Path) -> dict[str, str | None]:
     return {user: problem for _n, user, hashed, problem in htpasswd_entries(text) if hashed is not None}
 
 
+def _too_long(name: str) -> str | None:
+    """Why a user could not upload, yank or delete: the journal records who did (app/db/limits.py)."""
+    from app.db.limits import USERNAME_CHARS
+
+    if len(name) <= USERNAME_CHARS:
+        return None
+    return f"the user name is {len(name)} characters long, and the journal records at most {USERNAME_CHARS}"
+
+
 def handle(args: argparse.Namespace) -> int:
     try:
         path = _passwords_file(args)
@@ -47,10 +56,18 @@ def handle(args: argparse.Namespace) -> int:
         if args.user_command == "list":
             for name in sorted(users):
                 problem = users[name]
-                print(name if problem is None else f"{name}\t(cannot log in: {problem})")
+                if problem is not None:
+                    print(f"{name}\t(cannot log in: {problem})")
+                elif too_long := _too_long(name):
+                    print(f"{name}\t(cannot upload, yank or delete: {too_long})")
+                else:
+                    print(name)
             return 0
         if args.user_command == "add" and args.name in users:
             raise ValueError(f"user {args.name!r} already exists in {path}; use 'packhouse user passwd' to change it")
+        if args.user_command == "add" and (too_long := _too_long(args.name)):
+            # Such a user could log in, but not upload, yank or delete (ManageService's check_actor).
+            raise ValueError(f"{too_long}; choose a shorter user name")
         if args.user_command == "passwd" and args.name not in users:
             raise ValueError(f"no user {args.name!r} in {path}; use 'packhouse user add'")
         if args.user_command == "remove":

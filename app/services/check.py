@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db import repo
 from app.db.models import File, Project
+from app.services.manage import check_actor
 from app.services.metadata import METADATA_SUFFIX, core_metadata, wheel_gives
 from app.storage.base import Storage
 
@@ -70,7 +71,13 @@ class CheckService:
     async def run(self, *, grace: float, repair: bool = False, actor: str | None = None) -> CheckReport:
         """Check every row and every stored blob; with ``repair``, fix what can be fixed (journaled).
         An orphan stored less than ``grace`` seconds ago is reported and kept: an upload stores its
-        bytes just before its row commits, so a young orphan may be one in flight."""
+        bytes just before its row commits, so a young orphan may be one in flight.
+
+        Raises:
+            PermissionDeniedError: with ``repair``, an ``actor`` the journal cannot record.
+        """
+        if repair:
+            check_actor(actor)
         report = CheckReport()
         async with self.sessions() as session:
             rows = await repo.all_files(session)

@@ -21,8 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import repo
+from app.db.limits import USERNAME_CHARS
 from app.db.models import Event, File, Project
-from app.errors import DistFileNotFoundError, InvalidRequestError, NotFoundError, ProjectNotFoundError
+from app.errors import (
+    DistFileNotFoundError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProjectNotFoundError,
+)
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.manage")
@@ -89,6 +96,31 @@ def event_state(e: Event) -> EventState:
     return EventState(e.id, _utc(e.time), e.action, e.project, e.version, e.filename, e.sha256, e.actor, e.detail)
 
 
+def check_actor(actor: str | None) -> None:
+    """Refuse to act for a user whose name the journal cannot record (an upload's uploader, every
+    journal entry's actor), before anything is done. Refused, not shortened: a journal entry must
+    name exactly who acted, and two long names could share any prefix. ``packhouse user add``
+    creates no such user; an htpasswd file written by other tools, a name claimed on an open server
+    (its credentials are not checked, the name is recorded all the same) or ``--actor`` may.
+
+    Raises:
+        PermissionDeniedError (-> 403).
+    """
+    if actor is None:
+        return
+    if len(actor) > USERNAME_CHARS:
+        problem = f"is {len(actor)} characters long, and the journal records at most {USERNAME_CHARS}"
+    elif "\x00" in actor:
+        problem = "contains a NUL character, which the journal cannot record"
+    else:
+        return
+    shown = actor if len(actor) <= 40 else actor[:30] + "..."
+    raise PermissionDeniedError(
+        f"The user name {shown!r} {problem}, so nothing was changed: act as a user whose name has at most "
+        f"{USERNAME_CHARS} characters (the server's administrator adds one with 'packhouse user add NAME')."
+    )
+
+
 class ManageService:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
         self.sessions = sessions
@@ -122,8 +154,10 @@ class ManageService:
         """PEP 592: mark a file (or every file of a release) yanked, with an optional reason.
 
         Raises:
-            ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404), InvalidRequestError.
+            ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404), InvalidRequestError,
+            PermissionDeniedError (-> 403, see check_actor).
         """
+        check_actor(actor)
         reason = (reason or "").strip() or None
         if reason is not None and len(reason) > MAX_REASON:
             raise InvalidRequestError(f"The yank reason is longer than {MAX_REASON} characters.")
@@ -132,7 +166,9 @@ class ManageService:
     async def unyank(
         self, project: str, *, version: str | None = None, filename: str | None = None, actor: str | None
     ) -> Change:
-        """Raises ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404)."""
+        """Raises ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404),
+        PermissionDeniedError (-> 403, see check_actor)."""
+        check_actor(actor)
         return await self._set_yanked(project, version, filename, False, None, actor)
 
     async def _set_yanked(
@@ -170,8 +206,10 @@ class ManageService:
         """Delete a file or every file of a release. The journal keeps each deleted sha256.
 
         Raises:
-            ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404).
+            ProjectNotFoundError, DistFileNotFoundError, NotFoundError (-> 404),
+            PermissionDeniedError (-> 403, see check_actor).
         """
+        check_actor(actor)
         async with self.sessions() as session, session.begin():
             proj, files, release = await _select(session, project, version, filename)
             for f in files:

@@ -5,6 +5,9 @@ Two uses: ``packhouse run PACKAGES_DIR`` indexes the files already in a pypiserv
 and ``packhouse import DIR`` copies a folder's archives into the store. Either way each archive is
 hashed and its metadata read with ``app.dists.read_metadata`` (requires-python, the PEP 658 METADATA
 file), its upload time is the file's mtime, and a broken archive is reported and skipped, never fatal.
+So is a file whose name, version or path is longer than the index stores (app/db/limits.py); an
+informational value too long to store is dropped with a warning and the file served without it
+(``_fit``), as an invalid Requires-Python is.
 
 Indexed: wheels, sdists (``.tar.gz``, legacy ``.zip``) and the old sdist names pypiserver also
 served (``.tgz``, ``.tar.bz2``: pip still installs them). Every other file is skipped with a
@@ -22,13 +25,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
-from app.db import repo
+from app.db import limits, repo
+from app.db.models import Project
 from app.errors import InvalidDistributionError
 from app.services.form import FileDigests
 from app.storage.base import Storage
@@ -237,45 +242,39 @@ class FolderIndexer:
                         meta.requires_python, problem)  # fmt: skip
             meta = replace(meta, requires_python=None)
         key = key_for(digests.sha256, filename, rel)
-        metadata_sha256, sidecars = None, {}
+        metadata_sha256 = None
         if dist.kind is dists.DistKind.WHEEL:
-            sidecars[key + ".metadata"] = meta.raw  # PEP 658
             metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
+        row = {
+            "version": str(dist.version),
+            "filename": filename,
+            "filetype": dist.kind.value,
+            "pyversion": dists.python_tag(filename, dist),
+            "size": digests.size,
+            "sha256": digests.sha256,
+            "md5": digests.md5,
+            "blake2_256": digests.blake2_256,
+            "storage_key": key,
+            **repo.metadata_columns(meta),
+            "metadata_sha256": metadata_sha256,
+            "upload_time": datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
+            "uploader": None,
+        }
+        event = {
+            "action": "import", "project": dist.name, "version": str(dist.version), "filename": filename,
+            "sha256": digests.sha256, "actor": None, "detail": rel,
+        }  # fmt: skip
+        name, row = _fit(rel, meta.name, dist.name, row, event)  # before anything is stored
+        sidecars = {key + ".metadata": meta.raw} if metadata_sha256 else {}  # PEP 658
         if copy:
             await self._copy(path, key, sidecars)
         else:
             for sidecar, data in sidecars.items():
                 await self.storage.put_bytes(sidecar, data)
         async with self.sessions() as session, session.begin():
-            project_id = await session.run_sync(repo.ensure_project, meta.name, dist.name)
-            await session.run_sync(
-                repo.add_file,
-                project_id=project_id,
-                version=str(dist.version),
-                filename=filename,
-                filetype=dist.kind.value,
-                pyversion=_pyversion(filename, dist),
-                size=digests.size,
-                sha256=digests.sha256,
-                md5=digests.md5,
-                blake2_256=digests.blake2_256,
-                storage_key=key,
-                **repo.metadata_columns(meta),
-                metadata_sha256=metadata_sha256,
-                upload_time=datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
-                uploader=None,
-            )
-            await session.run_sync(
-                repo.record_event,
-                project_id,
-                action="import",
-                project=dist.name,
-                version=str(dist.version),
-                filename=filename,
-                sha256=digests.sha256,
-                actor=None,
-                detail=rel,
-            )
+            project_id = await session.run_sync(repo.ensure_project, name, dist.name)
+            await session.run_sync(repo.add_file, project_id=project_id, **row)
+            await session.run_sync(repo.record_event, project_id, **event)
         log.info("indexed %s (%d bytes, sha256 %s)", rel, digests.size, digests.sha256)
 
     async def _copy(self, path: Path, key: str, sidecars: dict[str, bytes]) -> None:
@@ -313,8 +312,40 @@ def _stamp(path: Path) -> tuple[int, int]:
     return (st.st_mtime_ns, st.st_size)
 
 
-def _pyversion(filename: str, dist: dists.DistFilename) -> str | None:
-    if dist.kind is dists.DistKind.SDIST:
-        return "source"
-    # PEP 427: {name}-{ver}(-{build})?-{python tag}-{abi tag}-{platform tag}.whl
-    return filename[: -len(".whl")].split("-")[-3]
+#: What to do about a file whose required value is too long to store, by column.
+_SKIP_FIXES = {
+    "files.storage_key": "move it to a folder with a shorter path",
+    "files.version": "rebuild it with a shorter version (a local label, after the '+', is the usual reason)",
+    "projects.normalized_name": "rebuild it under a shorter project name",
+}
+
+
+def _fit(
+    rel: str, name: str, normalized_name: str, row: dict[str, Any], event: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The project's display name and the file's row, fitted to their columns (app/db/limits.py),
+    as the scan treats an invalid Requires-Python: a value the file can be served without (the
+    name as its metadata spells it, Metadata-Version, Requires-Python, Description-Content-Type,
+    the Python tag) is dropped with a warning and the file is indexed; one it cannot (its
+    normalised name, version, filename, path) makes it skipped and reported.
+
+    Raises:
+        InvalidDistributionError: a required value does not fit (the file is skipped).
+    """
+    fitted = limits.fit(limits.FILES, row)
+    blocking = [
+        *limits.overflows(limits.PROJECTS, {"normalized_name": normalized_name}),
+        *fitted.blocking,
+        *limits.overflows(limits.EVENTS, event),
+    ]
+    if blocking:
+        o = blocking[0]
+        fix = _SKIP_FIXES.get(o.key, f"rename it with a shorter {o.label}")
+        raise InvalidDistributionError(f"{o.describe()}: {fix}")
+    for o in fitted.dropped:
+        log.warning("%s: %s: not kept (the file is served without it)", rel, o.describe())
+    if not limits.fits(Project.name, name):
+        log.warning("%s: the project's name as its metadata spells it is %d characters long: it is listed "
+                    "as %s", rel, len(name), normalized_name)  # fmt: skip
+        name = normalized_name
+    return name, fitted.values

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app import dists
-from app.db import repo
+from app.db import limits, repo
+from app.db.models import File
 from app.db.units import FileRef, SessionUnits, Units, run_with_file_commit
 from app.errors import (
     DigestMismatchError,
@@ -35,7 +36,7 @@ from app.errors import (
     UploadTooLargeError,
 )
 from app.services.form import FileDigests, FormLimits, UploadForm, read_upload_form
-from app.services.manage import ManageService
+from app.services.manage import ManageService, check_actor
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.upload")
@@ -120,8 +121,10 @@ class UploadService:
         Raises:
             InvalidRequestError, InvalidDistributionError, DigestMismatchError (-> 400),
             GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413),
-            NotFoundError (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408).
+            PermissionDeniedError (-> 403, a user name the journal cannot record), NotFoundError
+            (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408).
         """
+        check_actor(uploader)  # before reading the body: the upload could not be recorded
         form = await read_upload_form(content_type, chunks, self.storage, self.limits)
         try:
             action = form.get(":action")
@@ -255,6 +258,33 @@ class UploadService:
             metadata_sha256 = sha256(meta.raw).hexdigest()
             if staged.key is None:
                 sidecars[key + ".metadata"] = meta.raw
+        row = {
+            # The filename's own spelling. A file whose version equals an existing release's under
+            # PEP 440 (1.0.0 when 1.0 is there) is accepted into that release, as PyPI does: releases
+            # are matched by Version equality wherever they are read, yanked or deleted
+            # (dists.release_key), so it is listed, yanked and deleted with release 1.0.
+            "version": str(dist.version),
+            "filename": filename,
+            "filetype": dist.kind.value,
+            "pyversion": _pyversion(form, dist),
+            "size": digests.size,
+            "sha256": digests.sha256,
+            "md5": digests.md5,
+            "blake2_256": digests.blake2_256,
+            "storage_key": key,
+            **repo.metadata_columns(meta),
+            "metadata_sha256": metadata_sha256,
+            "uploader": uploader,
+        }
+
+        event = {
+            "action": "upload", "project": dist.name, "version": str(dist.version), "filename": filename,
+            "sha256": digests.sha256, "actor": uploader,
+        }  # fmt: skip
+        # meta.name: the project's name as the author wrote it (twine sends the same).
+        upload = repo.NewUpload(meta.name, dist.name, row, event)
+        _check_lengths(filename, upload)  # before anything is stored
+
         # An upload the local store staged in place is committed in the worker thread that runs
         # the row's transaction (SQLite): its fsyncs run while the row's statements do, and the row
         # commits once they are done. One thread hop instead of two, and the disk's wait overlaps
@@ -277,35 +307,9 @@ class UploadService:
             await self.storage.commit(staged, key, sidecars=sidecars)
             form.staged = None  # moved; until then, handle() discards it on any error
 
-        row = {
-            # The filename's own spelling. A file whose version equals an existing release's under
-            # PEP 440 (1.0.0 when 1.0 is there) is accepted into that release, as PyPI does: releases
-            # are matched by Version equality wherever they are read, yanked or deleted
-            # (dists.release_key), so it is listed, yanked and deleted with release 1.0.
-            "version": str(dist.version),
-            "filename": filename,
-            "filetype": dist.kind.value,
-            "pyversion": form.get("pyversion") or ("source" if dist.kind is dists.DistKind.SDIST else None),
-            "size": digests.size,
-            "sha256": digests.sha256,
-            "md5": digests.md5,
-            "blake2_256": digests.blake2_256,
-            "storage_key": key,
-            **repo.metadata_columns(meta),
-            "metadata_sha256": metadata_sha256,
-            "uploader": uploader,
-        }
-
-        event = {
-            "action": "upload", "project": dist.name, "version": str(dist.version), "filename": filename,
-            "sha256": digests.sha256, "actor": uploader,
-        }  # fmt: skip
         # Started in the transaction's thread before its first statement (BEGIN IMMEDIATE takes the
         # lock then), waited for before it commits.
         commit_file = (lambda: self.storage.start_commit(staged, sidecars)) if together else None
-
-        # meta.name: the project's name as the author wrote it (twine sends the same).
-        upload = repo.NewUpload(meta.name, dist.name, row, event)
 
         def replace_and_insert(session: Session) -> str | None:
             assert existing is not None
@@ -451,6 +455,53 @@ def _check_metadata(filename: str, meta: dists.CoreMetadata) -> None:
             f"The metadata inside {filename} is refused: {problem}. A Summary is one line of at most "
             f"{dists.MAX_SUMMARY_CHARS} characters (PyPI's rule too): shorten the project's description "
             "(description in pyproject.toml's [project] table, or setup()'s description=) and rebuild."
+        )
+
+
+def _pyversion(form: UploadForm, dist: dists.DistFilename) -> str | None:
+    """The form's pyversion, unless it is too long to store. It is informational (nothing reads it
+    back; the filename's tags are what installers use) and the uploading tool writes it from the
+    filename, not the author: PyPI stores any length. So an over-long one is not refused; the
+    filename's own Python tag is kept instead, if that fits, else none."""
+    assert form.filename is not None
+    given = form.get("pyversion") or ("source" if dist.kind is dists.DistKind.SDIST else None)
+    if limits.fits(File.pyversion, given):
+        return given
+    own = dists.python_tag(form.filename, dist)
+    return own if limits.fits(File.pyversion, own) else None
+
+
+#: How to fix a value too long to store, by column (the others cannot be too long by then: the
+#: filename was checked, keys and digests are made here, the Metadata-Version was validated).
+_LENGTH_FIXES = {
+    "projects.normalized_name": "choose a shorter project name (name in pyproject.toml's [project] table)",
+    "projects.name": "write the name without runs of '.', '-' or '_' (name in pyproject.toml's [project] table)",
+    "files.version": "use a shorter version (a local version label, after the '+', is the usual reason)",
+    "files.requires_python": "shorten requires-python in pyproject.toml (e.g. '!=3.8.*' instead of many '!=3.8.N')",
+    "files.description_content_type": (
+        "give the readme a plain content type such as text/markdown (the readme's content-type in "
+        "pyproject.toml)"
+    ),
+}
+
+
+def _check_lengths(filename: str, upload: repo.NewUpload) -> None:
+    """Refuse a value too long for its column (PostgreSQL would refuse the row: a 500), on every
+    database alike. PyPI keeps these values as unbounded text (and refuses local versions
+    outright); the limits are far beyond what build tools write, and each can be fixed by the
+    author. pyversion, which the tool writes, is fitted instead (_pyversion)."""
+    project = {"normalized_name": upload.normalized_name, "name": upload.name}
+    found = [
+        *limits.overflows(limits.PROJECTS, project),
+        *limits.overflows(limits.FILES, upload.file),
+        *limits.overflows(limits.EVENTS, upload.event),
+    ]
+    if found:
+        o = found[0]
+        fix = _LENGTH_FIXES.get(o.key, f"shorten the {o.label}")
+        raise InvalidDistributionError(
+            f"{filename} cannot be stored: {o.describe()}. To upload it, {fix}, "
+            "then rebuild the distribution and upload it again."
         )
 
 

@@ -340,6 +340,22 @@ def test_cli_yank_unyank_delete(loaded, tmp_path):
     assert actors[2] == "ops" and actors[0].startswith("cli:")
 
 
+def test_cli_refuses_an_actor_the_journal_cannot_record(loaded, tmp_path):
+    data = tmp_path / "data"
+    before = fingerprint(tmp_path)
+    for command in (["yank", "demo", "2.0"], ["delete", "demo", "--file", W2]):
+        r = cli(*command, "--actor", "o" * 201, data_dir=data)
+        assert r.returncode == 1, r.stderr
+        assert "is 201 characters long, and the journal records at most 200" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    for command in (["yank", "demo", "2.0"], ["check", "--repair"]):  # the default actor: cli:<login>
+        r = cli(*command, data_dir=data, env={"LOGNAME": "o" * 197})
+        assert r.returncode == 1, r.stderr
+        assert "is 201 characters long, and the journal records at most 200" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert fingerprint(tmp_path) == before
+
+
 def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     data = tmp_path / "data"
     files = data / "files"

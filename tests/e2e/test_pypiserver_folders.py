@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT, clean_env, free_port, run, tool
-from tests.support.builders import make_sdist, make_wheel
+from tests.support.builders import make_sdist, make_wheel, metadata_text
 from tests.support.runserver import RunServer
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +245,30 @@ def test_curl_upload_without_a_digest_says_how_to_add_one(run_server, tmp_path):
     )
     assert proc.stdout.rsplit("\n", 1)[1] == "200", proc.stdout
     assert (packages / wheel.name).read_bytes() == wheel.read_bytes()
+
+
+def test_values_too_long_to_store_do_not_stop_packhouse_run(tmp_path, database_url_for):
+    """On PostgreSQL, a folder wheel whose METADATA declares a Metadata-Version longer than its
+    column (10 characters) crashed the start-up scan (DataError), and so did a version longer than
+    its column (100): the first is served without the value, the second is skipped and reported.
+    The same on SQLite, which would have stored both."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    text = metadata_text("oddmeta", "1.0").replace("Metadata-Version: 2.1", "Metadata-Version: 2.1.0.0.0.0")
+    odd = make_wheel(packages, "oddmeta", "1.0", metadata=text)
+    long = make_wheel(packages, "longver", "1.0+" + "local" * 22)
+    url = database_url_for(tmp_path / "run")
+    port = free_port()
+    env = clean_env(tmp_path / "server-home", {"PACKHOUSE_DATABASE_URL": url} if url else None)
+    server = RunServer(["-P", ".", "-a", ".", str(packages)], env, tmp_path / "run.log", port).start()
+    try:
+        log = server.log()
+        assert f"{odd.name}: its Metadata-Version is 11 characters long, and this index stores at most 10" in log
+        assert f"skipped {long.name}: its version is 114 characters long, and this index stores at most 100" in log
+        assert "1 file(s) indexed, 0 removed, 1 broken (skipped)" in log and "Traceback" not in log
+        page = httpx.get(f"{server.url}/simple/oddmeta/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        assert [f["filename"] for f in page.json()["files"]] == [odd.name]
+        assert httpx.get(f"{server.url}/files/oddmeta/{odd.name}").content == odd.read_bytes()
+        assert httpx.get(f"{server.url}/simple/longver/").status_code == 404
+    finally:
+        server.stop()

@@ -118,3 +118,33 @@ def test_transfer_refuses_metadata_that_neither_the_source_nor_its_wheel_can_giv
     expected = f"{embedded[0].name}.metadata: missing from the source storage, and its wheel cannot rebuild it"
     assert expected in proc.stderr
     assert postgres_cluster.psql("SELECT count(*) FROM files", database=database).strip() == "0"
+
+
+def test_transfer_leaves_out_what_the_destination_cannot_store(embedded, postgres_cluster, s3, tmp_path):
+    """SQLite ignores VARCHAR lengths: an installation that ran before Packhouse measured values may
+    hold some that PostgreSQL refuses. The transfer no longer fails on them once every file is
+    copied: it drops an optional value (a journal entry keeps it in its detail), leaves out a file
+    whose version does not fit, lists a project under its normalised name, and says so."""
+    dct, version, actor = "text/markdown; x=" + "y" * 300, "1.0+" + "local" * 22, "u" * 201
+    with sqlite3.connect(tmp_path / "data" / "packhouse.db") as db:
+        db.execute("UPDATE files SET description_content_type = ? WHERE filename = ?", (dct, embedded[0].name))
+        db.execute("UPDATE files SET version = ? WHERE filename = ?", (version, embedded[2].name))
+        db.execute("UPDATE events SET actor = ? WHERE filename = ?", (actor, embedded[0].name))
+        db.execute("UPDATE projects SET name = ? WHERE normalized_name = 'moving-a'", ("Moving" + "_" * 200 + "A",))
+    database = postgres_cluster.create_database()
+    proc = _transfer(tmp_path, s3, postgres_cluster.url(database))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"skipped file {embedded[2].name}: its version is 114 characters long" in proc.stderr
+    assert f"file {embedded[0].name}: its Description-Content-Type is 317 characters long" in proc.stderr
+    assert "its display name is longer than 200 characters; listed as moving-a" in proc.stderr
+    assert "2 files" in proc.stdout and "left out (above)" in proc.stdout
+
+    def psql(sql: str) -> str:
+        return postgres_cluster.psql(sql, database=database).strip()
+
+    assert psql("SELECT filename FROM files ORDER BY filename").split() == sorted(p.name for p in embedded[:2])
+    assert psql(f"SELECT description_content_type IS NULL FROM files WHERE filename = '{embedded[0].name}'") == "t"
+    assert psql("SELECT name FROM projects WHERE normalized_name = 'moving-a'") == "moving-a"
+    entry = psql(f"SELECT coalesce(actor, '-') || ' ' || detail FROM events WHERE filename = '{embedded[0].name}'")
+    assert entry == f"- user name (too long to keep): {actor}"
+    assert not [k for k in s3.keys() if k.endswith(embedded[2].name)]  # its bytes were not copied

@@ -14,6 +14,7 @@ import pytest
 from app.auth.htpasswd import (
     SHA_CRYPT_MAX_ROUNDS,
     HtpasswdAuthenticator,
+    hash_password,
     hash_problem,
     parse_htpasswd,
     verify_hash,
@@ -164,3 +165,20 @@ def test_user_command_lists_and_replaces_refused_entries(tmp_path):
     assert _user(tmp_path, "list", "-P", str(path)).stdout.split() == ["des", "plain", "sha"]
     missing = _user(tmp_path, "passwd", "nobody", "-P", str(path), "--password-stdin", stdin="x\n")
     assert missing.returncode == 1 and f"no user 'nobody' in {path}" in missing.stderr
+
+
+def test_user_add_refuses_a_name_longer_than_the_journal_records(tmp_path):
+    """Uploads, yanks and deletions record the user's name (200 characters at most): such a user
+    could log in but do none of them, so it is not created; one written by other tools is listed
+    as such."""
+    path = tmp_path / "u.txt"
+    refused = _user(tmp_path, "add", "u" * 201, "-P", str(path), "--password-stdin", stdin="pw\n")
+    assert refused.returncode == 1
+    assert "the user name is 201 characters long, and the journal records at most 200" in refused.stderr
+    assert not path.exists()
+    added = _user(tmp_path, "add", "u" * 200, "-P", str(path), "--password-stdin", stdin="pw\n")
+    assert added.returncode == 0, added.stderr
+    path.write_text(path.read_text() + f"{'v' * 201}:{hash_password('pw')}\n")
+    listed = _user(tmp_path, "list", "-P", str(path)).stdout.splitlines()
+    assert listed == ["u" * 200, f"{'v' * 201}\t(cannot upload, yank or delete: the user name is 201 characters long, "
+                      "and the journal records at most 200)"]  # fmt: skip
