@@ -12,6 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from hashlib import sha256
 from typing import Any, cast
 
 from packaging.version import Version
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.db.models import Event, File, Project
-from app.dists import CoreMetadata, release_key
+from app.dists import CoreMetadata, DistFilename, DistKind, release_key
 
 _PROJECTS, _FILES, _EVENTS = (cast(Table, m.__table__) for m in (Project, File, Event))
 
@@ -127,6 +128,24 @@ async def download_rows(session: AsyncSession, normalized_name: str) -> Sequence
     size, metadata_sha256, upload_time): one query, only these columns, Core rows."""
     result = await session.execute(_DOWNLOAD_ROWS, {"name": normalized_name})
     return result.all()
+
+
+def file_columns(
+    dist: DistFilename, filename: str, storage_key: str, meta: CoreMetadata, **digests: Any
+) -> dict[str, Any]:
+    """The File columns a distribution gives, uploaded or found in a folder alike: its version, name
+    and kind, ``digests`` (size, sha256, md5, blake2_256), where it is stored, its core metadata and,
+    for a wheel, the sha256 of its PEP 658 metadata (the METADATA bytes, served at <file>.metadata).
+    The caller adds pyversion, uploader and, if not now, upload_time."""
+    return {
+        "version": str(dist.version),  # the filename's own spelling (releases: dists.release_key)
+        "filename": filename,
+        "filetype": dist.kind.value,
+        **digests,
+        "storage_key": storage_key,
+        **metadata_columns(meta),
+        "metadata_sha256": sha256(meta.raw).hexdigest() if dist.kind is DistKind.WHEEL else None,
+    }
 
 
 def metadata_columns(meta: CoreMetadata) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -242,21 +242,9 @@ class FolderIndexer:
                         meta.requires_python, problem)  # fmt: skip
             meta = replace(meta, requires_python=None)
         key = key_for(digests.sha256, filename, rel)
-        metadata_sha256 = None
-        if dist.kind is dists.DistKind.WHEEL:
-            metadata_sha256 = hashlib.sha256(meta.raw).hexdigest()
         row = {
-            "version": str(dist.version),
-            "filename": filename,
-            "filetype": dist.kind.value,
+            **repo.file_columns(dist, filename, key, meta, **asdict(digests)),
             "pyversion": dists.python_tag(filename, dist),
-            "size": digests.size,
-            "sha256": digests.sha256,
-            "md5": digests.md5,
-            "blake2_256": digests.blake2_256,
-            "storage_key": key,
-            **repo.metadata_columns(meta),
-            "metadata_sha256": metadata_sha256,
             "upload_time": datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
             "uploader": None,
         }
@@ -265,7 +253,7 @@ class FolderIndexer:
             "sha256": digests.sha256, "actor": None, "detail": rel,
         }  # fmt: skip
         name, row = _fit(rel, meta.name, dist.name, row, event)  # before anything is stored
-        sidecars = {key + ".metadata": meta.raw} if metadata_sha256 else {}  # PEP 658
+        sidecars = {key + ".metadata": meta.raw} if row["metadata_sha256"] else {}  # PEP 658
         if copy:
             await self._copy(path, key, sidecars)
         else:

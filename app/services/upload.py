@@ -15,8 +15,7 @@ import contextlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from hashlib import sha256
+from dataclasses import asdict, dataclass
 
 import anyio
 from sqlalchemy.exc import IntegrityError
@@ -246,37 +245,24 @@ class UploadService:
         # The local store stages an upload in place, under a key of its own (LocalStorage.stage);
         # otherwise the key is content-addressed.
         key = filename if self.flat else form.staged.key or storage_key(digests.sha256, filename)
-        metadata_sha256 = None
+        # The filename's own spelling is the version. A file whose version equals an existing
+        # release's under PEP 440 (1.0.0 when 1.0 is there) is accepted into that release, as PyPI
+        # does: releases are matched by Version equality wherever they are read, yanked or deleted
+        # (dists.release_key), so it is listed, yanked and deleted with release 1.0.
+        row = {
+            **repo.file_columns(dist, filename, key, meta, **asdict(digests)),
+            "pyversion": _pyversion(form, dist),
+            "uploader": uploader,
+        }
         sidecars = {}
         staged = form.staged
-        if dist.kind is dists.DistKind.WHEEL:
+        if dist.kind is dists.DistKind.WHEEL and staged.key is None:
             # PEP 658: the wheel's METADATA, byte for byte, served at <file URL>.metadata; the row
             # records its sha256. An upload the local store staged in place gets no metadata file
             # now: the first request for it reads it from the wheel, beside it on the same disk,
             # and writes it (app/services/metadata.py). Creating that file was a third of a small
             # upload's disk work. Other stores (an object store, the flat folder) get it now.
-            metadata_sha256 = sha256(meta.raw).hexdigest()
-            if staged.key is None:
-                sidecars[key + ".metadata"] = meta.raw
-        row = {
-            # The filename's own spelling. A file whose version equals an existing release's under
-            # PEP 440 (1.0.0 when 1.0 is there) is accepted into that release, as PyPI does: releases
-            # are matched by Version equality wherever they are read, yanked or deleted
-            # (dists.release_key), so it is listed, yanked and deleted with release 1.0.
-            "version": str(dist.version),
-            "filename": filename,
-            "filetype": dist.kind.value,
-            "pyversion": _pyversion(form, dist),
-            "size": digests.size,
-            "sha256": digests.sha256,
-            "md5": digests.md5,
-            "blake2_256": digests.blake2_256,
-            "storage_key": key,
-            **repo.metadata_columns(meta),
-            "metadata_sha256": metadata_sha256,
-            "uploader": uploader,
-        }
-
+            sidecars[key + ".metadata"] = meta.raw
         event = {
             "action": "upload", "project": dist.name, "version": str(dist.version), "filename": filename,
             "sha256": digests.sha256, "actor": uploader,
