@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from app import __version__
 from app.api import metrics as metrics_api
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.fallback import install_fallback
 from app.api.fastpath import UPLOAD_PATHS, install_fast_path
@@ -181,7 +182,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "PEP 700 upload times, and the legacy upload API used by twine, flit, uv, hatch and poetry.",
         lifespan=partial(lifespan, settings=settings),
         redirect_slashes=False,
+        docs_url=None,  # install_docs: the same pages, their scripts served by Packhouse (no CDN)
+        redoc_url=None,
     )
+    install_docs(app, favicon=f"ui/static/{ui.FAVICON}?v={ui.asset_version(ui.FAVICON)}")
     install_error_handlers(app, settings.realm)
     install_fast_path(app, settings.realm)  # innermost: after the NUL guard and the metrics
     app.add_middleware(HeadAsGet)  # HEAD on a GET-only route: answered as that GET, headers only

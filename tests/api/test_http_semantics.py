@@ -99,6 +99,9 @@ def test_non_ascii_authorization_is_401_where_credentials_are_required(make_clie
         ("/files/demo/demo-1.0-py3-none-any.whl", 200),  # answers HEAD itself
         ("/files/demo/demo-1.0-py3-none-any.whl.metadata", 200),
         ("/docs", 200),
+        ("/redoc", 200),
+        ("/docs/static/swagger-ui.css", 200),
+        ("/favicon.ico", 200),
         ("/openapi.json", 200),
         ("/legacy/", 404),  # GET answers 404 (no project "legacy"), so does HEAD
     ],

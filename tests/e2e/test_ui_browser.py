@@ -245,3 +245,42 @@ def test_list_permission_prompts_the_browser(browser, tmp_path):
         context.close()
     finally:
         live.stop()
+
+
+def test_api_docs_render_with_nothing_beyond_the_server(browser, server):
+    """/docs and /redoc work where no CDN is reachable (air-gapped farms): every request that leaves
+    the server is refused, and Swagger UI and ReDoc still render the whole API."""
+    context = browser.new_context(base_url=server.url, viewport=WIDTHS["desktop"])
+    elsewhere: list[str] = []
+
+    def only_the_server(route):
+        if route.request.url.startswith(server.url + "/"):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    blocked: list[str] = []
+    tab.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+    try:
+        assert tab.goto("/docs").status == 200
+        upload = tab.locator(".opblock-post", has_text="/legacy/").first
+        expect(upload).to_be_visible()
+        expect(tab.locator(".opblock")).to_have_count(21)
+        upload.locator(".opblock-summary").click()
+        expect(upload.locator(".parameters-container, .opblock-section-request-body").first).to_be_visible()
+        expect(upload.get_by_text(":action").first).to_be_visible()
+        assert tab.goto("/redoc").status == 200
+        expect(tab.locator("h1", has_text="Packhouse")).to_be_visible()
+        expect(tab.locator("h2", has_text="Upload a distribution (legacy upload API)").first).to_be_visible()
+    finally:
+        context.close()
+    assert errors == [], errors
+    # ReDoc's "powered by" logo is an image on cdn.redoc.ly: the page's policy refuses it, nothing else.
+    assert all("cdn.redoc.ly" in message for message in blocked), blocked
+    assert all(url.startswith("https://cdn.redoc.ly/") for url in elsewhere), elsewhere

@@ -5,7 +5,8 @@ URLs (none is a single path segment, so none shadows the pypiserver-style ``/<pr
   ``/ui/projects/?q=&page=&sort=``      project list and search
   ``/ui/project/<name>/``               project page (latest release)
   ``/ui/project/<name>/<version>/``     release page
-  ``/ui/static/<asset>``                CSS and JS, served by Packhouse itself (no CDN)
+  ``/ui/static/<asset>``                CSS, JS and the icon, served by Packhouse itself (no CDN)
+  ``/favicon.ico``                      the icon, where browsers look for it unasked
 Every page needs the ``list`` permission; downloads keep their own (``download``) check.
 """
 
@@ -33,7 +34,12 @@ if TYPE_CHECKING:
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 STATIC = WEB / "static"
-ASSETS = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
+ASSETS = {
+    "ui.css": "text/css; charset=utf-8",
+    "ui.js": "text/javascript; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+FAVICON = "favicon.svg"
 GZIP_MIN_BYTES = 1024  # below this, gzip saves less than its own cost
 
 router = APIRouter(tags=["web"], include_in_schema=False)
@@ -201,6 +207,14 @@ async def static(request: Request, name: str) -> Response:
     # Pages link assets with ?v=<content hash>, so a cached copy never goes stale.
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
     return _send(request, _asset(name), ASSETS[name], headers, gzipped=_asset_gzipped(name))
+
+
+@router.get("/favicon.ico")
+async def favicon(request: Request) -> Response:
+    """Browsers ask for /favicon.ico on every site, pages or not (the API docs, a file listing): an
+    icon rather than a 404 in every access log. SVG: every current browser draws it from this URL."""
+    headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
+    return _send(request, _asset(FAVICON), ASSETS[FAVICON], headers)
 
 
 @cache
