@@ -1,14 +1,18 @@
 """Read-side queries for the browsing UI. They never commit and never load a README they don't show.
 
-A project's "listing row" is its newest upload (highest file id): its summary, version and time stand
+A project's "listing row" is its newest upload (highest file id): its summary, release and time stand
 for the project in lists and search. It is found per project through the (project_id, version)
 index, so a page of the A-to-Z list walks the unique name index and stops after one page, however
 many projects there are (10,000+).
+
+A listed release is named as first uploaded, as on the project page and in the simple index
+(dists.release_labels): a 1.0.0 file uploaded into release 1.0 is listed as 1.0. One more query per
+list (_release_names) finds those names for all the rows at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,7 +29,7 @@ from app.dists import release_key
 class ListingRow:
     name: str
     normalized_name: str
-    version: str
+    version: str  # the release, named by its first upload's spelling
     summary: str | None
     upload_time: datetime
 
@@ -74,11 +78,54 @@ async def _merged_spellings(session: AsyncSession) -> int:
     return len(rows) - len({(project_id, release_key(version)) for project_id, version in rows})
 
 
-def _listing() -> Select[tuple[str, str, str, str | None, datetime]]:
+_Row = tuple[int, str, str, str, str | None, datetime]  # project id, then ListingRow's fields
+
+
+def _listing() -> Select[_Row]:
     newest = select(func.max(File.id)).where(File.project_id == Project.id).correlate(Project)
-    return select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time).join(
-        File, File.id == newest.scalar_subquery()
+    return select(
+        File.project_id, Project.name, Project.normalized_name, File.version, File.summary, File.upload_time
+    ).join(File, File.id == newest.scalar_subquery())
+
+
+async def _listing_rows(session: AsyncSession, rows: Sequence[_Row]) -> list[ListingRow]:
+    """The rows, each version replaced by the name of its release (_release_names)."""
+    names = await _release_names(session, [(row[0], row[3]) for row in rows])
+    return [
+        ListingRow(name, normalized, names[project_id, version], summary, time)
+        for project_id, name, normalized, version, summary, time in rows
+    ]
+
+
+async def _release_names(session: AsyncSession, spellings: Iterable[tuple[int, str]]) -> dict[tuple[int, str], str]:
+    """(project id, version) -> the name of that version's release: the version of the release's
+    first file (lowest id), as dists.release_labels names it for the project page.
+
+    One query for every pair. SQL can't compare versions, so it narrows as _merged_spellings does:
+    spellings of one version are one string with every ``.0`` deleted, so only the spellings of these
+    projects that match one asked for that way are read (each with its first file's id), and
+    compared as versions here (1.0.1 matches 1.1 there, but is another release).
+    """
+    wanted = set(spellings)
+    if not wanted:
+        return {}
+    key = func.replace(File.version, ".0", "")
+    stmt = (
+        select(File.project_id, File.version, func.min(File.id))
+        .where(
+            File.project_id.in_(sorted({project_id for project_id, _ in wanted})),
+            key.in_(sorted({version.replace(".0", "") for _, version in wanted})),
+        )
+        .group_by(File.project_id, File.version)
     )
+    first: dict[tuple[int, Version | str], tuple[int, str]] = {}
+    for project_id, version, file_id in (await session.execute(stmt)).all():
+        release = (project_id, release_key(version))
+        if release not in first or file_id < first[release][0]:
+            first[release] = (file_id, version)
+    # Each pair asked for is a file's, so its release is found. The fallback is for a release deleted
+    # between a list's queries: on PostgreSQL (read committed) each query sees what has committed by then.
+    return {(p, v): first.get((p, release_key(v)), (0, v))[1] for p, v in wanted}
 
 
 def _matching(stmt: Select, query: str, normalized_query: str) -> Select:  # type: ignore[type-arg]
@@ -103,11 +150,11 @@ async def search(
     exact_first = case((Project.normalized_name == normalized_query, 0), else_=1)
     order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
     rows = (await session.execute(stmt.order_by(*order).offset(offset).limit(limit))).all()
-    return total, [ListingRow(*row) for row in rows]
+    return total, await _listing_rows(session, rows)
 
 
 async def recent_releases(session: AsyncSession, limit: int, window: int = 500) -> list[ListingRow]:
-    """The newest releases (project + version), newest first, by their latest upload.
+    """The newest releases (project + release name), newest first, by their latest upload.
 
     Reads only the newest ``window`` files (releases rarely have hundreds of files); falls back to
     grouping every file when that window does not hold ``limit`` releases.
@@ -122,12 +169,12 @@ async def recent_releases(session: AsyncSession, limit: int, window: int = 500) 
     if len(chosen) < limit and len(newest) == window:
         chosen = await _recent_by_release(session, limit)
     stmt = (
-        select(Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
+        select(File.project_id, Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
         .join(File, File.project_id == Project.id)
         .where(File.id.in_(chosen))
         .order_by(File.id.desc())
     )
-    return [ListingRow(*row) for row in (await session.execute(stmt)).all()]
+    return await _listing_rows(session, (await session.execute(stmt)).all())
 
 
 async def _recent_by_release(session: AsyncSession, limit: int) -> list[int]:

@@ -53,7 +53,7 @@ _README_ATTRIBUTES = {
 class Listing:
     name: str
     normalized_name: str
-    version: str
+    version: str  # the release, named as first uploaded (1.0, for a 1.0.0 file in release 1.0)
     summary: str | None
     upload_time: datetime
 

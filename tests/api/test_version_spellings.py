@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
-from packaging.version import Version
 
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
@@ -172,9 +172,9 @@ def test_ui_shows_each_release_once_with_all_its_files(loaded):
         assert '<h1>dup <span class="ver">1.0</span>' in release.text
         for name in (W10, W100, S10):
             assert f'<a href="/files/dup/{name}">' in release.text
-    # The home page's recent releases: each release once (under its newest file's spelling).
+    # The home page's recent releases: each release once, newest upload first, named as first uploaded.
     recent = re.findall(r'/ui/project/dup/([^/"]+)/"', loaded.get("/").text)
-    assert sorted(map(Version, recent)) == [Version(v) for v in ("1.0", "2.0a1", "3.0.post0", "4.0")]
+    assert recent == ["4.0", "3.0.post0", "2.0a1", "1.0"]
 
 
 def test_home_counts_each_release_once_and_the_project_list_each_project_once(loaded):
@@ -215,3 +215,53 @@ def test_release_labels_group_by_pep440_equality():
         "1.0.0+local": "1.0+local", "not a version": "not a version", "2.0.0a1": "2.0a1",
     }  # fmt: skip
     assert release_key("1.0.0") == release_key("1") and release_key("x") == "x"
+
+
+def _listed(body: str, project: str) -> list[tuple[str, str]]:
+    """(link, version) of each entry of ``project`` in a list of the home or project-list page."""
+    entry = rf'<a href="(/ui/project/{project}/[^"]*)"><span class="name">{project}</span> <span class="ver">([^<]*)<'
+    return re.findall(entry, body)
+
+
+def test_every_list_names_a_release_as_first_uploaded_over_a_real_server(live_server, tmp_path):
+    """Files 1.0 then 1.0.0 are release 1.0, 2.0rc1 then 2.0.0rc1 release 2.0rc1, wherever a list
+    names them (home page, project list and search, the search API) as on the project page and in
+    the simple index, and each link leads to that release's page. 1.1 after 1.0.1 stays 1.1."""
+    from tests.support import catalog as data
+
+    server = live_server()
+    for project, version in [
+        ("spell", "2.0rc1"), ("spell", "2.0.0rc1"), ("spell", "1.0"), ("spell", "1.0.0"),
+        ("near", "1.0.1"), ("near", "1.1"),
+    ]:  # fmt: skip
+        data.post(server.url, data.wheel(tmp_path / "dists", project, version))
+    with httpx.Client(base_url=server.url) as http:
+        home = http.get("/").text
+        assert _listed(home, "spell") == [("/ui/project/spell/1.0/", "1.0"), ("/ui/project/spell/2.0rc1/", "2.0rc1")]
+        assert _listed(home, "near") == [("/ui/project/near/1.1/", "1.1"), ("/ui/project/near/1.0.1/", "1.0.1")]
+        for link, version in _listed(home, "spell"):
+            release = http.get(link)
+            assert release.status_code == 200, link
+            assert f'<h1>spell <span class="ver">{version}</span>' in release.text
+            files = re.findall(r'<a href="/files/spell/([^"]+)">', release.text)
+            longer = {"1.0": "1.0.0", "2.0rc1": "2.0.0rc1"}[version]
+            assert sorted(files) == sorted(f"spell-{v}-py3-none-any.whl" for v in (version, longer))
+
+        # Each project's newest upload (1.0.0, 1.1) stands for it in the project list and search.
+        for params, expected in [
+            ({}, {"spell": "1.0", "near": "1.1"}),
+            ({"sort": "updated"}, {"spell": "1.0", "near": "1.1"}),
+            ({"q": "spell"}, {"spell": "1.0"}),
+            ({"q": "near"}, {"near": "1.1"}),
+        ]:
+            listing = http.get("/ui/projects/", params=params).text
+            shown = {p: _listed(listing, p) for p in ("spell", "near")}
+            assert shown == {p: [(f"/ui/project/{p}/", expected[p])] if p in expected else [] for p in shown}, params
+            hits = http.get("/api/search", params=params).json()["results"]
+            assert {h["normalized_name"]: h["version"] for h in hits} == expected, params
+
+        project = http.get("/ui/project/spell/").text
+        assert '<h1>spell <span class="ver">1.0</span>' in project
+        history = project[project.index('class="history"') :]
+        assert re.findall(r'href="/ui/project/spell/([^/"]+)/"', history) == ["2.0rc1", "1.0"]
+        assert http.get("/simple/spell/", headers=JSON).json()["versions"] == ["1.0", "2.0rc1"]
