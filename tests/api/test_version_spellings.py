@@ -166,6 +166,11 @@ def test_ui_shows_each_release_once_with_all_its_files(loaded):
     body = loaded.get("/ui/project/dup/").text
     history = body[body.index('class="history"') :]
     assert re.findall(r'href="/ui/project/dup/([^/"]+)/"', history) == ["4.0", "3.0.post0", "2.0a1", "1.0"]
+    # The release's page lives under its name, as on PyPI (1.00 is first made canonical, then named).
+    for spelling, location in (("1.0.0", "../1.0/"), ("1", "../1.0/"), ("1.00", "../../dup/1.0/")):
+        r = loaded.get(f"/ui/project/dup/{spelling}/", follow_redirects=False)
+        assert (r.status_code, r.headers["location"]) == (301, location), spelling
+        assert loaded.get(f"/ui/project/dup/{spelling}/").url.path == "/ui/project/dup/1.0/"
     for spelling in ("1.0", "1.0.0", "1"):
         release = loaded.get(f"/ui/project/dup/{spelling}/")
         assert release.status_code == 200

@@ -186,7 +186,19 @@ async def release(
         raise NotFoundError(f"{version!r} is not a version on this index.") from None
     if (name := dists.normalize(project)) != project or canonical != version:
         return RedirectResponse(f"../../{name}/{canonical}/", status_code=301)
-    return _project_page(request, await catalog.project(name, version), pinned=True)
+    view = await catalog.project(name, version)
+    if view.version != version and _is_canonical(view.version):
+        # 1.0.0 is release 1.0 (PEP 440 equality): its page lives under the release's name, as on PyPI.
+        # (A stored spelling that is not canonical is shown where it is asked for: no redirect loop.)
+        return RedirectResponse(f"../{view.version}/", status_code=301)
+    return _project_page(request, view, pinned=True)
+
+
+def _is_canonical(version: str) -> bool:
+    try:
+        return str(dists.parse_version(version)) == version
+    except InvalidDistributionError:
+        return False
 
 
 def _project_page(request: Request, view: ProjectView, pinned: bool) -> Response:
