@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from urllib.parse import urlsplit
 
@@ -29,7 +30,7 @@ def test_docs_pages_load_only_assets_this_server_serves(client, path, script):
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     assets = _assets(page.text)
-    assert f"/docs/static/{script}" in assets
+    assert any(urlsplit(url).path == f"/docs/static/{script}" and "?v=" in url for url in assets), assets
     assert "'/openapi.json'" in page.text or '"/openapi.json"' in page.text
     for url in assets:
         parts = urlsplit(url)
@@ -40,18 +41,34 @@ def test_docs_pages_load_only_assets_this_server_serves(client, path, script):
     assert "cdn.jsdelivr.net" not in page.text and "fonts.googleapis.com" not in page.text
 
 
-def test_docs_scripts_have_their_types_and_validators(client):
+def test_docs_scripts_are_cached_for_good_and_gzipped(client):
     for name, kind in (
         ("swagger-ui-bundle.js", "javascript"),
         ("swagger-ui.css", "text/css"),
         ("redoc.standalone.js", "javascript"),
     ):
-        got = client.get(f"/docs/static/{name}")
-        assert got.status_code == 200 and kind in got.headers["content-type"]
-        again = client.get(f"/docs/static/{name}", headers={"If-None-Match": got.headers["etag"]})
+        plain = client.get(f"/docs/static/{name}", headers={"Accept-Encoding": "identity"})
+        assert plain.status_code == 200 and kind in plain.headers["content-type"]
+        assert "content-encoding" not in plain.headers and len(plain.content) > 100_000
+        assert "immutable" in plain.headers["cache-control"]
+        packed = client.get(f"/docs/static/{name}", headers={"Accept-Encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip"
+        assert int(packed.headers["content-length"]) < len(plain.content) / 2
+        assert packed.content == plain.content  # httpx undoes the gzip
+        again = client.get(f"/docs/static/{name}", headers={"If-None-Match": plain.headers["etag"]})
         assert again.status_code == 304 and not again.content
-    assert client.get("/docs/static/nope.js").status_code == 404
+    missing = client.get("/docs/static/nope.js")
+    assert missing.status_code == 404 and "nope.js" in missing.json()["detail"]
     assert client.get("/docs/static/../../app/main.py").status_code == 404
+
+
+def test_docs_link_each_script_by_its_content(client):
+    """?v= is the file's own hash: a server upgraded to another Swagger UI gets new URLs."""
+    for path in ("/docs", "/redoc"):
+        for url in _assets(client.get(path).text):
+            if url.startswith("/docs/static/"):
+                body = client.get(url, headers={"Accept-Encoding": "identity"}).content
+                assert url.endswith("?v=" + hashlib.sha256(body).hexdigest()[:12]), url
 
 
 def test_docs_follow_the_root_path(make_settings):
@@ -64,10 +81,10 @@ def test_docs_follow_the_root_path(make_settings):
     assert script.status_code == 200
     assert page.status_code == 200
     assets = _assets(page.text)
-    assert "/pypi/docs/static/swagger-ui-bundle.js" in assets
+    assert any(url.startswith("/pypi/docs/static/swagger-ui-bundle.js?v=") for url in assets), assets
     assert all(url.startswith("/pypi/") for url in assets)
     assert "'/pypi/openapi.json'" in page.text
-    assert "/pypi/docs/static/redoc.standalone.js" in _assets(redoc)
+    assert any(url.startswith("/pypi/docs/static/redoc.standalone.js?v=") for url in _assets(redoc))
 
 
 def test_favicon_is_an_icon_with_validators(client):

@@ -109,10 +109,10 @@ def page(request: Request, template: str, status_code: int = 200, **values: Any)
     with no body. ``private``: it may depend on who asks."""
     html = _templates().get_template(template).render({**_context(request, **values), "request": request})
     headers = {**SECURITY_HEADERS, "Cache-Control": "private, no-cache"}
-    return _send(request, html.encode(), "text/html; charset=utf-8", headers, status_code)
+    return send_cached(request, html.encode(), "text/html; charset=utf-8", headers, status_code)
 
 
-def _send(
+def send_cached(
     request: Request,
     body: bytes,
     media_type: str,
@@ -129,12 +129,12 @@ def _send(
     if status_code == 200 and none_match(field(request.headers, "if-none-match"), [etag]):
         return Response(status_code=304, headers=headers)
     if len(body) >= GZIP_MIN_BYTES and accepts_coding(field(request.headers, "accept-encoding"), "gzip"):
-        body = gzipped or _gzip(body)
+        body = gzipped or gzip_bytes(body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, status_code=status_code, headers=headers, media_type=media_type)
 
 
-def _gzip(body: bytes) -> bytes:
+def gzip_bytes(body: bytes) -> bytes:
     return gzip.compress(body, compresslevel=6, mtime=0)
 
 
@@ -218,7 +218,7 @@ async def static(request: Request, name: str) -> Response:
         raise NotFoundError(f"No asset {name!r}.")
     # Pages link assets with ?v=<content hash>, so a cached copy never goes stale.
     headers = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
-    return _send(request, _asset(name), ASSETS[name], headers, gzipped=_asset_gzipped(name))
+    return send_cached(request, _asset(name), ASSETS[name], headers, gzipped=_asset_gzipped(name))
 
 
 @router.get("/favicon.ico")
@@ -226,7 +226,7 @@ async def favicon(request: Request) -> Response:
     """Browsers ask for /favicon.ico on every site, pages or not (the API docs, a file listing): an
     icon rather than a 404 in every access log. SVG: every current browser draws it from this URL."""
     headers = {"Cache-Control": "public, max-age=86400", "X-Content-Type-Options": "nosniff"}
-    return _send(request, _asset(FAVICON), ASSETS[FAVICON], headers)
+    return send_cached(request, _asset(FAVICON), ASSETS[FAVICON], headers)
 
 
 @cache
@@ -236,4 +236,4 @@ def _asset(name: str) -> bytes:
 
 @cache
 def _asset_gzipped(name: str) -> bytes:
-    return _gzip(_asset(name))
+    return gzip_bytes(_asset(name))
