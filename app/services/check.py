@@ -3,10 +3,11 @@
 Every file row must have its bytes in storage with the recorded sha256 (and, when its PEP 658
 metadata is advertised, a metadata file with the recorded sha256, or a wheel that gives those
 bytes: the local store writes the file on the first request for it); every stored blob must belong
-to a row (except in a pypiserver package folder, whose files are their owner's: see
-``package_folder``). ``repair`` removes orphan blobs, yanks rows whose bytes are missing or damaged
-(so installers skip them, with a reason that says why) and rebuilds damaged metadata files from
-their wheel (or, if the wheel cannot give the same bytes, stops advertising them). Each repair
+to a row (in a pypiserver package folder, only the PEP 658 metadata files Packhouse keeps there:
+its other files are their owner's, see ``package_folder``). ``repair`` removes orphan blobs, yanks
+rows whose bytes are missing or damaged (so installers skip them, with a reason that says why)
+and rebuilds damaged metadata files from their wheel (or, if the wheel cannot give the same
+bytes, stops advertising them). Each repair
 that changes what clients see is journaled; a rebuilt metadata file changes nothing they see, and is only reported.
 
 Orphans are normal after a crash between "store" and "insert" (DESIGN rule 7), or a delete that
@@ -63,7 +64,10 @@ class CheckService:
     ) -> None:
         """``package_folder``: the storage is a pypiserver package folder served in place. Its files
         belong to whoever put them there: one without a row is waiting for the next rescan (or is
-        not a distribution at all), never an orphan to remove."""
+        not a distribution at all), never an orphan to remove. Only the PEP 658 metadata files
+        Packhouse keeps in its hidden ``.packhouse/metadata/`` (keys ``<key>.metadata``) can be
+        orphans there: the metadata file of a file deleted by hand, left by a crash or by a
+        version that did not remove it."""
         self.sessions = sessions
         self.storage = storage
         self.package_folder = package_folder
@@ -97,7 +101,7 @@ class CheckService:
         report.blobs = len(stored)
         now = time.time()
         for key, stored_at in sorted(stored.items()):
-            if key in known or self.package_folder:
+            if key in known or (self.package_folder and not key.endswith(METADATA_SUFFIX)):
                 continue
             detail, age = f"stored blob {key} belongs to no file row", now - stored_at
             if age < grace:

@@ -230,14 +230,19 @@ class ManageService:
         log.info("delete %s by %s", ", ".join(s.filename for s in states), actor or "-")
         return Change(proj.normalized_name, "delete", states)
 
-    async def forget_blobs(self, keys: Sequence[str]) -> None:
-        """Remove stored bytes that no row refers to any more (after the rows' change committed)."""
+    async def forget_blobs(self, keys: Sequence[str], *, metadata_only: bool = False) -> None:
+        """Remove stored bytes that no row refers to any more (after the rows' change committed):
+        each key's file and its PEP 658 metadata file. ``metadata_only``: the metadata file alone,
+        for a package folder's file that its owner deleted by hand (the rescan forgets its row).
+        Whatever is under that name now is the owner's too (copied in again, perhaps other bytes),
+        and the next rescan indexes it."""
         with anyio.CancelScope(shield=True):
             for key in keys:
                 async with self.sessions() as session:
                     if await repo.storage_key_in_use(session, key):
                         continue  # an identical file was uploaded again meanwhile
-                await self.storage.delete(key)
+                if not metadata_only:
+                    await self.storage.delete(key)
                 await self.storage.delete(key + METADATA_SUFFIX)
 
 

@@ -36,6 +36,7 @@ from app.db import limits, repo
 from app.db.models import Project
 from app.errors import InvalidDistributionError
 from app.services.form import FileDigests
+from app.services.manage import ManageService
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.scan")
@@ -137,6 +138,7 @@ class FolderIndexer:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
         self.sessions = sessions
         self.storage = storage
+        self.manage = ManageService(sessions, storage)
         # Broken archives found by earlier rescans, by (mtime_ns, size): reported once, not every rescan.
         self._broken: dict[str, tuple[int, int]] = {}
         self._skipped: dict[str, tuple[int, int]] = {}  # files of other types, likewise
@@ -146,8 +148,9 @@ class FolderIndexer:
     ) -> ScanReport:
         """Index new archives under ``roots`` where they lie (the first is the storage root; files in
         the others get keys ``@N/<path>``, as FlatLocalStorage resolves them); forget rows whose file
-        was deleted by hand, as pypiserver would stop listing it. ``settle=False`` (at start, before
-        any upload can run) indexes even files modified a moment ago."""
+        was deleted by hand, as pypiserver would stop listing it, and their PEP 658 metadata files.
+        ``settle=False`` (at start, before any upload can run) indexes even files modified a moment
+        ago."""
         report = ScanReport()
         present, skipped = await anyio.to_thread.run_sync(folder_files, roots)
         for path, why in skipped:
@@ -170,7 +173,7 @@ class FolderIndexer:
         await self._add_all(new, in_place_key, copy=False, report=report, progress=progress)
         for key in sorted(set(known) - set(present)):
             if key.endswith(DIST_SUFFIXES) and not await self.storage.exists(key):
-                await self._forget(*known[key], report)
+                await self._forget(key, *known[key], report)
         return report
 
     async def import_folder(self, source: Path, key_for: KeyFunc, progress: Progress | None = None) -> ScanReport:
@@ -280,7 +283,10 @@ class FolderIndexer:
             await self.storage.discard(staged)
             raise
 
-    async def _forget(self, file_id: int, project_id: int, filename: str, report: ScanReport) -> None:
+    async def _forget(self, key: str, file_id: int, project_id: int, filename: str, report: ScanReport) -> None:
+        """Forget the row of a file deleted from the folder by hand, then its PEP 658 metadata file
+        (``.packhouse/metadata/<key>.metadata``: Packhouse's, and nothing else would remove it),
+        unless a row refers to the key again by then (an identical file uploaded meanwhile)."""
         async with self.sessions() as session, session.begin():
             await session.run_sync(repo.delete_file, file_id)
             await session.run_sync(
@@ -288,6 +294,7 @@ class FolderIndexer:
                 filename=filename, actor=None,
                 detail="file deleted from the package folder",
             )  # fmt: skip
+        await self.manage.forget_blobs([key], metadata_only=True)
         report.removed.append(filename)
         log.info("removed %s from the index: its file was deleted from the package folder", filename)
 

@@ -8,13 +8,17 @@ pypiserver ignores. Switching back to pypiserver is therefore just pointing it a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
+
+import anyio
 
 from app.storage.local import LocalStorage
 
 STATE_DIR = ".packhouse"
 METADATA_SUFFIX = ".metadata"
+METADATA_DIR = f"{STATE_DIR}/metadata"  # <key>.metadata: the PEP 658 metadata file of <key>
 
 
 class FlatLocalStorage(LocalStorage):
@@ -37,7 +41,7 @@ class FlatLocalStorage(LocalStorage):
     def _path(self, key: str) -> Path:
         # PEP 658 metadata files would look like stray files to pypiserver: keep them hidden.
         if key.endswith(METADATA_SUFFIX):
-            return super()._path(f"{STATE_DIR}/metadata/{key}")
+            return super()._path(f"{METADATA_DIR}/{key}")
         if key.startswith("@"):
             n, _, rel = key[1:].partition("/")
             if not n.isdigit() or not 1 <= int(n) <= len(self.extra_roots) or not rel:
@@ -52,12 +56,40 @@ class FlatLocalStorage(LocalStorage):
             raise ValueError(f"storage key {key!r} is inside Packhouse's own {STATE_DIR}/ folder")
         return path
 
+    async def keys(self) -> dict[str, float]:
+        """Every file in the package folder (``_walk``), and every PEP 658 metadata file in
+        ``.packhouse/metadata/`` under its key, ``<key>.metadata``: ``packhouse check`` finds
+        the ones whose file has no row any more."""
+        out = await super().keys()
+        out.update(await anyio.to_thread.run_sync(self._metadata_keys))
+        return out
+
     def _walk(self) -> list[str]:
-        """Every file in the package folder, skipping hidden folders and files (as pypiserver does)."""
+        """Every file in the package folder, skipping hidden folders and files (as pypiserver does),
+        and visible ``*.metadata`` files, which no key names (``<key>.metadata`` is the hidden PEP
+        658 metadata file: ``_path``). Such a file is a stray file of the folder's owner, as a
+        README is (pypiserver does not list it, the scan skips it), never one of Packhouse's."""
         out = []
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root)
             if any(part.startswith(".") for part in rel.parts) or not path.is_file():
                 continue
+            if path.name.endswith(METADATA_SUFFIX):
+                continue
             out.append(rel.as_posix())
+        return out
+
+    def _metadata_keys(self) -> dict[str, float]:
+        """The PEP 658 metadata files (key -> mtime): ``.packhouse/metadata/<key>.metadata``."""
+        base = self.root / METADATA_DIR
+        out = {}
+        for dirpath, _dirnames, filenames in os.walk(base):
+            for name in filenames:
+                if not name.endswith(METADATA_SUFFIX):
+                    continue  # not a file any key names
+                path = Path(dirpath, name)
+                try:
+                    out[path.relative_to(base).as_posix()] = path.stat().st_mtime
+                except FileNotFoundError:
+                    pass  # removed meanwhile
         return out

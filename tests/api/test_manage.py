@@ -470,6 +470,58 @@ def test_cli_in_pypiserver_mode_keeps_the_package_folder(make_client, dists, tmp
     assert r.returncode == 1 and f"corrupt: {W1}" in r.stdout
 
 
+def test_check_in_pypiserver_mode_removes_orphan_metadata_files_only(make_client, dists, tmp_path):
+    """--packages-dir: the PEP 658 metadata files in .packhouse/metadata/ are Packhouse's own. One
+    whose file has no row (left by a crash, or by a version whose rescan did not remove it) is an
+    orphan that --repair removes once older than --grace; those of live files stay, and so do the
+    owner's visible *.metadata files, which no key names."""
+    packages = tmp_path / "packages"
+    (packages / "sub").mkdir(parents=True)
+    client = make_client(packages_dir=packages)
+    for name in (W1, W2):
+        assert post(client, dists / name).status_code == 200
+    metadata = packages / ".packhouse" / "metadata"
+    live = {name: (metadata / f"{name}.metadata").read_bytes() for name in (W1, W2)}
+    orphans = [metadata / "gone-1.0-py3-none-any.whl.metadata", metadata / "sub" / "old-1.0-py3-none-any.whl.metadata"]
+    for orphan in orphans:
+        orphan.parent.mkdir(parents=True, exist_ok=True)
+        orphan.write_bytes(b"Metadata-Version: 2.1\nName: gone\n")
+    strays = [packages / f"{W1}.metadata", packages / "sub" / "stray-1.0-py3-none-any.whl.metadata"]
+    for stray in strays:
+        stray.write_bytes(b"the owner's\n")
+    flags = ("--packages-dir", str(packages))
+
+    r = cli("check", *flags, data_dir=tmp_path / "data")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "PROBLEM orphan: gone-1.0-py3-none-any.whl.metadata: stored blob" in r.stdout
+    assert "PROBLEM orphan: sub/old-1.0-py3-none-any.whl.metadata: stored blob" in r.stdout
+    # The wheels and the metadata files (W1's, W2's and the two orphans), not the visible strays.
+    assert "checked 2 file(s) and 6 stored blob(s): 2 problem(s), 2 unrepaired" in r.stdout, r.stdout
+    r = cli("check", "--repair", *flags, data_dir=tmp_path / "data")  # young: kept for now
+    assert r.returncode == 1 and r.stdout.count("kept for now") == 2, r.stdout
+    assert all(orphan.exists() for orphan in orphans)
+    old = time.time() - 3600
+    for orphan in orphans:
+        os.utime(orphan, (old, old))  # older than the default --grace of 15 minutes
+    r = cli("check", "--repair", *flags, data_dir=tmp_path / "data")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "REPAIRED orphan: gone-1.0-py3-none-any.whl.metadata" in r.stdout and "; removed" in r.stdout
+    assert not any(orphan.exists() for orphan in orphans)
+    assert {name: (metadata / f"{name}.metadata").read_bytes() for name in (W1, W2)} == live
+    assert all(stray.read_bytes() == b"the owner's\n" for stray in strays)
+    assert (packages / W1).exists() and (packages / W2).exists()
+    assert _metadata_served(client, W1) == live[W1]
+    r = cli("check", *flags, data_dir=tmp_path / "data")
+    assert r.returncode == 0 and "4 stored blob(s): 0 problem(s)" in r.stdout, r.stdout
+
+
+def _metadata_served(client, filename: str) -> bytes:
+    url = next(f["url"] for f in page(client)["files"] if f["filename"] == filename)
+    served = client.get(urljoin("http://testserver/simple/demo/", url) + ".metadata")
+    assert served.status_code == 200
+    return served.content
+
+
 def test_cli_refuses_bad_settings_with_a_clear_message(loaded, tmp_path):
     data = tmp_path / "data"
     r = cli("check", "--config", str(tmp_path / "missing.toml"), data_dir=data)

@@ -1,0 +1,156 @@
+"""A package folder (``packhouse run DIR``) whose files are deleted by hand, as pypiserver users do:
+the rescan forgets the file's row and removes its PEP 658 metadata file from ``.packhouse/metadata/``
+(nothing else would), and leaves every other metadata file alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urljoin
+
+from app.services.manage import ManageService
+from app.services.scan import FolderIndexer
+from tests.support.builders import make_wheel
+from tests.support.forms import upload_form
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+OLD = time.time() - 3600  # older than the rescan's settle time
+
+
+def _old(path: Path) -> Path:
+    os.utime(path, (OLD, OLD))
+    return path
+
+
+def _files(client, project: str) -> dict[str, dict]:
+    r = client.get(f"/simple/{project}/", headers=JSON)
+    return {f["filename"]: f for f in r.json()["files"]} if r.status_code == 200 else {}
+
+
+def _metadata(client, project: str, filename: str) -> bytes:
+    """The PEP 658 metadata the project page advertises for ``filename``, fetched as pip does."""
+    f = _files(client, project)[filename]
+    assert f["core-metadata"], f
+    r = client.get(urljoin(f"http://testserver/simple/{project}/", f["url"]) + ".metadata")
+    assert r.status_code == 200, r.text
+    assert r.content.startswith(b"Metadata-Version")
+    return r.content
+
+
+def _wait_for(predicate, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"the rescan never {what}"
+        time.sleep(0.05)
+
+
+def test_a_wheel_deleted_by_hand_takes_its_metadata_file_with_it(make_client, tmp_path):
+    packages, scratch = tmp_path / "packages", tmp_path / "scratch"
+    (packages / "nested").mkdir(parents=True)
+    scratch.mkdir()
+    kept = _old(make_wheel(packages, "kept", "1.0"))
+    dropped = _old(make_wheel(packages / "nested", "dropped", "1.0"))  # key: nested/<filename>
+    client = make_client(packages_dir=packages, rescan_interval=0.2)
+    uploaded = make_wheel(scratch, "uploaded", "1.0")
+    data, files = upload_form(uploaded)
+    assert client.post("/legacy/", data=data, files=files).status_code == 200
+    assert (packages / uploaded.name).read_bytes() == uploaded.read_bytes()
+
+    metadata = packages / ".packhouse" / "metadata"
+    sidecars = {
+        "kept": metadata / f"{kept.name}.metadata",
+        "dropped": metadata / "nested" / f"{dropped.name}.metadata",
+        "uploaded": metadata / f"{uploaded.name}.metadata",
+    }
+    served = {project: _metadata(client, project, f"{project}-1.0-py3-none-any.whl") for project in sidecars}
+    for project, sidecar in sidecars.items():
+        assert sidecar.read_bytes() == served[project]
+    kept_stat = sidecars["kept"].stat()
+    gone = shutil.copy2(packages / "nested" / dropped.name, scratch / dropped.name)  # for later
+
+    (packages / "nested" / dropped.name).unlink()
+    (packages / uploaded.name).unlink()
+    for project in ("dropped", "uploaded"):
+        _wait_for(lambda p=project: not _files(client, p), f"forgot {project}")
+        _wait_for(lambda p=project: not sidecars[p].exists(), f"removed the metadata file of {project}")
+        assert client.get(f"/simple/{project}/").status_code == 404
+        assert client.get(f"/files/{project}/{project}-1.0-py3-none-any.whl.metadata").status_code == 404
+    # Only the metadata files were removed: nothing else in the folder changed.
+    assert sidecars["kept"].read_bytes() == served["kept"]
+    assert sidecars["kept"].stat().st_mtime_ns == kept_stat.st_mtime_ns
+    assert sorted(p.relative_to(metadata).as_posix() for p in metadata.rglob("*") if p.is_file()) == [
+        f"{kept.name}.metadata"
+    ]
+    assert kept.exists() and _metadata(client, "kept", kept.name) == served["kept"]
+
+    # The same wheel copied in again is indexed again, and its metadata served and stored again.
+    shutil.copy2(gone, packages / "nested" / dropped.name)
+    _wait_for(lambda: _files(client, "dropped"), "indexed dropped again")
+    assert _metadata(client, "dropped", dropped.name) == served["dropped"]
+    assert sidecars["dropped"].read_bytes() == served["dropped"]
+    assert sidecars["kept"].stat().st_mtime_ns == kept_stat.st_mtime_ns
+
+
+def test_the_metadata_file_of_a_wheel_indexed_again_meanwhile_stays(make_client, tmp_path):
+    """Two rescans at once (workers or replicas over one folder): the wheel is deleted, one rescan
+    forgets its row, and before it removes the metadata file the wheel is back and another rescan
+    has indexed it again. The metadata file is kept: a row refers to it again."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    wheel = _old(make_wheel(packages, "again", "1.0"))
+    copy = wheel.read_bytes()
+    client = make_client(packages_dir=packages, rescan_interval=0)  # rescans run by hand here
+    state = client.app.state
+    sessions, storage = state.manage.sessions, state.manage.storage
+    sidecar = packages / ".packhouse" / "metadata" / f"{wheel.name}.metadata"
+    served = _metadata(client, "again", wheel.name)
+    other = FolderIndexer(sessions, storage)
+
+    class _IndexedAgainFirst(ManageService):
+        async def forget_blobs(self, keys, *, metadata_only=False):
+            wheel.write_bytes(copy)
+            _old(wheel)
+            added = await other.sync_in_place(storage.roots)
+            assert added.added == [wheel.name]
+            await super().forget_blobs(keys, metadata_only=metadata_only)
+
+    indexer = FolderIndexer(sessions, storage)
+    indexer.manage = _IndexedAgainFirst(sessions, storage)
+    wheel.unlink()
+    report = client.portal.call(indexer.sync_in_place, storage.roots)
+    assert report.removed == [wheel.name]
+    assert sidecar.read_bytes() == served
+    assert _metadata(client, "again", wheel.name) == served
+
+
+def test_a_file_copied_in_under_the_name_meanwhile_is_the_owners(make_client, tmp_path):
+    """The wheel is deleted and its row forgotten; before the metadata file is removed, the owner
+    copies in a rebuilt wheel under the same name (other bytes). Only the metadata file is
+    removed: the new wheel stays, and the next rescan indexes it with its own metadata."""
+    packages, scratch = tmp_path / "packages", tmp_path / "scratch"
+    packages.mkdir()
+    scratch.mkdir()
+    wheel = _old(make_wheel(packages, "rebuilt", "1.0"))
+    rebuilt = make_wheel(scratch, "rebuilt", "1.0", summary="rebuilt")
+    assert rebuilt.read_bytes() != wheel.read_bytes()
+    client = make_client(packages_dir=packages, rescan_interval=0)  # rescans run by hand here
+    state = client.app.state
+    sessions, storage = state.manage.sessions, state.manage.storage
+    sidecar = packages / ".packhouse" / "metadata" / f"{wheel.name}.metadata"
+    first = _metadata(client, "rebuilt", wheel.name)
+
+    class _CopiedInFirst(ManageService):
+        async def forget_blobs(self, keys, *, metadata_only=False):
+            _old(Path(shutil.copy2(rebuilt, wheel)))
+            await super().forget_blobs(keys, metadata_only=metadata_only)
+
+    indexer = FolderIndexer(sessions, storage)
+    indexer.manage = _CopiedInFirst(sessions, storage)
+    wheel.unlink()
+    assert client.portal.call(indexer.sync_in_place, storage.roots).removed == [wheel.name]
+    assert wheel.read_bytes() == rebuilt.read_bytes() and not sidecar.exists()
+    assert client.portal.call(indexer.sync_in_place, storage.roots).added == [wheel.name]
+    second = _metadata(client, "rebuilt", wheel.name)
+    assert second != first and b"Summary: rebuilt" in second and sidecar.read_bytes() == second
