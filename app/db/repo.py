@@ -220,10 +220,10 @@ async def release_files(session: AsyncSession, project_id: int, version: Version
     return result.scalars().all()
 
 
-def delete_file(session: Session, file_id: int) -> None:
-    # A core DELETE, so it runs before any INSERT of the same filename in this transaction
-    # (the ORM's unit of work would flush inserts first).
-    session.execute(delete(File).where(File.id == file_id))
+def delete_file(session: Session, file_id: int) -> bool:
+    """Whether the row was there to delete. A core DELETE, so it runs before any INSERT of the same
+    filename in this transaction (the ORM's unit of work would flush inserts first)."""
+    return bool(session.execute(delete(File).where(File.id == file_id)).rowcount)
 
 
 def last_deletion(session: Session, filename: str) -> Row[str, datetime] | None:

@@ -286,9 +286,12 @@ class FolderIndexer:
     async def _forget(self, key: str, file_id: int, project_id: int, filename: str, report: ScanReport) -> None:
         """Forget the row of a file deleted from the folder by hand, then its PEP 658 metadata file
         (``.packhouse/metadata/<key>.metadata``: Packhouse's, and nothing else would remove it),
-        unless a row refers to the key again by then (an identical file uploaded meanwhile)."""
+        unless a row refers to the key again by then (an identical file uploaded meanwhile).
+        Another rescan (another worker's) may have forgotten the row first: then nothing is done,
+        nor journaled twice."""
         async with self.sessions() as session, session.begin():
-            await session.run_sync(repo.delete_file, file_id)
+            if not await session.run_sync(repo.delete_file, file_id):
+                return
             await session.run_sync(
                 repo.record_event, project_id, action="remove", project=dists.parse_folder_filename(filename).name,
                 filename=filename, actor=None,

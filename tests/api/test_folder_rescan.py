@@ -154,3 +154,30 @@ def test_a_file_copied_in_under_the_name_meanwhile_is_the_owners(make_client, tm
     assert client.portal.call(indexer.sync_in_place, storage.roots).added == [wheel.name]
     second = _metadata(client, "rebuilt", wheel.name)
     assert second != first and b"Summary: rebuilt" in second and sidecar.read_bytes() == second
+
+
+def test_two_rescans_forgetting_one_file_journal_it_once(make_client, tmp_path):
+    """Two rescans at once (two workers over one folder) both see the wheel gone: the one that
+    removes its row journals the removal; the other finds the row gone and records nothing."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    wheel = _old(make_wheel(packages, "twice", "1.0"))
+    _old(make_wheel(packages, "twice", "2.0"))  # the project stays listed
+    client = make_client(packages_dir=packages, rescan_interval=0)  # rescans run by hand here
+    state = client.app.state
+    sessions, storage = state.manage.sessions, state.manage.storage
+    first = FolderIndexer(sessions, storage)
+
+    class _Second(FolderIndexer):
+        async def _forget(self, *args, **kwargs):
+            # This rescan listed the row before the other one removed it.
+            assert (await first.sync_in_place(storage.roots)).removed == [wheel.name]
+            await super()._forget(*args, **kwargs)
+
+    wheel.unlink()
+    report = client.portal.call(_Second(sessions, storage).sync_in_place, storage.roots)
+    assert report.removed == []
+    events = client.get("/api/projects/twice/events").json()
+    removals = [e for e in events if e["action"] == "remove"]
+    assert [e["filename"] for e in removals] == [wheel.name]
+    assert set(_files(client, "twice")) == {"twice-2.0-py3-none-any.whl"}
