@@ -134,6 +134,20 @@ def release_key(version: str) -> Version | str:
         return version
 
 
+def pick_latest(versions: Iterable[str], yanked: set[str]) -> str:
+    """The latest of a project's releases (named as release_labels names them), as PyPI chooses
+    it: the highest final version not yanked, else the highest not yanked, else the highest."""
+    ordered = sorted(versions, key=_version_order, reverse=True)
+    live = [v for v in ordered if v not in yanked] or ordered
+    final = [v for v in live if isinstance(key := release_key(v), Version) and not key.is_prerelease]
+    return (final or live)[0]
+
+
+def _version_order(text: str) -> tuple[int, Version | str]:
+    key = release_key(text)
+    return (1, key) if isinstance(key, Version) else (0, key)
+
+
 def release_labels(versions: Iterable[str]) -> dict[str, str]:
     """Each spelling -> the spelling that names its release: the first one met, in the order given.
 
@@ -229,8 +243,7 @@ def _member_size_ok(info: zipfile.ZipInfo) -> None:
 def _read_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     if info.file_size > MAX_METADATA_BYTES:
         raise InvalidDistributionError(
-            f"{info.filename} is {info.file_size} bytes; metadata larger than "
-            f"{MAX_METADATA_BYTES} bytes is refused."
+            f"{info.filename} is {info.file_size} bytes; metadata larger than {MAX_METADATA_BYTES} bytes is refused."
         )
     with zf.open(info) as fh:
         data = fh.read(MAX_METADATA_BYTES + 1)

@@ -1,9 +1,11 @@
 """Read-side queries for the browsing UI. They never commit and never load a README they don't show.
 
-A project's "listing row" is its newest upload (highest file id): its summary, release and time stand
-for the project in lists and search. It is found per project through the (project_id, version)
-index, so a page of the A-to-Z list walks the unique name index and stops after one page, however
-many projects there are (10,000+).
+A project's "listing row" is found through its newest upload (highest file id): the project list
+and search match its summary and sort by its time. It is found per project through the
+(project_id, version) index, so a page of the A-to-Z list walks the unique name index and stops
+after one page, however many projects there are (10,000+). The release shown for a project is its
+latest, chosen as on its page and on PyPI (the newest final release not yanked, _latest_releases),
+with that release's summary: a 1.0.1 backport uploaded after 2.0 leaves the project listed as 2.0.
 
 A listed release is named as first uploaded, as on the project page and in the simple index
 (dists.release_labels): a 1.0.0 file uploaded into release 1.0 is listed as 1.0. One more query per
@@ -21,6 +23,7 @@ from sqlalchemy import Select, case, distinct, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
+from app import dists
 from app.db.models import File, Project
 from app.dists import release_key
 
@@ -149,8 +152,55 @@ async def search(
     total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     exact_first = case((Project.normalized_name == normalized_query, 0), else_=1)
     order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
-    rows = (await session.execute(stmt.order_by(*order).offset(offset).limit(limit))).all()
-    return total, await _listing_rows(session, rows)
+    rows = (await session.execute(stmt.add_columns(File.id).order_by(*order).offset(offset).limit(limit))).all()
+    found = await _latest_releases(session, [row[0] for row in rows])
+    # The fallback: a project deleted between the queries (PostgreSQL, read committed).
+    latest = [found.get(row[0], (row[3], row[6])) for row in rows]
+    summaries = await _summaries(
+        session, [file_id for (_, file_id), row in zip(latest, rows, strict=True) if file_id != row[6]]
+    )
+    out = []
+    for (label, file_id), (_, name, normalized, _version, summary, time, _newest) in zip(latest, rows, strict=True):
+        out.append(ListingRow(name, normalized, label, summaries.get(file_id, summary), time))
+    return total, out
+
+
+async def _latest_releases(session: AsyncSession, project_ids: Sequence[int]) -> dict[int, tuple[str, int]]:
+    """project id -> (its latest release, named as first uploaded; the newest file of that release).
+
+    The latest is chosen as on the project page (dists.pick_latest, as PyPI): the highest final
+    version not yanked, else the highest not yanked, else the highest. One query, one row per
+    spelling of each version of these projects (SQL can't compare versions)."""
+    if not project_ids:
+        return {}
+    live = func.max(case((File.yanked, 0), else_=1))  # 1: a file of this spelling is not yanked
+    stmt = (
+        select(File.project_id, File.version, func.min(File.id), func.max(File.id), live)
+        .where(File.project_id.in_(sorted(set(project_ids))))
+        .group_by(File.project_id, File.version)
+    )
+    # (project, release) -> [its first file's id and spelling, its newest file's id, any file live]
+    releases: dict[tuple[int, Version | str], tuple[int, str, int, bool]] = {}
+    for project_id, version, first, newest, not_yanked in (await session.execute(stmt)).all():
+        key = (project_id, release_key(version))
+        seen = releases.get(key, (first, version, newest, False))
+        label = (first, version) if first <= seen[0] else seen[:2]
+        releases[key] = (*label, max(newest, seen[2]), seen[3] or bool(not_yanked))
+    labels: dict[int, dict[str, tuple[int, bool]]] = {}  # project -> release name -> (newest, live)
+    for (project_id, _key), (_first, label, newest, not_yanked) in releases.items():
+        labels.setdefault(project_id, {})[label] = (newest, not_yanked)
+    out = {}
+    for project_id, named in labels.items():
+        latest = dists.pick_latest(named, {label for label, (_, live) in named.items() if not live})
+        out[project_id] = (latest, named[latest][0])
+    return out
+
+
+async def _summaries(session: AsyncSession, file_ids: Iterable[int]) -> dict[int, str | None]:
+    ids = sorted(set(file_ids))
+    if not ids:
+        return {}
+    return dict((await session.execute(select(File.id, File.summary).where(File.id.in_(ids)))).tuples().all())
 
 
 async def recent_releases(session: AsyncSession, limit: int, window: int = 500) -> list[ListingRow]:

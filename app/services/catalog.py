@@ -247,14 +247,6 @@ def project_urls(raw: bytes) -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-def pick_latest(versions: list[str], yanked: set[str]) -> str:
-    """PyPI's choice: the newest final release that is not yanked, else the newest not yanked."""
-    ordered = sorted(versions, key=_version_key, reverse=True)
-    live = [v for v in ordered if v not in yanked] or ordered
-    final = [v for v in live if (p := _version(v)) is not None and not p.is_prerelease]
-    return (final or live)[0]
-
-
 def _file_view(f: File, project: str) -> FileView:
     return FileView(
         filename=f.filename,
@@ -285,9 +277,7 @@ def _releases(files: list[File], labels: dict[str, str]) -> list[ReleaseView]:
 
 
 class CatalogService:
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], storage: Storage, cache_size: int = 512
-    ) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage, cache_size: int = 512) -> None:
         self.sessions = sessions
         self.storage = storage
         # Keyed by (file id, sha256): a file row never changes, and an id reused after a deletion
@@ -343,7 +333,7 @@ class CatalogService:
             labels = dists.release_labels(f.version for f in files)
             releases = _releases(files, labels)
             yanked = {r.version for r in releases if r.yanked}
-            latest = pick_latest([r.version for r in releases], yanked)
+            latest = dists.pick_latest([r.version for r in releases], yanked)
             shown = version or latest
             wanted = _version(shown)  # 1.0 finds 1.0.0: PEP 440 equality, not string equality
             release = next((r for r in releases if r.version == shown or _version(r.version) == wanted), None)

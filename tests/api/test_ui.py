@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support import catalog as data
@@ -309,3 +310,38 @@ def test_pages_and_assets_are_gzipped_when_asked_and_revalidated_with_304(seeded
     assert missing.status_code == 404 and "etag" in missing.headers  # error pages are pages too
     stale = {"Accept": "text/html", "If-None-Match": missing.headers["etag"]}
     assert seeded.get("/ui/project/nothing-here/", headers=stale).status_code == 404  # never a 304
+
+
+def test_lists_show_each_projects_latest_release_not_its_newest_upload(live_server, tmp_path: Path):
+    """As on the project page and on PyPI: a 1.0.1 backport uploaded after 2.0 leaves the project
+    listed as 2.0 (with 2.0's summary), a pre-release uploaded last does not replace the final
+    release, and a yanked release gives way to the one before it; the project list (both sorts),
+    search and the search API agree with the project page."""
+    server = live_server()
+    uploads = [
+        ("back", "1.0", "back one"), ("back", "2.0", "back two"), ("back", "1.0.1", "back backport"),
+        ("pre", "1.0", "pre final"), ("pre", "2.0b1", "pre beta"),
+        ("gone", "1.0", "gone one"), ("gone", "2.0", "gone two"),
+        ("onlypre", "1.0a1", "onlypre alpha"),
+    ]  # fmt: skip
+    for project, version, summary in uploads:
+        data.post(server.url, data.wheel(tmp_path / "dists", project, version, summary=summary))
+    expected = {"back": ("2.0", "back two"), "pre": ("1.0", "pre final"), "gone": ("1.0", "gone one"),
+                "onlypre": ("1.0a1", "onlypre alpha")}  # fmt: skip
+    with httpx.Client(base_url=server.url) as http:
+        assert http.post("/api/projects/gone/releases/2.0/yank").status_code == 200
+        for params in ({}, {"sort": "updated"}, {"q": "back"}, {"q": "pre"}):
+            listing = http.get("/ui/projects/", params=params).text
+            shown = dict(re.findall(r'<span class="name">([a-z]+)</span> <span class="ver">([^<]*)<', listing))
+            hits = http.get("/api/search", params=params).json()["results"]
+            api = {h["normalized_name"]: (h["version"], h["summary"]) for h in hits}
+            assert api == {p: v for p, v in expected.items() if p in api}, params
+            assert shown == {p: v[0] for p, v in api.items()}, params
+            assert len(api) == (4 if "q" not in params else 1 if params["q"] == "back" else 2), params
+            for project, (version, summary) in api.items():
+                page = http.get(f"/ui/project/{project}/").text
+                assert f'<h1>{project} <span class="ver">{version}</span>' in page
+                assert summary in page
+        # Sorted by update, the backport's upload still puts its project first.
+        updated = http.get("/api/search", params={"sort": "updated"}).json()["results"]
+        assert [h["normalized_name"] for h in updated] == ["onlypre", "gone", "pre", "back"]

@@ -252,7 +252,7 @@ def test_every_list_names_a_release_as_first_uploaded_over_a_real_server(live_se
             longer = {"1.0": "1.0.0", "2.0rc1": "2.0.0rc1"}[version]
             assert sorted(files) == sorted(f"spell-{v}-py3-none-any.whl" for v in (version, longer))
 
-        # Each project's newest upload (1.0.0, 1.1) stands for it in the project list and search.
+        # Each project's latest release (1.0, which holds 1.0.0; 1.1) stands for it in lists and search.
         for params, expected in [
             ({}, {"spell": "1.0", "near": "1.1"}),
             ({"sort": "updated"}, {"spell": "1.0", "near": "1.1"}),

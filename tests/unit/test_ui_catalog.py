@@ -4,10 +4,10 @@ import re
 
 import pytest
 
+from app.dists import pick_latest
 from app.services.catalog import (
     MARKDOWN_RENDER_LIMIT,
     RST_RENDER_LIMIT,
-    pick_latest,
     project_urls,
     render_readme,
     safe_url,

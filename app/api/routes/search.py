@@ -17,9 +17,12 @@ class SearchHit(BaseModel):
     name: str = Field(description="Display name, as first uploaded.")
     normalized_name: str = Field(description="PEP 503 normalised name.")
     version: str = Field(
-        description="Release of the project's newest upload, named as first uploaded (1.0 holds a later 1.0.0 file)."
+        description=(
+            "The project's latest release, as on its page and on PyPI: the highest final version not "
+            "yanked (else the highest not yanked), named as first uploaded (1.0 holds a later 1.0.0 file)."
+        )
     )
-    summary: str | None = Field(description="Summary of the project's newest upload.")
+    summary: str | None = Field(description="Summary of that release's newest file.")
     updated: datetime = Field(description="Time of the project's newest upload (UTC).")
     url: str = Field(description="The project's page in the browsing UI (absolute path).")
 
