@@ -39,6 +39,9 @@ from app.errors import InvalidDistributionError
 
 #: Largest METADATA / PKG-INFO we read (PyPI's descriptions are far smaller).
 MAX_METADATA_BYTES = 16 * 1024 * 1024
+#: The longest distribution filename: its PEP 658 metadata file, "<filename>.metadata", must still
+#: fit a filesystem's 255-byte name limit (the package folder stores it under that name).
+MAX_FILENAME = 255 - len(".metadata")
 #: How far into a tarball we look for PKG-INFO before giving up (bounds time on hostile input).
 MAX_TAR_SCAN_BYTES = 512 * 1024 * 1024
 MAX_TAR_MEMBERS = 20_000
@@ -178,8 +181,8 @@ def check_safe_filename(filename: str) -> None:
         problem = "it contains non-ASCII characters"
     elif not filename.isprintable() or " " in filename:
         problem = "it contains a space or an unprintable character"
-    elif len(filename) > 255:
-        problem = "it is longer than 255 characters"
+    elif len(filename) > MAX_FILENAME:
+        problem = f"it is longer than {MAX_FILENAME} characters"
     if problem:
         raise InvalidDistributionError(
             f"Invalid filename {filename!r}: {problem}. Upload the file exactly as your build tool "
@@ -296,6 +299,10 @@ def _zip_sdist_pkg_info(path: Path) -> bytes:
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
 
 
+#: The most ``_LastRead`` hands tarfile in one read: PKG-INFO's cap and a tar block more.
+MAX_TAR_READ = MAX_METADATA_BYTES + 512
+
+
 class _LastRead:
     """A file object that remembers its last read: the header block where tarfile stopped."""
 
@@ -304,6 +311,13 @@ class _LastRead:
         self.last = b""
 
     def read(self, size: int = -1) -> bytes:
+        # tarfile reads a pax or GNU long-name header's payload in one read of the size the header
+        # claims: a few hundred KB of gzip can claim gigabytes. PKG-INFO is read within the cap.
+        if size < 0 or size > MAX_TAR_READ:
+            raise InvalidDistributionError(
+                f"The sdist's tar data has a header entry of {size} bytes (a pax or GNU long-name "
+                f"header, normally a few hundred); more than {MAX_TAR_READ} is refused. Rebuild the sdist."
+            )
         self.last = self.raw.read(size)
         return self.last
 

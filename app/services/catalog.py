@@ -9,6 +9,8 @@ HTML sanitiser) after readme_renderer, so a README can't carry scripts, event ha
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +30,8 @@ from app.db.models import File
 from app.errors import NotFoundError, ProjectNotFoundError
 from app.services.metadata import core_metadata
 from app.storage.base import Storage
+
+log = logging.getLogger("packhouse.catalog")
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 MAX_PER_PAGE = 100
@@ -166,6 +170,49 @@ RST_RENDER_LIMIT = 64 * 1024
 MARKDOWN_RENDER_LIMIT = 1024 * 1024
 
 
+#: Limits of the markdown READMEs that are rendered; beyond them a README is shown as plain text.
+#: Measured on comrak (readme_renderer's markdown) and nh3, which run in a thread that cannot be
+#: stopped: comrak's time grows with the square of the number of HTML tags in one HTML block
+#: (40,000 lines of ``<div>x</div>``, 520 KB: 11.8 s; 10,000 tags: 0.18 s), and sanitising with the
+#: nesting depth (``> `` repeated 16,000 times, 32 KB: 1.4 s; 200,000 times: minutes). Real READMEs
+#: have a few hundred tags and nest a dozen levels at most.
+README_MAX_DEPTH = 100
+README_MAX_TAGS = 10_000
+
+_QUOTES = re.compile(r"^[ \t]*(?:>[ \t]*)+", re.MULTILINE)
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^<>]*?(/?)>")
+# Elements that never hold others, or whose end tag is implied by the next one of their kind.
+_FLAT_TAGS = frozenset(
+    "area base br col dd dt embed hr img input li link meta option p param source td th tr track wbr".split()
+)
+
+
+def markdown_complexity(text: str) -> tuple[int, int]:
+    """(how deep a markdown README nests, at most; how many HTML tags it has). The depth is its
+    deepest run of ``>`` markers plus its deepest nesting of raw HTML elements (an overestimate
+    where HTML leaves elements open)."""
+    quotes = max((match.group().count(">") for match in _QUOTES.finditer(text)), default=0)
+    depth = deepest = tags = 0
+    for match in _TAG.finditer(text):
+        tags += 1
+        closing, name, self_closing = match.groups()
+        if self_closing or name.lower() in _FLAT_TAGS:
+            continue
+        depth = max(depth - 1, 0) if closing else depth + 1
+        deepest = max(deepest, depth)
+    return quotes + deepest, tags
+
+
+def _too_complex(text: str) -> str | None:
+    """Why a markdown README is not rendered (a note for the page), or None."""
+    depth, tags = markdown_complexity(text)
+    if depth > README_MAX_DEPTH:
+        return f"This README nests {depth:,} levels deep, too deep to render: it is shown as plain text."
+    if tags > README_MAX_TAGS:
+        return f"This README has {tags:,} HTML tags, too many to render: it is shown as plain text."
+    return None
+
+
 def render_readme(text: str, content_type: str | None) -> str:
     """README -> sanitised HTML, the way PyPI does it: markdown or reStructuredText, else plain
     text (and plain text too beyond RST_RENDER_LIMIT / MARKDOWN_RENDER_LIMIT characters)."""
@@ -180,17 +227,28 @@ def render_readme(text: str, content_type: str | None) -> str:
     kind = msg.get_content_type()
     html: str | None = None
     limit = MARKDOWN_RENDER_LIMIT if kind == "text/markdown" else RST_RENDER_LIMIT
-    too_long = kind != "text/plain" and len(text) > limit
-    if too_long:
-        html = None  # shown as plain text, below
-    elif kind == "text/markdown":
-        html = readme_renderer.markdown.render(text, variant=msg.get_param("variant") or "GFM")  # type: ignore[arg-type]
-    elif kind != "text/plain":
-        html = readme_renderer.rst.render(text)  # None when the reST does not parse
+    note = None
+    if kind == "text/plain":
+        pass
+    elif len(text) > limit:
+        note = f"This README has {len(text):,} characters, too many to render: it is shown as plain text."
+    elif kind == "text/markdown" and (note := _too_complex(text)):
+        pass
+    else:
+        try:
+            if kind == "text/markdown":
+                html = readme_renderer.markdown.render(text, variant=msg.get_param("variant") or "GFM")  # type: ignore[arg-type]
+            else:
+                html = readme_renderer.rst.render(text)  # None when the reST does not parse
+        except RecursionError:  # docutils, on deeply nested reST (its traceback is thousands of lines)
+            log.warning("a %s README nests too deeply to render; shown as plain text", kind)
+            note = "This README nests too deeply to render: it is shown as plain text."
+        except Exception:  # noqa: BLE001 - any other renderer failure: the page still shows the text
+            log.warning("rendering a %s README failed; shown as plain text", kind, exc_info=True)
+            note = "This README could not be rendered: it is shown as plain text."
     if html is None:
         html = readme_renderer.txt.render(text)
-        if too_long:
-            note = f"This README has {len(text):,} characters, too many to render: it is shown as plain text."
+        if note:
             html = f"<p><em>{note}</em></p>{html}"
     return nh3.clean(
         html,

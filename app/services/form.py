@@ -154,6 +154,10 @@ class _HashingSink:
         return FileDigests(self.size, self.sha256.hexdigest(), md5, blake2)
 
 
+#: The longest boundary python-multipart takes (it raises a plain FormParserError beyond it).
+MAX_BOUNDARY = 256
+
+
 def _boundary(content_type: str | None) -> bytes:
     ctype, params = parse_options_header(content_type or "")
     if ctype != b"multipart/form-data":
@@ -164,6 +168,11 @@ def _boundary(content_type: str | None) -> bytes:
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidRequestError("The multipart/form-data Content-Type has no boundary parameter.")
+    if len(boundary) > MAX_BOUNDARY:
+        raise InvalidRequestError(
+            f"The multipart/form-data boundary is {len(boundary)} characters long; RFC 2046 allows at "
+            f"most 70 (this server accepts up to {MAX_BOUNDARY})."
+        )
     return boundary
 
 

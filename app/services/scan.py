@@ -214,6 +214,11 @@ class FolderIndexer:
             except IntegrityError:  # another worker indexed it first
                 report.duplicates.append(rel)
                 continue
+            except OSError as exc:  # storing its metadata file failed: one file, not a failed scan
+                self._broken[rel] = _stamp(path)
+                report.broken.append((rel, f"could not be stored ({exc})"))
+                log.warning("skipped %s: could not be stored (%s)", rel, exc)
+                continue
             filenames.add(name)
             report.added.append(rel)
 

@@ -8,7 +8,9 @@ identical before and after.
 from __future__ import annotations
 
 import struct
+import tarfile
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +62,20 @@ def zip_bomb() -> bytes:
             struct.pack_into("<I", data, pos + 24, 0xFFFFFFF0)
         pos = data.find(b"PK\x01\x02", pos + 4)
     return bytes(data)
+
+
+def pax_bomb(claimed: int = 64 * 1024 * 1024) -> bytes:
+    """An sdist whose first tar member is a pax header claiming ``claimed`` bytes: ~64 KB of gzip.
+    tarfile reads such a header's payload in one read (found by fuzzing: 1.3 GB of memory for one
+    408 KB upload)."""
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, claimed
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip
+    out = packer.compress(info.tobuf(format=tarfile.USTAR_FORMAT) + b"%d path=" % claimed)
+    block = b"a" * (1024 * 1024)
+    for _ in range(claimed // len(block)):
+        out += packer.compress(block)
+    return out + packer.compress(b"\0" * 1024) + packer.flush()
 
 
 Case = Callable[[Path], tuple[bytes, str]]
@@ -281,6 +297,19 @@ CASES = [
     pytest.param(raw(b"x", "text/plain"), 415, "multipart/form-data", id="text"),
     pytest.param(raw(b"x", ""), 415, "multipart/form-data", id="no-content-type"),
     pytest.param(raw(b"x", "multipart/form-data"), 400, "boundary", id="no-boundary"),
+    # python-multipart refuses a boundary over 256 characters with an error of its own (was a 500)
+    pytest.param(
+        raw(b"x", "multipart/form-data; boundary=" + "b" * 257), 400, "boundary is 257 characters", id="long-boundary"
+    ),
+    # its PEP 658 file, <filename>.metadata, would not fit a 255-byte file name (was a 500, and the
+    # wheel was left in storage with no row)
+    pytest.param(
+        with_wheel(wheel_bytes, filename=f"demo-2.0-{'p' * 225}-none-any.whl".encode()),
+        400,
+        "longer than 246 characters",
+        id="filename-too-long-for-its-metadata-file",
+    ),
+    pytest.param(upload(SDIST, pax_bomb()), 400, "header entry of", id="tar-header-bomb"),
     pytest.param(raw(b"\xff%%%", "application/x-www-form-urlencoded"), 400, "malformed", id="urlencoded-garbage"),
     # NUL in a form field (PostgreSQL refuses it in text: found by the fuzz test as a 500)
     pytest.param(with_wheel(wheel_bytes, pyversion="py3\x00"), 400, "contains a NUL character", id="nul-in-field"),

@@ -67,6 +67,15 @@ def _metadata(text: str) -> Callable[[Path, str], tuple[str, bytes]]:
     return build
 
 
+def _long_filename(folder: Path, name: str) -> tuple[str, bytes]:
+    """250 characters: a file system cannot hold its PEP 658 file, "<filename>.metadata" (found by
+    fuzzing: a 500 that left the wheel stored; in a package folder, no rescan or start got past it)."""
+    filename = f"{name}-2.0-py3-none-{'p' * (250 - len(name) - len('-2.0-py3-none-.whl'))}.whl"
+    path, _ = _wheel(folder, name, "2.0", filename=filename)
+    assert len(path.name) == 250
+    return path.name, path.read_bytes()
+
+
 HEAD = "Metadata-Version: 2.1\nName: {name}\nVersion: 2.0\n"
 #: how -> (builder(folder, project) -> (filename, bytes), what the 400's detail says)
 BROKEN: dict[str, tuple[Callable[[Path, str], tuple[str, bytes]], str]] = {
@@ -83,6 +92,7 @@ BROKEN: dict[str, tuple[Callable[[Path, str], tuple[str, bytes]], str]] = {
         "NUL character in its 'Requires-Python' field",
     ),
     "metadata-nul-description": (_metadata(HEAD + "\nREADME\x00\n"), "NUL character in its description"),
+    "filename-too-long": (_long_filename, "longer than 246 characters"),
     "metadata-huge-version": (
         _metadata(HEAD.replace("2.0", BIG) + "Summary: x\n"),
         "too long to be a number",

@@ -1,13 +1,17 @@
 """The UI's pure helpers: README rendering + sanitising, metadata links, the latest version."""
 
 import re
+import time
 
 import pytest
 
 from app.dists import pick_latest
 from app.services.catalog import (
     MARKDOWN_RENDER_LIMIT,
+    README_MAX_DEPTH,
+    README_MAX_TAGS,
     RST_RENDER_LIMIT,
+    markdown_complexity,
     project_urls,
     render_readme,
     safe_url,
@@ -96,6 +100,35 @@ def test_a_readme_too_long_to_render_is_shown_as_plain_text():
     assert "too many to render" in render_readme(huge, "text/markdown")
     # plain text is never "too long": it is plain text already
     assert "too many to render" not in render_readme(rst, "text/plain")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "note"),
+    [
+        # Found by fuzzing: minutes of CPU in a render thread that cannot be stopped, or a 500.
+        pytest.param("> " * 200_000 + "x", "text/markdown", "nests 200,000 levels deep", id="md-quotes"),
+        pytest.param("<div>" * 100_000 + "x", "text/markdown", "nests 100,000 levels deep", id="md-html-depth"),
+        pytest.param("<div>x</div>\n" * 40_000, "text/markdown", "80,000 HTML tags", id="md-html-block"),
+        pytest.param("".join(" " * i + "x\n\n" for i in range(200)), "text/x-rst", "nests too deeply", id="rst-depth"),
+    ],
+)
+def test_readmes_too_complex_to_render_are_shown_as_plain_text(text: str, kind: str, note: str):
+    started = time.monotonic()
+    html = render_readme(text, kind)
+    assert time.monotonic() - started < 20  # minutes before the limits; well under a second here
+    assert f"{note}, too deep to render" in html or f"{note}, too many to render" in html or f"{note} to render" in html
+    assert "<blockquote" not in html and "<div" not in html  # the text, escaped, not markup
+    assert "x" in html
+
+
+def test_readmes_within_the_limits_render():
+    assert markdown_complexity("> > x\n\n<div><b>y</b><br><p>z</div>") == (2 + 2, 6)  # two quotes; div > b
+    nested = "> " * README_MAX_DEPTH + "x"
+    assert render_readme(nested, "text/markdown").count("<blockquote>") == README_MAX_DEPTH
+    assert "too deep" in render_readme("> " + nested, "text/markdown")
+    tags = "<div>x</div>\n" * (README_MAX_TAGS // 2)
+    assert render_readme(tags, "text/markdown").count("<div>") == README_MAX_TAGS // 2
+    assert "too many" in render_readme(tags + "<br>", "text/markdown")
 
 
 def test_readme_ids_never_take_the_pages_own():
