@@ -83,3 +83,10 @@ class StorageUnavailableError(PackageIndexError):
     fault, not the request's; the client may try again (503)."""
 
     title = "Storage unavailable"
+
+
+class StorageFullError(StorageUnavailableError):
+    """The server's disk (or the database's) is full: the upload was not stored, and nothing of it
+    was kept. The operator must free space (507 Insufficient Storage)."""
+
+    title = "Insufficient storage"

@@ -26,6 +26,7 @@ from app.errors import (
     PermissionDeniedError,
     ProjectNotFoundError,
     RequestTimeoutError,
+    StorageFullError,
     StorageUnavailableError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
@@ -46,6 +47,7 @@ STATUS: dict[type[PackageIndexError], int] = {
     InvalidRequestError: 400,
     DigestMismatchError: 400,
     InvalidDistributionError: 400,
+    StorageFullError: 507,
     StorageUnavailableError: 503,  # + Retry-After
 }
 PROBLEM = "application/problem+json"

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hmac
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import anyio
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -32,6 +34,7 @@ from app.errors import (
     GoneError,
     InvalidDistributionError,
     InvalidRequestError,
+    StorageFullError,
     UploadTooLargeError,
 )
 from app.services.form import FileDigests, FormLimits, UploadForm, read_upload_form
@@ -121,9 +124,30 @@ class UploadService:
             InvalidRequestError, InvalidDistributionError, DigestMismatchError (-> 400),
             GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413),
             PermissionDeniedError (-> 403, a user name the journal cannot record), NotFoundError
-            (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408).
+            (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408),
+            StorageFullError (-> 507, the disk or the database is full).
         """
         check_actor(uploader)  # before reading the body: the upload could not be recorded
+        try:
+            return await self._handle(content_type, chunks, uploader)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StorageFullError(
+                f"The server's disk is full ({exc.strerror}): the upload was not stored. Ask the server's "
+                "operator to free space, then upload again."
+            ) from exc
+        except OperationalError as exc:
+            if not isinstance(exc.orig, sqlite3.OperationalError) or "full" not in str(exc.orig):
+                raise
+            raise StorageFullError(
+                f"The server's database is full ({exc.orig}): the upload was not recorded. Ask the "
+                "server's operator to free space, then upload again."
+            ) from exc
+
+    async def _handle(
+        self, content_type: str | None, chunks: AsyncIterator[bytes], uploader: str | None
+    ) -> UploadResult | RemovalResult:
         form = await read_upload_form(content_type, chunks, self.storage, self.limits)
         try:
             action = form.get(":action")
