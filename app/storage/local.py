@@ -264,6 +264,7 @@ class LocalStorage:
         def _commit() -> None:
             staged.finish()
             directories = {target.parent, *_makedirs(target.parent)}
+            ours = exclusive or not target.exists()  # a content-addressed key may be there already
             if exclusive:
                 try:
                     os.link(staged.path, target)  # atomic, and fails if the name is taken
@@ -271,8 +272,16 @@ class LocalStorage:
                     staged.path.unlink(missing_ok=True)
             else:
                 os.replace(staged.path, target)
-            for path, data in extra.items():
-                directories.update(_write_durably(self.tmp, path, data))
+            written: list[Path] = []
+            try:
+                for path, data in extra.items():
+                    directories.update(_write_durably(self.tmp, path, data))
+                    written.append(path)
+            except BaseException:
+                # A sidecar could not be written (a full disk): nothing of the upload is kept.
+                for path in (target, *written) if ours else ():  # else: derived bytes of that same file
+                    path.unlink(missing_ok=True)
+                raise
             for directory in directories:
                 _fsync_dir(directory)
 

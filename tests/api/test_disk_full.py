@@ -93,3 +93,29 @@ def test_an_upload_the_full_database_cannot_record_is_507_and_leaves_nothing(
         data, form_files = upload_form(small)
         assert http.post("/legacy/", data=data, files=form_files).status_code == 200
         assert http.get(f"/files/tiny/{small.name}").content == small.read_bytes()
+
+
+@pytest.mark.sqlite_only  # the package folder, not the database, is on the small disk
+def test_a_package_folder_upload_whose_metadata_file_does_not_fit_leaves_nothing(
+    small_disk: Path, live_server, tmp_path: Path
+):
+    """pypiserver's folder: the wheel is linked under its own name, then its PEP 658 file is
+    written beside it, under .packhouse/. When only the wheel fits, neither is kept."""
+    server = live_server("--packages-dir", str(small_disk), "--rescan-interval", "0")
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    wheel = make_wheel(dists, "snug", "1.0", extra_files={"snug/blob.bin": random.Random(3).randbytes(256 * 1024)})
+    page = os.statvfs(small_disk).f_frsize
+    free = os.statvfs(small_disk).f_bavail * page
+    (small_disk / ".filler").write_bytes(b"\0" * (free - -(-wheel.stat().st_size // page) * page))
+    before = _stored(small_disk)
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        data, files = upload_form(wheel)
+        r = http.post("/legacy/", data=data, files=files)
+        assert r.status_code == 507, r.text
+        assert _stored(small_disk) == before
+        assert not (small_disk / wheel.name).exists()
+        (small_disk / ".filler").unlink()
+        data, files = upload_form(wheel)
+        assert http.post("/legacy/", data=data, files=files).status_code == 200
+        assert http.get(f"/packages/{wheel.name}").content == wheel.read_bytes()
