@@ -175,11 +175,16 @@ MARKDOWN_RENDER_LIMIT = 1024 * 1024
 #: stopped: comrak's time grows with the square of the number of HTML tags in one HTML block
 #: (40,000 lines of ``<div>x</div>``, 520 KB: 11.8 s; 10,000 tags: 0.18 s), and sanitising with the
 #: nesting depth (``> `` repeated 16,000 times, 32 KB: 1.4 s; 200,000 times: minutes). Real READMEs
-#: have a few hundred tags and nest a dozen levels at most.
+#: have a few hundred tags and nest a dozen levels at most. comrak also gives each heading an id
+#: that no earlier heading has, trying "-1", "-2"... in turn: time grows with the square of the
+#: headings of one text (8,000 "# h": 1.6 s; 250,000: more than ten minutes).
 README_MAX_DEPTH = 100
 README_MAX_TAGS = 10_000
+README_MAX_HEADINGS = 2_000
 
 _QUOTES = re.compile(r"^[ \t]*(?:>[ \t]*)+", re.MULTILINE)
+# ATX headings ("# title"), and the underlines of setext ones (counted with "---" rules: an overestimate).
+_HEADINGS = re.compile(r"^[ >\t]*(?:#{1,6}(?:[ \t]|$)|=+[ \t]*$|-+[ \t]*$)", re.MULTILINE)
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)[^<>]*?(/?)>")
 # Elements that never hold others, or whose end tag is implied by the next one of their kind.
 _FLAT_TAGS = frozenset(
@@ -210,6 +215,8 @@ def _too_complex(text: str) -> str | None:
         return f"This README nests {depth:,} levels deep, too deep to render: it is shown as plain text."
     if tags > README_MAX_TAGS:
         return f"This README has {tags:,} HTML tags, too many to render: it is shown as plain text."
+    if (headings := len(_HEADINGS.findall(text))) > README_MAX_HEADINGS:
+        return f"This README has {headings:,} headings, too many to render: it is shown as plain text."
     return None
 
 

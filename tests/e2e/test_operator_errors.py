@@ -302,7 +302,7 @@ def test_s3_without_credentials_or_bucket_stops_the_start(tmp_path, moto_server)
 def test_ctrl_c_during_import_is_one_line_and_the_import_resumes(tmp_path):
     source = tmp_path / "wheels"
     source.mkdir()
-    count = 300
+    count = 1000  # a wide window for the signal: 300 were all imported once on a loaded machine
     for i in range(count):
         make_wheel(source, f"many-{i}", "1.0")
     data = tmp_path / "data"

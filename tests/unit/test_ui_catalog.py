@@ -9,6 +9,7 @@ from app.dists import pick_latest
 from app.services.catalog import (
     MARKDOWN_RENDER_LIMIT,
     README_MAX_DEPTH,
+    README_MAX_HEADINGS,
     README_MAX_TAGS,
     RST_RENDER_LIMIT,
     markdown_complexity,
@@ -109,6 +110,8 @@ def test_a_readme_too_long_to_render_is_shown_as_plain_text():
         pytest.param("> " * 200_000 + "x", "text/markdown", "nests 200,000 levels deep", id="md-quotes"),
         pytest.param("<div>" * 100_000 + "x", "text/markdown", "nests 100,000 levels deep", id="md-html-depth"),
         pytest.param("<div>x</div>\n" * 40_000, "text/markdown", "80,000 HTML tags", id="md-html-block"),
+        pytest.param("# h\n" * 250_000, "text/markdown", "250,000 headings", id="md-headings"),
+        pytest.param("h\n=\n\n" * 100_000, "text/markdown", "100,000 headings", id="md-setext-headings"),
         pytest.param("".join(" " * i + "x\n\n" for i in range(200)), "text/x-rst", "nests too deeply", id="rst-depth"),
     ],
 )
@@ -129,6 +132,9 @@ def test_readmes_within_the_limits_render():
     tags = "<div>x</div>\n" * (README_MAX_TAGS // 2)
     assert render_readme(tags, "text/markdown").count("<div>") == README_MAX_TAGS // 2
     assert "too many" in render_readme(tags + "<br>", "text/markdown")
+    headings = "# h\n" * README_MAX_HEADINGS
+    assert render_readme(headings, "text/markdown").count("<h1 ") == README_MAX_HEADINGS
+    assert "too many" in render_readme(headings + "## h\n", "text/markdown")
 
 
 def test_readme_ids_never_take_the_pages_own():
