@@ -89,7 +89,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    "(env PACKHOUSE_CONFIG); flags and environment variables win over it")  # fmt: skip
     p.add_argument("--packages-dir", help="serve a pypiserver package folder in place, as 'packhouse run' "
                    "(env PACKHOUSE_PACKAGES_DIR)")  # fmt: skip
-    p.add_argument("--extra-packages-dirs", help="further package folders, ':'-separated, served read-only "
+    p.add_argument("--extra-packages-dirs", help="further package folders, ':'-separated, served beside the "
+                   "first; uploads go to the first, a delete removes a file where it lies, as pypiserver "
                    "(pypiserver's extra PACKAGES_DIRs; env PACKHOUSE_EXTRA_PACKAGES_DIRS)")  # fmt: skip
     p.add_argument("--rescan-interval", type=float, help="seconds between rescans of --packages-dir "
                    "(default 30; 0: never; env PACKHOUSE_RESCAN_INTERVAL)")  # fmt: skip

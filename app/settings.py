@@ -112,7 +112,8 @@ class Settings(BaseSettings):
     extra_packages_dirs: str | None = Field(
         None,
         description="pypiserver's further PACKAGES_DIRs, separated by the OS path separator (':'): "
-        "served read-only beside packages_dir.",
+        "served beside packages_dir. Uploads go to packages_dir; a delete removes a file where it lies, as "
+        "pypiserver's does.",
     )
     rescan_interval: float = Field(
         30.0, ge=0, description="Seconds between rescans of packages_dir for files added by hand; 0: never."

@@ -31,7 +31,7 @@ async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
         storage, close_storage = await open_storage(settings, check=True)
         try:
             flat = isinstance(storage, FlatLocalStorage)
-            indexer = FolderIndexer(build_sessionmaker(engine), storage)
+            indexer = FolderIndexer(build_sessionmaker(engine), storage, exclusive_names=flat)
             if isinstance(storage, FlatLocalStorage) and source == storage.root:
                 progress = progress_bar if show_progress else None
                 report = await indexer.sync_in_place([storage.root], progress, settle=False)

@@ -17,9 +17,11 @@ symlink out of the folder; a symlinked subfolder), once per file, and counted in
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -100,12 +102,37 @@ def walk_folder(root: Path) -> FolderListing:
             rel = path.relative_to(root).as_posix()
             if not name.endswith(DIST_SUFFIXES):
                 out.skipped.append((rel, skip_reason(name)))
-            elif path.is_symlink() and not path.resolve().is_relative_to(root):
-                # the store refuses to serve anything outside its root
-                out.skipped.append((rel, "a symlink to outside the package folder"))
+            elif why := _unservable(path, rel, root):
+                out.skipped.append((rel, why))
             else:
                 out.files.append(rel)
     return out
+
+
+def _unservable(path: Path, rel: str, root: Path) -> str | None:
+    """Why an archive-named entry of a package folder cannot be indexed, or None. Only regular
+    files are: reading a FIFO named like a wheel would block the scan (and the server's start)
+    for good."""
+    try:
+        rel.encode()
+    except UnicodeEncodeError:
+        return "its path is not valid UTF-8 (a name from another system's encoding): rename it"
+    try:
+        if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root):
+            # the store refuses to serve anything outside its root
+            return "a symlink to outside the package folder"
+        mode = path.stat().st_mode
+    except RuntimeError:  # Python 3.11's resolve() on a loop
+        return "a symlink loop"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symlink loop"
+        if path.is_symlink():
+            return "a symlink to a file that does not exist"
+        return f"could not be read ({exc.strerror})"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a folder, a FIFO, a socket or a device)"
+    return None
 
 
 def folder_files(roots: Sequence[Path]) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
@@ -125,7 +152,13 @@ def _digest(path: Path) -> FileDigests:
     """SHA-256 and size (the digest the index publishes; md5 and blake2b are not kept for files
     that were not uploaded with them, see app/services/form.py)."""
     sha, size = hashlib.sha256(), 0
-    with path.open("rb") as fh:
+    # Non-blocking open, then only a regular file is read: a file replaced by a FIFO after the
+    # folder was listed must not block the scan.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    with os.fdopen(fd, "rb") as fh:
         while chunk := fh.read(CHUNK):
             sha.update(chunk)
             size += len(chunk)
@@ -135,9 +168,13 @@ def _digest(path: Path) -> FileDigests:
 class FolderIndexer:
     """Reconciles a folder of archives with the index."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], storage: Storage) -> None:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], storage: Storage, *, exclusive_names: bool = False
+    ) -> None:
         self.sessions = sessions
         self.storage = storage
+        # Keys are filenames in a package folder (pypiserver's): an import never replaces a file there.
+        self.exclusive_names = exclusive_names
         self.manage = ManageService(sessions, storage)
         # Broken archives found by earlier rescans, by (mtime_ns, size): reported once, not every rescan.
         self._broken: dict[str, tuple[int, int]] = {}
@@ -214,8 +251,13 @@ class FolderIndexer:
             except IntegrityError:  # another worker indexed it first
                 report.duplicates.append(rel)
                 continue
-            except OSError as exc:  # storing its metadata file failed: one file, not a failed scan
-                self._broken[rel] = _stamp(path)
+            except FileExistsError:  # importing into a package folder that has a file of that name
+                report.duplicates.append(rel)
+                log.warning("skipped %s: a file of that name is already in the package folder (left as it is)", rel)
+                continue
+            except OSError as exc:
+                # Storing its metadata file failed (a full disk): one file, not a failed scan. Not
+                # remembered as broken: the next rescan tries it again.
                 report.broken.append((rel, f"could not be stored ({exc})"))
                 log.warning("skipped %s: could not be stored (%s)", rel, exc)
                 continue
@@ -283,7 +325,10 @@ class FolderIndexer:
                         staged.write(chunk)
 
             await anyio.to_thread.run_sync(_fill)
-            await self.storage.commit(staged, key, sidecars=sidecars)
+            if self.exclusive_names:  # never replace a file of the package folder
+                await self.storage.commit(staged, key, sidecars=sidecars, exclusive=True)  # type: ignore[call-arg]
+            else:
+                await self.storage.commit(staged, key, sidecars=sidecars)
         except BaseException:
             await self.storage.discard(staged)
             raise

@@ -8,13 +8,15 @@ pypiserver ignores. Switching back to pypiserver is therefore just pointing it a
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiofiles.os
 import anyio
 
-from app.storage.local import LocalStorage
+from app.storage.local import LocalStorage, resolve_or_missing
 
 STATE_DIR = ".packhouse"
 METADATA_SUFFIX = ".metadata"
@@ -44,10 +46,12 @@ class FlatLocalStorage(LocalStorage):
             return super()._path(f"{METADATA_DIR}/{key}")
         if key.startswith("@"):
             n, _, rel = key[1:].partition("/")
-            if not n.isdigit() or not 1 <= int(n) <= len(self.extra_roots) or not rel:
+            if not n.isdigit() or int(n) < 1 or not rel:
                 raise ValueError(f"invalid storage key {key!r}")
+            if int(n) > len(self.extra_roots):  # a folder given before, not now: its files are gone
+                raise FileNotFoundError(errno.ENOENT, f"package folder #{int(n) + 1} is not given any more", key)
             extra = self.extra_roots[int(n) - 1]
-            path = (extra / rel).resolve()
+            path = resolve_or_missing(extra / rel, key)
             if not path.is_relative_to(extra) or path == extra or "\0" in rel:
                 raise ValueError(f"storage key {key!r} resolves outside its package folder")
             return path
@@ -55,6 +59,31 @@ class FlatLocalStorage(LocalStorage):
         if path.is_relative_to(self.state):
             raise ValueError(f"storage key {key!r} is inside Packhouse's own {STATE_DIR}/ folder")
         return path
+
+    def _link(self, key: str) -> Path | None:
+        """The path ``key`` names, not resolved, when it is a symlink (None otherwise)."""
+        if key.endswith(METADATA_SUFFIX):
+            return None
+        if key.startswith("@"):
+            n, _, rel = key[1:].partition("/")
+            base = self.extra_roots[int(n) - 1]
+        else:
+            base, rel = self.root, key
+        link = base / rel
+        return link if link.is_symlink() else None
+
+    async def delete(self, key: str) -> None:
+        """As pypiserver: a file that is a symlink in the package folder is removed as a link; the
+        file it points to stays (it may be another folder's, or the real one beside it)."""
+        try:
+            self._path(key)  # the same checks as for any key
+            link = self._link(key)
+        except FileNotFoundError:
+            return
+        if link is None:
+            await super().delete(key)
+        else:
+            await aiofiles.os.remove(link)
 
     async def keys(self) -> dict[str, float]:
         """Every file in the package folder (``_walk``), and every PEP 658 metadata file in

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import re
 import secrets
@@ -160,7 +161,7 @@ class LocalStorage:
         """Resolve a key, refusing anything that would land outside the root."""
         if not key or key.startswith("/") or "\\" in key or "\0" in key:
             raise ValueError(f"invalid storage key {key!r}")
-        path = (self.root / key).resolve()
+        path = resolve_or_missing(self.root / key, key)
         if not path.is_relative_to(self.root) or path == self.root or path.is_relative_to(self.tmp):
             raise ValueError(f"storage key {key!r} resolves outside the storage root")
         return path
@@ -258,20 +259,25 @@ class LocalStorage:
         if staged.target is not None and staged.key == key and not exclusive:
             await anyio.to_thread.run_sync(lambda: self.start_commit(staged, sidecars or {})())
             return
-        target = self._path(key)
-        extra = {self._path(k): data for k, data in (sidecars or {}).items()}
 
         def _commit() -> None:
-            staged.finish()
-            directories = {target.parent, *_makedirs(target.parent)}
-            ours = exclusive or not target.exists()  # a content-addressed key may be there already
-            if exclusive:
-                try:
+            try:
+                staged.finish()
+                if exclusive and os.path.lexists(self.root / key):
+                    # Taken, even by a symlink that resolves outside the root or to nothing (_path
+                    # would refuse those as keys): never replaced.
+                    raise FileExistsError(errno.EEXIST, "a file of that name exists", key)
+                target = self._path(key)
+                extra = {self._path(k): data for k, data in (sidecars or {}).items()}
+                directories = {target.parent, *_makedirs(target.parent)}
+                ours = exclusive or not target.exists()  # a content-addressed key may be there already
+                if exclusive:
                     os.link(staged.path, target)  # atomic, and fails if the name is taken
-                finally:
+                else:
+                    os.replace(staged.path, target)
+            finally:
+                if exclusive:  # linked, or refused: the staged name goes either way
                     staged.path.unlink(missing_ok=True)
-            else:
-                os.replace(staged.path, target)
             written: list[Path] = []
             try:
                 for path, data in extra.items():
@@ -369,7 +375,11 @@ class LocalStorage:
                 yield chunk
 
     async def exists(self, key: str) -> bool:
-        return await aiofiles.os.path.isfile(self._path(key))
+        try:
+            path = self._path(key)
+        except FileNotFoundError:  # a symlink loop; a package folder no longer given
+            return False
+        return await aiofiles.os.path.isfile(path)
 
     async def delete(self, key: str) -> None:
         try:
@@ -378,8 +388,8 @@ class LocalStorage:
             pass
 
     async def delivery(self, key: str) -> Delivery:
-        path = self._path(key)
         try:
+            path = self._path(key)
             # One stat, in a worker thread; the response reuses it (Starlette would stat again).
             st = await anyio.to_thread.run_sync(os.stat, path)
         except (OSError, ValueError):  # as os.path.isfile: gone, not a directory, unreadable
@@ -434,6 +444,18 @@ class LocalStorage:
                     continue  # a running server's spare part file (replenish): never a key
                 out.append(Path(dirpath, name).relative_to(self.root).as_posix())
         return out
+
+
+def resolve_or_missing(path: Path, key: str) -> Path:
+    """``path.resolve()``; a symlink loop is a missing file (FileNotFoundError), not a crash."""
+    try:
+        return path.resolve()
+    except RuntimeError:  # Python 3.11 raises it for a loop (3.13: OSError ELOOP)
+        raise FileNotFoundError(errno.ELOOP, "a symlink loop", key) from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FileNotFoundError(errno.ELOOP, "a symlink loop", key) from None
+        raise
 
 
 def _write_durably(tmp: Path, path: Path, data: bytes) -> set[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,28 @@ def test_a_package_folder_upload_whose_metadata_file_does_not_fit_leaves_nothing
         data, files = upload_form(wheel)
         assert http.post("/legacy/", data=data, files=files).status_code == 200
         assert http.get(f"/packages/{wheel.name}").content == wheel.read_bytes()
+
+
+@pytest.mark.sqlite_only  # the package folder, not the database, is on the small disk
+def test_a_file_the_full_disk_kept_a_rescan_from_indexing_is_indexed_once_there_is_room(
+    small_disk: Path, live_server, tmp_path: Path
+):
+    server = live_server("--packages-dir", str(small_disk), "--rescan-interval", "0.2")
+    (tmp_path / "dists").mkdir()
+    built = make_wheel(tmp_path / "dists", "dropped", "1.0")
+    incoming = small_disk / ".incoming"  # hidden: not scanned
+    incoming.write_bytes(built.read_bytes())
+    os.utime(incoming, (1, 1))  # long settled
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    (small_disk / ".filler").write_bytes(b"\0" * free)  # no room for its PEP 658 metadata file
+    incoming.rename(small_disk / built.name)  # copied in by hand, once the disk is full
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        deadline = time.monotonic() + 15
+        while "could not be stored" not in server.log_path.read_text():
+            assert time.monotonic() < deadline, server.log_path.read_text()
+            time.sleep(0.1)
+        assert http.get("/simple/dropped/").status_code == 404
+        (small_disk / ".filler").unlink()
+        while http.get("/simple/dropped/").status_code != 200:  # the next rescans try it again
+            assert time.monotonic() < deadline + 15, server.log_path.read_text()
+            time.sleep(0.1)
