@@ -248,10 +248,13 @@ async def project_events(session: AsyncSession, normalized_name: str, limit: int
     return result.scalars().all()
 
 
-async def storage_keys(session: AsyncSession) -> dict[str, tuple[int, int, str]]:
-    """storage key -> (file id, project id, filename), for reconciling a folder with the index."""
-    result = await session.execute(select(File.storage_key, File.id, File.project_id, File.filename))
-    return {key: (fid, pid, name) for key, fid, pid, name in result.all()}
+async def storage_keys(session: AsyncSession) -> dict[str, tuple[int, int, str, int, str, datetime]]:
+    """storage key -> (file id, project id, filename, size, sha256, upload time), for reconciling a
+    folder with the index."""
+    result = await session.execute(
+        select(File.storage_key, File.id, File.project_id, File.filename, File.size, File.sha256, File.upload_time)
+    )
+    return {key: tuple(rest) for key, *rest in result.all()}  # type: ignore[misc]
 
 
 async def all_filenames(session: AsyncSession) -> set[str]:

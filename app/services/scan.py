@@ -179,6 +179,7 @@ class FolderIndexer:
         # Broken archives found by earlier rescans, by (mtime_ns, size): reported once, not every rescan.
         self._broken: dict[str, tuple[int, int]] = {}
         self._skipped: dict[str, tuple[int, int]] = {}  # files of other types, likewise
+        self._seen: dict[str, tuple[int, int]] = {}  # indexed files: (mtime, size) when last seen
 
     async def sync_in_place(
         self, roots: Sequence[Path], progress: Progress | None = None, *, settle: bool = True
@@ -206,12 +207,45 @@ class FolderIndexer:
             for key, st in stamps.items()
             if self._broken.get(key) != st and (cutoff is None or st[0] <= cutoff)
         ]
-        report.unchanged = len(present) - len(stamps)
+        replaced = await self._replaced_by_hand(present, known, cutoff)
+        for key in replaced:
+            await self._forget(key, *known[key][:3], report, why="its file was replaced in the package folder")
+        new += [(key, present[key]) for key in replaced]
+        report.unchanged = len(present) - len(stamps) - len(replaced)
         await self._add_all(new, in_place_key, copy=False, report=report, progress=progress)
         for key in sorted(set(known) - set(present)):
             if key.endswith(DIST_SUFFIXES) and not await self.storage.exists(key):
-                await self._forget(key, *known[key], report)
+                await self._forget(key, *known[key][:3], report)
         return report
+
+    async def _replaced_by_hand(
+        self, present: dict[str, Path], known: dict[str, tuple[int, int, str, int, str, datetime]], cutoff: int | None
+    ) -> list[str]:
+        """Indexed files whose bytes were replaced in the folder (a rebuilt wheel copied over the
+        old one): their rows would publish the old sha256, and pip would refuse the download. A
+        file is hashed again when its size differs from its row's, or when its mtime or size
+        changed since an earlier scan of this process saw it; it is replaced in the index only if
+        its sha256 changed. (A file replaced while the server was down by one of the same size is
+        not noticed: ``packhouse check`` finds it.)"""
+        indexed = [(key, path) for key, path in present.items() if key in known]
+        stamps = await anyio.to_thread.run_sync(lambda: [_stamp(path) for _key, path in indexed])
+        suspects = []
+        for (key, path), st in zip(indexed, stamps, strict=True):
+            if st[1] < 0 or (cutoff is not None and st[0] > cutoff):
+                continue  # gone meanwhile; still being written
+            seen = self._seen.setdefault(key, st)
+            if st[1] != known[key][3] or seen != st:
+                suspects.append((key, path, st))
+        replaced = []
+        for key, path, st in suspects:
+            try:
+                digests = await anyio.to_thread.run_sync(_digest, path)
+            except OSError:
+                continue  # unreadable now: the next rescan looks again
+            self._seen[key] = st
+            if digests.sha256 != known[key][4]:
+                replaced.append(key)
+        return replaced
 
     async def import_folder(self, source: Path, key_for: KeyFunc, progress: Progress | None = None) -> ScanReport:
         """Copy every archive under ``source`` into the store (files already indexed are skipped)."""
@@ -333,7 +367,15 @@ class FolderIndexer:
             await self.storage.discard(staged)
             raise
 
-    async def _forget(self, key: str, file_id: int, project_id: int, filename: str, report: ScanReport) -> None:
+    async def _forget(
+        self,
+        key: str,
+        file_id: int,
+        project_id: int,
+        filename: str,
+        report: ScanReport,
+        why: str = "its file was deleted from the package folder",
+    ) -> None:
         """Forget the row of a file deleted from the folder by hand, then its PEP 658 metadata file
         (``.packhouse/metadata/<key>.metadata``: Packhouse's, and nothing else would remove it),
         unless a row refers to the key again by then (an identical file uploaded meanwhile).
@@ -345,11 +387,11 @@ class FolderIndexer:
             await session.run_sync(
                 repo.record_event, project_id, action="remove", project=dists.parse_folder_filename(filename).name,
                 filename=filename, actor=None,
-                detail="file deleted from the package folder",
+                detail=why.removeprefix("its "),
             )  # fmt: skip
         await self.manage.forget_blobs([key], metadata_only=True)
         report.removed.append(filename)
-        log.info("removed %s from the index: its file was deleted from the package folder", filename)
+        log.info("removed %s from the index: %s", filename, why)
 
 
 def _stamp(path: Path) -> tuple[int, int]:

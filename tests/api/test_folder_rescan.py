@@ -4,6 +4,7 @@ the rescan forgets the file's row and removes its PEP 658 metadata file from ``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -181,3 +182,31 @@ def test_two_rescans_forgetting_one_file_journal_it_once(make_client, tmp_path):
     removals = [e for e in events if e["action"] == "remove"]
     assert [e["filename"] for e in removals] == [wheel.name]
     assert set(_files(client, "twice")) == {"twice-2.0-py3-none-any.whl"}
+
+
+def test_a_file_replaced_by_hand_is_indexed_again_with_its_new_digest(make_client, tmp_path):
+    """A rebuilt wheel copied over the indexed one (pypiserver users do): the index publishes the
+    new sha256 and metadata (pip would refuse the old digest), and a file only touched keeps its row."""
+    packages, scratch = tmp_path / "packages", tmp_path / "scratch"
+    packages.mkdir()
+    scratch.mkdir()
+    swapped = _old(make_wheel(packages, "swapped", "1.0", summary="first build"))
+    touched = _old(make_wheel(packages, "touched", "1.0"))
+    client = make_client(packages_dir=packages, rescan_interval=0.2)
+    before = {p: _files(client, p)[f"{p}-1.0-py3-none-any.whl"]["hashes"]["sha256"] for p in ("swapped", "touched")}
+    assert b"first build" in _metadata(client, "swapped", swapped.name)
+    rebuilt = make_wheel(scratch, "swapped", "1.0", summary="second build, other bytes")
+    shutil.copyfile(rebuilt, swapped)
+    _old(swapped)  # as `cp -p` would leave it: an mtime older than the row's
+    os.utime(touched, (OLD + 60, OLD + 60))
+    digest = hashlib.sha256(rebuilt.read_bytes()).hexdigest()
+    _wait_for(
+        lambda: _files(client, "swapped").get(swapped.name, {}).get("hashes", {}).get("sha256") == digest,
+        "indexed the replaced file again",
+    )
+    assert b"second build" in _metadata(client, "swapped", swapped.name)
+    assert client.get(f"/files/swapped/{swapped.name}").content == rebuilt.read_bytes()
+    time.sleep(0.6)  # more rescans
+    assert _files(client, "touched")["touched-1.0-py3-none-any.whl"]["hashes"]["sha256"] == before["touched"]
+    events = client.get("/api/projects/touched/events").json()
+    assert [e["action"] for e in events] == ["import"], events
