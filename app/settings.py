@@ -145,6 +145,20 @@ class Settings(BaseSettings):
         False, description="Behind Apache (mod_xsendfile) or lighttpd: answer downloads with X-Sendfile."
     )
 
+    @field_validator("realm")
+    @classmethod
+    def _check_realm(cls, realm: str) -> str:
+        # RFC 9110 11.5: the realm is a quoted-string in WWW-Authenticate. CR/LF would split the
+        # header (and the server refuses to send it: every 401 would be an empty reply).
+        if not realm:
+            raise ValueError("cannot be empty: it names the login in browsers and clients (default: packhouse)")
+        if not all(" " <= c <= "~" and c not in '"\\' for c in realm):
+            raise ValueError(
+                f"{realm!r}: the realm is sent in the WWW-Authenticate header; use printable ASCII "
+                "characters, without '\"' or '\\' (default: packhouse)"
+            )
+        return realm
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, url: str | None) -> str | None:

@@ -205,6 +205,18 @@ def test_messages_name_the_variable_and_drop_pydantics_prefix(tmp_path):
         assert "Value error" not in proc.stderr
 
 
+def test_a_realm_that_would_break_the_auth_header_stops_the_start(tmp_path):
+    passwords = tmp_path / "htpasswd"
+    passwords.write_text("")
+    data = tmp_path / "data"
+    realm = "x\r\nSet-Cookie: z=1"
+    proc = serve(tmp_path, "--data-dir", str(data), "-P", str(passwords), "-a", "list", "--realm", realm)
+    assert_refused(proc, "realm: 'x\\r\\nSet-Cookie: z=1': the realm is sent in the WWW-Authenticate header")
+    proc = serve(tmp_path, "--data-dir", str(data), env={"PACKHOUSE_REALM": ""})
+    assert_refused(proc, "PACKHOUSE_REALM: cannot be empty")
+    assert not data.exists()
+
+
 # F3, F4 and F11: the passwords file -----------------------------------------------------------------
 
 

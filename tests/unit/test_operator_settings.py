@@ -130,3 +130,15 @@ def test_metrics_auth_flag_wins_over_the_environment(monkeypatch):
     monkeypatch.delenv("PACKHOUSE_METRICS_AUTH")
     assert build_settings({"metrics_auth": None}).metrics_login_required is True
     assert build_settings({"metrics_auth": False}).metrics_login_required is False
+
+
+@pytest.mark.parametrize("realm", ["x\r\nSet-Cookie: z=1", "tab\there", 'say "hi"', "back\\slash", "caf\u00e9", "\x00"])
+def test_a_realm_that_cannot_be_sent_in_a_header_is_refused(realm):
+    with pytest.raises(ValidationError, match="use printable ASCII characters, without"):
+        Settings(realm=realm)
+
+
+def test_an_empty_realm_is_refused_and_printable_ones_pass():
+    with pytest.raises(ValidationError, match="cannot be empty"):
+        Settings(realm="")
+    assert Settings(realm="Packhouse (ops) <team@example.com>").realm == "Packhouse (ops) <team@example.com>"
