@@ -217,6 +217,15 @@ def test_a_realm_that_would_break_the_auth_header_stops_the_start(tmp_path):
     assert not data.exists()
 
 
+def test_a_config_file_that_is_not_utf8_or_not_a_table_is_one_line(tmp_path):
+    config = tmp_path / "packhouse.toml"
+    config.write_bytes(b"port = 9000\n\xff = 1\n")
+    assert_refused(serve(tmp_path, "--config", str(config)), f"config file {config} is not UTF-8 text")
+    config.write_text("packhouse = 5\n")
+    proc = packhouse("check", home=tmp_path, env={"PACKHOUSE_CONFIG": str(config)})
+    assert_refused(proc, f"config file {config}: 'packhouse' is not a table")
+
+
 # F3, F4 and F11: the passwords file -----------------------------------------------------------------
 
 
