@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -116,7 +117,11 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace, action: str) -> int:
+    from app.commands._server import fail
     from app.services.manage import ManageService
+
+    if problem := _not_utf8(args):
+        return fail(problem)
 
     async def work(sessions: object, storage: object) -> int:
         manage = ManageService(sessions, storage)  # type: ignore[arg-type]
@@ -132,6 +137,22 @@ def _change(args: argparse.Namespace, action: str) -> int:
         return 0
 
     return _guarded(lambda: _run(args, work))
+
+
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """Python hands bytes that are not UTF-8 in argv over as lone surrogates, which the database
+    cannot store: say which argument, with its bytes, instead of a UnicodeEncodeError."""
+    for name, what in (("project", "project name"), ("version", "version"), ("filename", "--file"),
+                       ("reason", "--reason"), ("actor", "--actor")):  # fmt: skip
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+            return f"the {what} '{shown}' is not valid UTF-8 (check the encoding of the terminal or script)"
+    return None
 
 
 def _actor(args: argparse.Namespace) -> str:

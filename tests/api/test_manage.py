@@ -356,6 +356,26 @@ def test_cli_refuses_an_actor_the_journal_cannot_record(loaded, tmp_path):
     assert fingerprint(tmp_path) == before
 
 
+def test_cli_refuses_arguments_that_are_not_utf8(loaded, tmp_path):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (os.fsdecode), which the database
+    cannot store: one line naming the argument, exit status 2, nothing changed."""
+    data = tmp_path / "data"
+    bad = os.fsdecode(b"x\xffy")
+    hint = "(check the encoding of the terminal or script)"
+    before = fingerprint(tmp_path)
+    for command, what in (
+        (["yank", bad], "project name"),
+        (["yank", "demo", "2.0", "--reason", bad], "--reason"),
+        (["unyank", "demo", bad], "version"),
+        (["delete", "demo", "--file", bad], "--file"),
+        (["yank", "demo", "2.0", "--actor", bad], "--actor"),
+    ):
+        r = cli(*command, data_dir=data)
+        assert r.returncode == 2, (command, r.stderr)
+        assert r.stderr == f"packhouse: error: the {what} 'x\\xffy' is not valid UTF-8 {hint}\n"
+    assert fingerprint(tmp_path) == before
+
+
 def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     data = tmp_path / "data"
     files = data / "files"
