@@ -145,6 +145,14 @@ class Settings(BaseSettings):
         False, description="Behind Apache (mod_xsendfile) or lighttpd: answer downloads with X-Sendfile."
     )
 
+    @field_validator("data_dir", "files_dir", "packages_dir", mode="before")
+    @classmethod
+    def _check_not_empty(cls, value: object) -> object:
+        # Path("") is the current folder: an unset variable in a script must not put the data there.
+        if isinstance(value, str) and not value:
+            raise ValueError("an empty path; give a folder (or leave the setting out for its default)")
+        return value
+
     @field_validator("realm")
     @classmethod
     def _check_realm(cls, realm: str) -> str:

@@ -226,6 +226,20 @@ def test_a_config_file_that_is_not_utf8_or_not_a_table_is_one_line(tmp_path):
     assert_refused(proc, f"config file {config}: 'packhouse' is not a table")
 
 
+def test_empty_paths_are_refused_not_taken_for_the_current_folder(tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {"PYTHONPATH": str(ROOT)}
+    for name in ("DATA_DIR", "FILES_DIR", "PACKAGES_DIR"):
+        proc = serve(tmp_path, cwd=cwd, env={**env, f"PACKHOUSE_{name}": ""})
+        assert_refused(proc, f"PACKHOUSE_{name}: an empty path; give a folder")
+    proc = packhouse("run", "-p", str(free_port()), "", home=tmp_path / "home", cwd=cwd, env=env)
+    assert_refused(proc, "an empty PACKAGES_DIR ('')")
+    proc = packhouse("check", "--data-dir", "", home=tmp_path / "home", cwd=cwd, env=env)
+    assert_refused(proc, "data_dir: an empty path")
+    assert list(cwd.iterdir()) == []  # no database, files or .packhouse folder made here
+
+
 # F3, F4 and F11: the passwords file -----------------------------------------------------------------
 
 

@@ -142,3 +142,20 @@ def test_an_empty_realm_is_refused_and_printable_ones_pass():
     with pytest.raises(ValidationError, match="cannot be empty"):
         Settings(realm="")
     assert Settings(realm="Packhouse (ops) <team@example.com>").realm == "Packhouse (ops) <team@example.com>"
+
+
+@pytest.mark.parametrize("name", ["data_dir", "files_dir", "packages_dir"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(name, monkeypatch):
+    with pytest.raises(ValidationError, match="an empty path; give a folder"):
+        Settings(**{name: ""})
+    monkeypatch.setenv(f"PACKHOUSE_{name.upper()}", "")  # an unset variable in a compose file or script
+    with pytest.raises(ValidationError, match="an empty path; give a folder"):
+        Settings()
+    monkeypatch.setenv(f"PACKHOUSE_{name.upper()}", ".")  # the current folder, when asked for
+    assert str(getattr(Settings(), name)) == "."
+
+
+@pytest.mark.parametrize("argv", [[""], ["/srv/packages", ""], ["-p", "8080", ""]])
+def test_run_refuses_an_empty_package_folder(argv):
+    with pytest.raises(run_cmd._UsageError, match=r"an empty PACKAGES_DIR \(''\)"):
+        run_cmd.parse(argv)
