@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import math
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,18 @@ T = TypeVar("T")
 # check --grace: far longer than an upload waits between storing its bytes and committing its row
 # (SQLite's busy timeout is 60 s).
 DEFAULT_GRACE = 900.0
+
+
+def _grace(text: str) -> float:
+    """A finite number of seconds, 0 or more: ``nan`` compares false with every age, so it would
+    remove orphans at once (an upload in flight among them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -54,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _common(p)
     p.add_argument("--repair", action="store_true", help="remove orphan blobs and mark broken rows (yank)")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+    p.add_argument("--grace", type=_grace, default=DEFAULT_GRACE, metavar="SECONDS",
                    help="remove only orphans stored at least this long ago: younger ones may belong to "
                    f"an upload in flight (default {DEFAULT_GRACE:g})")  # fmt: skip
     p.set_defaults(func=check)

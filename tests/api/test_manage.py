@@ -425,6 +425,22 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     assert [e[2] for e in db_rows(data / "packhouse.db", "events") if e[2] == "check-broken"]
 
 
+def test_check_grace_must_be_a_finite_number_of_seconds(loaded, tmp_path):
+    """'nan' compares false with every age: a young orphan (maybe an upload about to commit its
+    row) would be removed at once."""
+    data = tmp_path / "data"
+    orphan = data / "files" / "ab" / "cd" / "orphan.whl"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"an upload in flight")
+    for grace in ("nan", "-5", "inf", "soon"):
+        r = cli("check", "--repair", "--grace", grace, data_dir=data)
+        assert r.returncode == 2, r.stdout
+        assert f"argument --grace: '{grace}' is not a number of seconds, 0 or more" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and orphan.exists()
+    r = cli("check", "--repair", "--grace", "0", data_dir=data)
+    assert r.returncode == 0 and not orphan.exists()
+
+
 def test_check_stops_advertising_metadata_that_nothing_can_rebuild(loaded, tmp_path):
     """The wheel and its metadata file both gone: the row is yanked and its metadata no longer
     advertised (pip and uv would otherwise fetch a 404 on every resolve)."""
