@@ -197,6 +197,8 @@ def test_messages_name_the_variable_and_drop_pydantics_prefix(tmp_path):
     assert_refused(proc, "max_upload_size: not a size: 'abc'")  # the flag's value, which wins
     proc = serve(tmp_path, "--data-dir", data, "-a", "update")
     assert_refused(proc, "packhouse: error: --authenticate update needs a passwords file")
+    proc = serve(tmp_path, "--data-dir", data, env={"PACKHOUSE_MAX_HEADER_SIZE": "1"})  # every request: 431
+    assert_refused(proc, "PACKHOUSE_MAX_HEADER_SIZE: 1 bytes is below the minimum of 1K")
     config = tmp_path / "packhouse.toml"
     config.write_text('max_upload_size = "lots"\n')
     assert_refused(serve(tmp_path, "--config", str(config)), f"max_upload_size (in {config}): not a size: 'lots'")

@@ -159,3 +159,10 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(name, monkeyp
 def test_run_refuses_an_empty_package_folder(argv):
     with pytest.raises(run_cmd._UsageError, match=r"an empty PACKAGES_DIR \(''\)"):
         run_cmd.parse(argv)
+
+
+@pytest.mark.parametrize("size", ["1", "0", "1023", "1000b"])
+def test_a_header_size_too_small_for_any_request_is_refused(size):
+    with pytest.raises(ValidationError, match="below the minimum of 1K: ordinary requests would be refused"):
+        Settings(max_header_size=size)
+    assert Settings(max_header_size="1K").max_header_size == 1024
