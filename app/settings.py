@@ -35,6 +35,7 @@ def parse_size(value: object) -> int:
 
 
 ByteSize = Annotated[int, BeforeValidator(parse_size)]
+MIN_HEADER_SIZE = 1024
 # uvicorn's levels (uvicorn.config.LOG_LEVELS), in any case: --log-level DEBUG works too.
 _LogLevelName = Literal["critical", "error", "warning", "info", "debug", "trace"]
 LOG_LEVELS: tuple[str, ...] = get_args(_LogLevelName)
@@ -93,7 +94,7 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Seconds an upload may stall without sending data before it is dropped."
     )
     max_header_size: ByteSize = Field(
-        64 * 1024, gt=0, description="Largest request head (request line + headers); larger gets 431."
+        64 * 1024, description="Largest request head (request line + headers); larger gets 431."
     )
     header_timeout: float = Field(
         10.0,
@@ -145,6 +146,39 @@ class Settings(BaseSettings):
     x_sendfile: bool = Field(
         False, description="Behind Apache (mod_xsendfile) or lighttpd: answer downloads with X-Sendfile."
     )
+
+    @field_validator("data_dir", "files_dir", "packages_dir", mode="before")
+    @classmethod
+    def _check_not_empty(cls, value: object) -> object:
+        # Path("") is the current folder: an unset variable in a script must not put the data there.
+        if isinstance(value, str) and not value:
+            raise ValueError("an empty path; give a folder (or leave the setting out for its default)")
+        return value
+
+    @field_validator("max_header_size")
+    @classmethod
+    def _check_max_header_size(cls, size: int) -> int:
+        # The head of an ordinary pip or twine request (with Authorization) takes a few hundred bytes.
+        if size < MIN_HEADER_SIZE:
+            raise ValueError(
+                f"{size} bytes is below the minimum of 1K: ordinary requests would be refused with 431 "
+                "(the default is 64K)"
+            )
+        return size
+
+    @field_validator("realm")
+    @classmethod
+    def _check_realm(cls, realm: str) -> str:
+        # RFC 9110 11.5: the realm is a quoted-string in WWW-Authenticate. CR/LF would split the
+        # header (and the server refuses to send it: every 401 would be an empty reply).
+        if not realm:
+            raise ValueError("cannot be empty: it names the login in browsers and clients (default: packhouse)")
+        if not all(" " <= c <= "~" and c not in '"\\' for c in realm):
+            raise ValueError(
+                f"{realm!r}: the realm is sent in the WWW-Authenticate header; use printable ASCII "
+                "characters, without '\"' or '\\' (default: packhouse)"
+            )
+        return realm
 
     @field_validator("database_url")
     @classmethod

@@ -258,7 +258,8 @@ class HtpasswdAuthenticator:
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp:
             try:
-                text = self.path.read_text("utf-8", errors="replace")
+                # utf-8-sig: a BOM (Notepad writes one) must not become part of the first user's name.
+                text = self.path.read_text("utf-8-sig", errors="replace")
             except OSError as exc:  # unreadable (mode, a directory, ...), or replaced meanwhile
                 self._cannot_read(exc)
                 return
@@ -302,15 +303,32 @@ class HtpasswdAuthenticator:
         return ok
 
 
+def username_problem(username: str) -> str | None:
+    """Why ``username`` cannot be written as an htpasswd line that reads back as that user (None: it can)."""
+    if not username:
+        return "it is empty"
+    if username.startswith("#"):
+        return "a line that starts with '#' is a comment"
+    if ":" in username:
+        return "':' separates the name from the hash"
+    try:
+        username.encode("utf-8")
+    except UnicodeEncodeError:
+        return "it is not valid UTF-8"
+    if any(c.isspace() or not c.isprintable() for c in username):
+        return "it contains a space or a control character"
+    return None
+
+
 def edit_htpasswd(path: Path, username: str, hashed: str | None) -> bool:
     """Set (``hashed``) or remove (``None``) one user's line, atomically: the new file is written
     beside the old one and renamed over it, so a running server never reads half a file (and sees
     the change by its mtime). Other lines, comments and hash formats are kept. The file is created
     if missing. Returns whether the user existed before."""
-    if not username or ":" in username or any(c.isspace() for c in username):
-        raise ValueError(f"invalid user name {username!r} (no ':' or spaces)")
+    if problem := username_problem(username):
+        raise ValueError(f"invalid user name {username!r}: {problem}")
     try:
-        lines = path.read_text("utf-8").splitlines()
+        lines = path.read_text("utf-8-sig").splitlines()
         mode = path.stat().st_mode & 0o777
     except FileNotFoundError:
         lines, mode = [], 0o640

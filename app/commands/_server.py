@@ -37,12 +37,21 @@ def read_config(path: str | None) -> dict[str, Any]:
     if not path:
         return {}
     try:
-        data = tomllib.loads(Path(path).read_text("utf-8"))
+        data = tomllib.loads(Path(path).read_text("utf-8-sig"))  # a BOM, as some Windows editors write
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start}): TOML files are UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     data = data.get("packhouse", data)
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path}: 'packhouse' is not a table; write the settings under a [packhouse] "
+            "header, or at the top level"
+        )
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 

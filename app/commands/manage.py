@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import math
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -24,6 +26,18 @@ T = TypeVar("T")
 # check --grace: far longer than an upload waits between storing its bytes and committing its row
 # (SQLite's busy timeout is 60 s).
 DEFAULT_GRACE = 900.0
+
+
+def _grace(text: str) -> float:
+    """A finite number of seconds, 0 or more: ``nan`` compares false with every age, so it would
+    remove orphans at once (an upload in flight among them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -53,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     _common(p)
     p.add_argument("--repair", action="store_true", help="remove orphan blobs and mark broken rows (yank)")
-    p.add_argument("--grace", type=float, default=DEFAULT_GRACE, metavar="SECONDS",
+    p.add_argument("--grace", type=_grace, default=DEFAULT_GRACE, metavar="SECONDS",
                    help="remove only orphans stored at least this long ago: younger ones may belong to "
                    f"an upload in flight (default {DEFAULT_GRACE:g})")  # fmt: skip
     p.set_defaults(func=check)
@@ -116,7 +130,11 @@ def check(args: argparse.Namespace) -> int:
 
 
 def _change(args: argparse.Namespace, action: str) -> int:
+    from app.commands._server import fail
     from app.services.manage import ManageService
+
+    if problem := _not_utf8(args):
+        return fail(problem)
 
     async def work(sessions: object, storage: object) -> int:
         manage = ManageService(sessions, storage)  # type: ignore[arg-type]
@@ -132,6 +150,22 @@ def _change(args: argparse.Namespace, action: str) -> int:
         return 0
 
     return _guarded(lambda: _run(args, work))
+
+
+def _not_utf8(args: argparse.Namespace) -> str | None:
+    """Python hands bytes that are not UTF-8 in argv over as lone surrogates, which the database
+    cannot store: say which argument, with its bytes, instead of a UnicodeEncodeError."""
+    for name, what in (("project", "project name"), ("version", "version"), ("filename", "--file"),
+                       ("reason", "--reason"), ("actor", "--actor")):  # fmt: skip
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(value).decode("utf-8", "backslashreplace")
+            return f"the {what} '{shown}' is not valid UTF-8 (check the encoding of the terminal or script)"
+    return None
 
 
 def _actor(args: argparse.Namespace) -> str:

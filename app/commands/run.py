@@ -138,6 +138,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             f"unknown option(s) {' '.join(unknown)}: not a pypiserver 'run' flag that Packhouse knows "
             "(see 'packhouse run --help')"
         )
+    if "" in args.packages_dirs:  # Path("") is the current folder: most likely an unset variable
+        raise _UsageError("an empty PACKAGES_DIR (''): give the package folder")
     warnings = [
         f"pypiserver's {flag} is ignored: {why}"
         for flag, why in IGNORED.items()

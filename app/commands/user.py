@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from app.auth.htpasswd import edit_htpasswd, hash_password, htpasswd_entries
+from app.auth.htpasswd import edit_htpasswd, hash_password, htpasswd_entries, username_problem
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -36,7 +36,7 @@ def _passwords_file(args: argparse.Namespace) -> Path:
 def _entries(path: Path) -> dict[str, str | None]:
     """Every user of the file, with why their hash cannot log in (None: it can). Lines that are
     not 'user:hash' are left out; the other lines (unsupported hashes too) can be changed here."""
-    text = path.read_text("utf-8", errors="replace") if path.exists() else ""
+    text = path.read_text("utf-8-sig", errors="replace") if path.exists() else ""
     return {user: problem for _n, user, hashed, problem in htpasswd_entries(text) if hashed is not None}
 
 
@@ -63,6 +63,8 @@ def handle(args: argparse.Namespace) -> int:
                 else:
                     print(name)
             return 0
+        if args.user_command == "add" and (problem := username_problem(args.name)):
+            raise ValueError(f"invalid user name {args.name!r}: {problem}")
         if args.user_command == "add" and args.name in users:
             raise ValueError(f"user {args.name!r} already exists in {path}; use 'packhouse user passwd' to change it")
         if args.user_command == "add" and (too_long := _too_long(args.name)):

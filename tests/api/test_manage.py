@@ -356,6 +356,26 @@ def test_cli_refuses_an_actor_the_journal_cannot_record(loaded, tmp_path):
     assert fingerprint(tmp_path) == before
 
 
+def test_cli_refuses_arguments_that_are_not_utf8(loaded, tmp_path):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (os.fsdecode), which the database
+    cannot store: one line naming the argument, exit status 2, nothing changed."""
+    data = tmp_path / "data"
+    bad = os.fsdecode(b"x\xffy")
+    hint = "(check the encoding of the terminal or script)"
+    before = fingerprint(tmp_path)
+    for command, what in (
+        (["yank", bad], "project name"),
+        (["yank", "demo", "2.0", "--reason", bad], "--reason"),
+        (["unyank", "demo", bad], "version"),
+        (["delete", "demo", "--file", bad], "--file"),
+        (["yank", "demo", "2.0", "--actor", bad], "--actor"),
+    ):
+        r = cli(*command, data_dir=data)
+        assert r.returncode == 2, (command, r.stderr)
+        assert r.stderr == f"packhouse: error: the {what} 'x\\xffy' is not valid UTF-8 {hint}\n"
+    assert fingerprint(tmp_path) == before
+
+
 def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     data = tmp_path / "data"
     files = data / "files"
@@ -403,6 +423,22 @@ def test_check_finds_and_repairs_every_kind_of_problem(loaded, tmp_path):
     r = cli("check", data_dir=data)
     assert r.returncode == 0 and "0 unrepaired" in r.stdout
     assert [e[2] for e in db_rows(data / "packhouse.db", "events") if e[2] == "check-broken"]
+
+
+def test_check_grace_must_be_a_finite_number_of_seconds(loaded, tmp_path):
+    """'nan' compares false with every age: a young orphan (maybe an upload about to commit its
+    row) would be removed at once."""
+    data = tmp_path / "data"
+    orphan = data / "files" / "ab" / "cd" / "orphan.whl"
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"an upload in flight")
+    for grace in ("nan", "-5", "inf", "soon"):
+        r = cli("check", "--repair", "--grace", grace, data_dir=data)
+        assert r.returncode == 2, r.stdout
+        assert f"argument --grace: '{grace}' is not a number of seconds, 0 or more" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and orphan.exists()
+    r = cli("check", "--repair", "--grace", "0", data_dir=data)
+    assert r.returncode == 0 and not orphan.exists()
 
 
 def test_check_stops_advertising_metadata_that_nothing_can_rebuild(loaded, tmp_path):

@@ -133,6 +133,20 @@ def test_settings_precedence_flags_env_toml(tmp_path, monkeypatch):
         build_settings({})
 
 
+def test_config_files_that_are_not_utf8_or_not_a_table_are_one_line_errors(tmp_path, monkeypatch):
+    config = tmp_path / "packhouse.toml"
+    monkeypatch.setenv("PACKHOUSE_CONFIG", str(config))
+    config.write_bytes(b"\xef\xbb\xbfport = 9001\n")  # a BOM, as Notepad writes it, is fine
+    assert build_settings({}).port == 9001
+    config.write_bytes(b'host = "caf\xe9"\n')  # Latin-1
+    with pytest.raises(ConfigError, match=f"config file {config} is not UTF-8 text"):
+        build_settings({})
+    for text in ("packhouse = 5\n", 'packhouse = "x"\n', "packhouse = [1]\n"):
+        config.write_text(text)
+        with pytest.raises(ConfigError, match=f"config file {config}: 'packhouse' is not a table"):
+            build_settings({})
+
+
 def test_run_defaults_yield_to_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("PACKHOUSE_PACKAGES_DIR", str(tmp_path / "from-env"))
     settings = build_settings({"packages_dir": None}, defaults={"host": "0.0.0.0", "packages_dir": "~/x"})

@@ -197,12 +197,49 @@ def test_messages_name_the_variable_and_drop_pydantics_prefix(tmp_path):
     assert_refused(proc, "max_upload_size: not a size: 'abc'")  # the flag's value, which wins
     proc = serve(tmp_path, "--data-dir", data, "-a", "update")
     assert_refused(proc, "packhouse: error: --authenticate update needs a passwords file")
+    proc = serve(tmp_path, "--data-dir", data, env={"PACKHOUSE_MAX_HEADER_SIZE": "1"})  # every request: 431
+    assert_refused(proc, "PACKHOUSE_MAX_HEADER_SIZE: 1 bytes is below the minimum of 1K")
     config = tmp_path / "packhouse.toml"
     config.write_text('max_upload_size = "lots"\n')
     assert_refused(serve(tmp_path, "--config", str(config)), f"max_upload_size (in {config}): not a size: 'lots'")
     assert_refused(serve(tmp_path, "--data-dir", data, "--storage", "s3://"), "storage 's3://': use s3://BUCKET/PREFIX")
     for proc in (serve(tmp_path, "--data-dir", data, "-a", "update"), serve(tmp_path, "--config", str(config))):
         assert "Value error" not in proc.stderr
+
+
+def test_a_realm_that_would_break_the_auth_header_stops_the_start(tmp_path):
+    passwords = tmp_path / "htpasswd"
+    passwords.write_text("")
+    data = tmp_path / "data"
+    realm = "x\r\nSet-Cookie: z=1"
+    proc = serve(tmp_path, "--data-dir", str(data), "-P", str(passwords), "-a", "list", "--realm", realm)
+    assert_refused(proc, "realm: 'x\\r\\nSet-Cookie: z=1': the realm is sent in the WWW-Authenticate header")
+    proc = serve(tmp_path, "--data-dir", str(data), env={"PACKHOUSE_REALM": ""})
+    assert_refused(proc, "PACKHOUSE_REALM: cannot be empty")
+    assert not data.exists()
+
+
+def test_a_config_file_that_is_not_utf8_or_not_a_table_is_one_line(tmp_path):
+    config = tmp_path / "packhouse.toml"
+    config.write_bytes(b"port = 9000\n\xff = 1\n")
+    assert_refused(serve(tmp_path, "--config", str(config)), f"config file {config} is not UTF-8 text")
+    config.write_text("packhouse = 5\n")
+    proc = packhouse("check", home=tmp_path, env={"PACKHOUSE_CONFIG": str(config)})
+    assert_refused(proc, f"config file {config}: 'packhouse' is not a table")
+
+
+def test_empty_paths_are_refused_not_taken_for_the_current_folder(tmp_path):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {"PYTHONPATH": str(ROOT)}
+    for name in ("DATA_DIR", "FILES_DIR", "PACKAGES_DIR"):
+        proc = serve(tmp_path, cwd=cwd, env={**env, f"PACKHOUSE_{name}": ""})
+        assert_refused(proc, f"PACKHOUSE_{name}: an empty path; give a folder")
+    proc = packhouse("run", "-p", str(free_port()), "", home=tmp_path / "home", cwd=cwd, env=env)
+    assert_refused(proc, "an empty PACKAGES_DIR ('')")
+    proc = packhouse("check", "--data-dir", "", home=tmp_path / "home", cwd=cwd, env=env)
+    assert_refused(proc, "data_dir: an empty path")
+    assert list(cwd.iterdir()) == []  # no database, files or .packhouse folder made here
 
 
 # F3, F4 and F11: the passwords file -----------------------------------------------------------------

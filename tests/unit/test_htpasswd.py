@@ -2,7 +2,14 @@ import subprocess
 
 import pytest
 
-from app.auth.htpasswd import HtpasswdAuthenticator, apr1_crypt, hash_password, parse_htpasswd, verify_hash
+from app.auth.htpasswd import (
+    HtpasswdAuthenticator,
+    apr1_crypt,
+    edit_htpasswd,
+    hash_password,
+    parse_htpasswd,
+    verify_hash,
+)
 from tests.support.htpasswd import FORMATS, htpasswd_bin, write_htpasswd
 
 
@@ -56,3 +63,23 @@ async def test_file_is_reread_when_it_changes(tmp_path):
     path.write_text("")  # user removed: cached successes are dropped with the old file
     assert not await auth.verify("sam", "sha1 pw 2")
     assert not await auth.verify("nobody", "x")
+
+
+@pytest.mark.anyio
+async def test_a_byte_order_mark_is_not_part_of_the_first_users_name(tmp_path):
+    """Notepad saves UTF-8 with a BOM: the first user must still log in, and an edit must find them."""
+    path = tmp_path / "h"
+    path.write_bytes(b"\xef\xbb\xbf" + f"ann:{hash_password('pw-ann')}\nbob:{hash_password('pw-bob')}\n".encode())
+    auth = HtpasswdAuthenticator(path)
+    assert auth.usernames == ["ann", "bob"]
+    assert await auth.verify("ann", "pw-ann")
+    assert edit_htpasswd(path, "ann", hash_password("new")) is True  # replaced, not added again
+    assert list(parse_htpasswd(path.read_text())) == ["ann", "bob"]
+
+
+@pytest.mark.parametrize("name", ["#c", "# c", "", "a:b", "a b", "a\tb", "a\x7fb", "a\x1bb"])
+def test_names_that_would_not_read_back_as_that_user_are_refused(tmp_path, name):
+    path = tmp_path / "h"
+    with pytest.raises(ValueError, match="invalid user name"):
+        edit_htpasswd(path, name, hash_password("pw"))
+    assert not path.exists()

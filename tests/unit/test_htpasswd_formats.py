@@ -182,3 +182,22 @@ def test_user_add_refuses_a_name_longer_than_the_journal_records(tmp_path):
     listed = _user(tmp_path, "list", "-P", str(path)).stdout.splitlines()
     assert listed == ["u" * 200, f"{'v' * 201}\t(cannot upload, yank or delete: the user name is 201 characters long, "
                       "and the journal records at most 200)"]  # fmt: skip
+
+
+def test_user_add_refuses_a_name_that_would_be_a_comment_or_not_one_user(tmp_path):
+    """'#c' would be written as a comment line: reported as added, but nobody could log in as it."""
+    path = tmp_path / "u.txt"
+    for name in ("#c", "a b", "a:b", "a\x1bb"):
+        refused = _user(tmp_path, "add", name, "-P", str(path), "--password-stdin", stdin="pw\n")
+        assert refused.returncode == 1, refused.stderr
+        assert refused.stderr.startswith(f"packhouse user: error: invalid user name {name!r}: "), refused.stderr
+        assert "added" not in refused.stderr
+    assert "a line that starts with '#' is a comment" in _user(tmp_path, "add", "#c", "-P", str(path)).stderr
+    assert not path.exists()
+
+
+def test_user_list_of_a_file_with_a_byte_order_mark(tmp_path):
+    path = tmp_path / "u.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + f"ann:{hash_password('pw')}\n".encode())
+    listed = _user(tmp_path, "list", "-P", str(path))
+    assert listed.stdout == "ann\n", listed.stderr

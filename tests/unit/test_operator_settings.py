@@ -130,3 +130,39 @@ def test_metrics_auth_flag_wins_over_the_environment(monkeypatch):
     monkeypatch.delenv("PACKHOUSE_METRICS_AUTH")
     assert build_settings({"metrics_auth": None}).metrics_login_required is True
     assert build_settings({"metrics_auth": False}).metrics_login_required is False
+
+
+@pytest.mark.parametrize("realm", ["x\r\nSet-Cookie: z=1", "tab\there", 'say "hi"', "back\\slash", "caf\u00e9", "\x00"])
+def test_a_realm_that_cannot_be_sent_in_a_header_is_refused(realm):
+    with pytest.raises(ValidationError, match="use printable ASCII characters, without"):
+        Settings(realm=realm)
+
+
+def test_an_empty_realm_is_refused_and_printable_ones_pass():
+    with pytest.raises(ValidationError, match="cannot be empty"):
+        Settings(realm="")
+    assert Settings(realm="Packhouse (ops) <team@example.com>").realm == "Packhouse (ops) <team@example.com>"
+
+
+@pytest.mark.parametrize("name", ["data_dir", "files_dir", "packages_dir"])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(name, monkeypatch):
+    with pytest.raises(ValidationError, match="an empty path; give a folder"):
+        Settings(**{name: ""})
+    monkeypatch.setenv(f"PACKHOUSE_{name.upper()}", "")  # an unset variable in a compose file or script
+    with pytest.raises(ValidationError, match="an empty path; give a folder"):
+        Settings()
+    monkeypatch.setenv(f"PACKHOUSE_{name.upper()}", ".")  # the current folder, when asked for
+    assert str(getattr(Settings(), name)) == "."
+
+
+@pytest.mark.parametrize("argv", [[""], ["/srv/packages", ""], ["-p", "8080", ""]])
+def test_run_refuses_an_empty_package_folder(argv):
+    with pytest.raises(run_cmd._UsageError, match=r"an empty PACKAGES_DIR \(''\)"):
+        run_cmd.parse(argv)
+
+
+@pytest.mark.parametrize("size", ["1", "0", "1023", "1000b"])
+def test_a_header_size_too_small_for_any_request_is_refused(size):
+    with pytest.raises(ValidationError, match="below the minimum of 1K: ordinary requests would be refused"):
+        Settings(max_header_size=size)
+    assert Settings(max_header_size="1K").max_header_size == 1024
