@@ -18,6 +18,7 @@ from tests.conftest import ROOT, basic
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
 from tests.support.integrity import db_rows, fingerprint
+from tests.support.readonly import immutable
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 W1, W2, S2 = "demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl", "demo-2.0.tar.gz"
@@ -267,6 +268,36 @@ def test_management_errors_are_problems_and_change_nothing(loaded, tmp_path, met
     assert r.headers["content-type"] == "application/problem+json"
     assert text in r.json()["detail"]
     assert fingerprint(tmp_path) == before
+
+
+@pytest.mark.sqlite_only  # a SQLite file made read-only
+def test_a_database_that_became_read_only_answers_503_and_changes_nothing(make_client, dists, tmp_path, monkeypatch):
+    """The database file became read-only after the server started (the start refuses one: see
+    tests/e2e/test_operator_errors.py). Every change then answers 503 saying so, not 500."""
+    client = make_client()
+    assert post(client, dists / W1).status_code == 200
+    client.__exit__(None, None, None)
+    # As if it became read-only after the start's check: the server's connections open it read-only.
+    monkeypatch.setattr("app.main.sqlite_write_problem", lambda engine: _no_problem(), raising=False)
+    with immutable(tmp_path / "data" / "packhouse.db"):
+        client = make_client()
+        before = fingerprint(tmp_path)
+        answers = [
+            post(client, dists / W2),
+            client.post("/api/projects/demo/releases/1.0/yank", json={"reason": "broken"}),
+            client.delete(f"/api/projects/demo/files/{W1}"),
+            client.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"}),
+        ]
+        for r in answers:
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json" and r.headers["retry-after"]
+            assert "The server's database is read-only: nothing was changed" in r.json()["detail"], r.text
+        assert fingerprint(tmp_path) == before
+        assert [f["filename"] for f in page(client)["files"]] == [W1] and not yanked(client)[W1]
+
+
+async def _no_problem() -> None:
+    return None
 
 
 def test_yank_reason_too_long_is_rejected(loaded, tmp_path):
