@@ -90,3 +90,10 @@ class StorageFullError(StorageUnavailableError):
     was kept. The operator must free space (507 Insufficient Storage)."""
 
     title = "Insufficient storage"
+
+
+class ReadOnlyDatabaseError(StorageUnavailableError):
+    """The SQLite database file (or the folder holding it) became read-only while the server ran:
+    nothing was changed. The operator must make it writable again (503: the server's fault)."""
+
+    title = "Database read-only"

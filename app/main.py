@@ -28,7 +28,7 @@ from app.api.head import HeadAsGet
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
-from app.db.engine import build_engine, build_sessionmaker, sqlite_path
+from app.db.engine import build_engine, build_sessionmaker, sqlite_path, sqlite_write_problem
 from app.db.migrate import upgrade_to_head
 from app.db.serials import SessionSerials, SqliteSerials
 from app.db.units import SessionUnits, SqliteUnits
@@ -53,6 +53,12 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     engine = build_engine(url)
     writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
     await upgrade_to_head(writer)
+    if sqlite_path(url) and (problem := await sqlite_write_problem(writer)):
+        # `packhouse serve` refuses it before this (app/commands/_server.py: open_database).
+        await writer.dispose()
+        if writer is not engine:
+            await engine.dispose()
+        raise RuntimeError(problem)
     storage, close_storage = await open_storage(settings)
     flat = isinstance(storage, FlatLocalStorage)
     if swept := storage.sweep_temporary():

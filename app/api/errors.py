@@ -25,6 +25,7 @@ from app.errors import (
     PackageIndexError,
     PermissionDeniedError,
     ProjectNotFoundError,
+    ReadOnlyDatabaseError,
     RequestTimeoutError,
     StorageFullError,
     StorageUnavailableError,
@@ -48,6 +49,7 @@ STATUS: dict[type[PackageIndexError], int] = {
     DigestMismatchError: 400,
     InvalidDistributionError: 400,
     StorageFullError: 507,
+    ReadOnlyDatabaseError: 503,  # + Retry-After
     StorageUnavailableError: 503,  # + Retry-After
 }
 PROBLEM = "application/problem+json"

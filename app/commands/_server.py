@@ -186,14 +186,16 @@ def reason(exc: BaseException) -> str:
 
 
 async def open_database(
-    url: str, *, must_exist: bool = False, hint: str = "pass --data-dir (or --database-url)"
+    url: str, *, must_exist: bool = False, hint: str = "pass --data-dir (or --database-url)", writable: bool = True
 ) -> AsyncEngine:
     """An engine on ``url`` with the schema brought to head. ``must_exist``: for the commands that
     act on an installation, which must not make an empty one where a typo points (a SQLite file is
-    not created, a PostgreSQL database needs Packhouse's tables). Raises ConfigError."""
+    not created, a PostgreSQL database needs Packhouse's tables). ``writable``: a SQLite file must
+    be writable (the server, and the commands that change something), else every change would
+    fail later. Raises ConfigError."""
     from sqlalchemy.engine import make_url
 
-    from app.db.engine import build_engine, database_url_problem, sqlite_path
+    from app.db.engine import build_engine, database_url_problem, sqlite_path, sqlite_write_problem
     from app.db.migrate import has_schema, upgrade_to_head
 
     if problem := database_url_problem(url):
@@ -210,6 +212,8 @@ async def open_database(
         if must_exist and path is None and not await has_schema(engine):
             raise ConfigError(f"no Packhouse database at {shown} (it has no Packhouse tables); {hint}")
         await upgrade_to_head(engine)
+        if path is not None and writable and (problem := await sqlite_write_problem(engine)):
+            raise ConfigError(problem)
     except ConfigError:
         await engine.dispose()
         raise

@@ -84,9 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=lambda a: _change(a, "delete"))
 
 
-def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]]) -> T:
-    """Open the database (which must exist; brought to the latest schema) and the storage exactly
-    as the server does (settings from flags > PACKHOUSE_* > --config), run ``work(sessions, storage)``."""
+def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]], *, writes: bool = True) -> T:
+    """Open the database (which must exist; brought to the latest schema; writable if the command
+    ``writes``) and the storage exactly as the server does (settings from flags > PACKHOUSE_* >
+    --config), run ``work(sessions, storage)``."""
     from app.commands._server import build_settings, open_database, open_storage
     from app.db.engine import build_sessionmaker
 
@@ -95,7 +96,7 @@ def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]
 
     async def main() -> T:
         hint = "pass --packages-dir" if settings.packages_dir else "pass --data-dir (or --database-url)"
-        engine = await open_database(settings.effective_database_url, must_exist=True, hint=hint)
+        engine = await open_database(settings.effective_database_url, must_exist=True, hint=hint, writable=writes)
         try:
             storage, close_storage = await open_storage(settings, check=True)
             try:
@@ -126,7 +127,7 @@ def check(args: argparse.Namespace) -> int:
             print("run 'packhouse check --repair' to remove orphans and yank broken files", file=sys.stderr)
         return 1 if left else 0
 
-    return _guarded(lambda: _run(args, work))
+    return _guarded(lambda: _run(args, work, writes=args.repair))  # a check alone only reads
 
 
 def _change(args: argparse.Namespace, action: str) -> int:

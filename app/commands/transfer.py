@@ -196,8 +196,9 @@ async def transfer(args: argparse.Namespace, out: TextIO) -> int:
             raise TransferError("source and destination are the same database")
         # The source must be an installation (a typo must not copy an empty one it just made).
         source_db = await open_database(
-            args.from_database_url, must_exist=True, hint="pass --from-data-dir (or --from-database-url)"
-        )
+            args.from_database_url, must_exist=True, hint="pass --from-data-dir (or --from-database-url)",
+            writable=False,  # only read
+        )  # fmt: skip
         dest_db = await open_database(args.to_database_url)
         if str(source_db.url) == str(dest_db.url):
             raise TransferError("source and destination are the same database")

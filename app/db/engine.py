@@ -9,15 +9,20 @@ never queue behind writers (WAL lets them run concurrently).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from app.errors import ReadOnlyDatabaseError
+
+log = logging.getLogger("packhouse.db")
 
 # Packhouse runs on SQLAlchemy's asyncio extension: these drivers, nothing else.
 _ASYNC_DRIVERS = {"sqlite": ("aiosqlite",), "postgresql": ("asyncpg", "psycopg", "psycopg_async")}
@@ -87,6 +92,51 @@ def build_sync_engine(url: str, *, immediate: bool = False) -> Engine:
     return engine
 
 
+def is_readonly_error(exc: BaseException) -> bool:
+    """SQLite's "attempt to write a readonly database" (SQLITE_READONLY and its extended codes),
+    raised as it is or wrapped by SQLAlchemy."""
+    orig = getattr(exc, "orig", None) or exc
+    return isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+
+
+def readonly_error(path: str | None) -> ReadOnlyDatabaseError:
+    """What a client is told when a write finds the database read-only (the log names the file)."""
+    log.error(
+        "the database %s is read-only: every change fails until it is writable again (its file, "
+        "and the folder holding it: chattr -i, chmod, or a read-only mount)", path or "(in memory)",
+    )  # fmt: skip
+    return ReadOnlyDatabaseError(
+        "The server's database is read-only: nothing was changed. Ask the server's operator to make "
+        "it writable, then try again."
+    )
+
+
+async def sqlite_write_problem(engine: AsyncEngine) -> str | None:
+    """Why the SQLite database cannot be written (one line naming the file), or None. SQLite
+    opens a file it may not write (chattr +i, no write permission, a read-only mount) read-only
+    without a word, and even begins a write transaction on it: only a write fails. So one is
+    tried, and rolled back: setting ``user_version`` to the value it has.
+
+    Raises the driver's error for any other failure."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(**{_PROBE: True})
+            version = int((await conn.exec_driver_sql("PRAGMA user_version")).scalar_one())
+            await conn.exec_driver_sql(f"PRAGMA user_version = {version}")
+            await conn.rollback()
+    except Exception as exc:
+        if not is_readonly_error(exc):
+            raise
+        return (
+            f"cannot write to the database {engine.url.database}: it is read-only (is the file, or the "
+            "folder holding it, read-only? chattr -i, chmod, or a read-only mount)"
+        )
+    return None
+
+
+_PROBE = "packhouse_write_probe"  # sqlite_write_problem's statements: their errors are its own
+
+
 def _sqlite_events(engine: Engine, immediate: bool) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -101,6 +151,14 @@ def _sqlite_events(engine: Engine, immediate: bool) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    @event.listens_for(engine, "handle_error")
+    def _readonly(context: ExceptionContext) -> None:
+        # The file (or its folder) became read-only while the server ran: a 503 that says so,
+        # not a 500 (the start refuses a read-only database: app/commands/_server.py).
+        probe = context.connection is not None and context.connection.get_execution_options().get(_PROBE)
+        if not probe and is_readonly_error(context.original_exception):
+            raise readonly_error(engine.url.database) from context.original_exception
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

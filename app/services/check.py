@@ -19,7 +19,6 @@ minutes in the CLI) are removed, and each is re-checked against the database jus
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ from app.db import repo
 from app.db.models import File, Project
 from app.services.manage import check_actor
 from app.services.metadata import METADATA_SUFFIX, core_metadata, wheel_gives
+from app.services.stored import UnreadableFileError, stored_sha256
 from app.storage.base import Storage
 
 BROKEN_PREFIX = "packhouse check:"
@@ -121,6 +121,9 @@ class CheckService:
         actual = await self._sha256(row.storage_key)
         if actual is None:
             problems.append(Problem("missing", row.storage_key, row.filename, "stored bytes are missing"))
+        elif isinstance(actual, UnreadableFileError):
+            detail = f"the stored file cannot be read: it is {actual}"
+            problems.append(Problem("corrupt", row.storage_key, row.filename, detail))
         elif actual != row.sha256:
             problems.append(
                 Problem(
@@ -139,18 +142,22 @@ class CheckService:
                 if not await wheel_gives(self.storage, row.storage_key, row.filename, row.metadata_sha256):
                     detail = "PEP 658 metadata is missing, and the wheel does not give it"
                     problems.append(Problem("missing-metadata", key, row.filename, detail))
+            elif isinstance(meta, UnreadableFileError):
+                detail = f"the PEP 658 metadata file cannot be read: it is {meta}"
+                problems.append(Problem("corrupt-metadata", key, row.filename, detail))
             elif meta != row.metadata_sha256:
                 problems.append(Problem("corrupt-metadata", key, row.filename, f"PEP 658 metadata has sha256 {meta}"))
         return problems
 
-    async def _sha256(self, key: str) -> str | None:
-        digest = hashlib.sha256()
+    async def _sha256(self, key: str) -> str | UnreadableFileError | None:
+        """The stored bytes' sha256; None if missing; why not, if something else is there (a
+        directory, a FIFO, a symlink loop: put there by hand), never waiting on it."""
         try:
-            async for chunk in self.storage.open(key):
-                digest.update(chunk)
+            return await stored_sha256(self.storage, key)
         except FileNotFoundError:
             return None
-        return digest.hexdigest()
+        except UnreadableFileError as exc:
+            return exc
 
     async def _repair_row(self, row: File, problem: Problem, actor: str | None) -> Problem:
         if problem.kind.endswith("metadata") and row.metadata_sha256:
@@ -160,6 +167,11 @@ class CheckService:
                 await core_metadata(
                     self.storage, row.storage_key, row.filename, row.metadata_sha256, store_back=self.sessions
                 )
+                if await self._sha256(problem.key) not in (row.metadata_sha256, None):
+                    # What is there could not be replaced (a directory, a symlink out of the
+                    # store): downloads are served from the wheel, but it stays a problem.
+                    detail = f"{problem.detail}; it could not be replaced with the wheel's: remove it by hand"
+                    return Problem(problem.kind, problem.key, problem.filename, detail)
                 detail = f"{problem.detail}; rebuilt from the wheel"
                 return Problem(problem.kind, problem.key, problem.filename, detail, True)
         async with self.sessions() as session, session.begin():

@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import dists
 from app.db import repo
 from app.errors import InvalidDistributionError
+from app.services.stored import UnreadableFileError, read_stored
 from app.storage.base import LocalPath, Storage
 
 log = logging.getLogger("packhouse.metadata")
@@ -56,8 +57,11 @@ async def core_metadata(
     """
     key = storage_key + METADATA_SUFFIX
     try:
-        data = await storage.get_bytes(key)
+        data = await read_stored(storage, key)
     except FileNotFoundError:
+        data = None
+    except UnreadableFileError as exc:  # a directory, a FIFO, a symlink loop, ...: as if missing
+        log.warning("the PEP 658 metadata file of %s cannot be read (it is %s): built from the wheel", filename, exc)
         data = None
     if data is not None and sha256(data).hexdigest() == metadata_sha256:
         return data
@@ -89,7 +93,9 @@ async def _store_back(
     with anyio.CancelScope(shield=True):
         try:
             await storage.put_bytes(key, data)
-        except OSError as exc:  # a full or read-only disk: the bytes are served all the same
+        # A full or read-only disk, a directory in the way, a symlink that leads out of the store
+        # (ValueError) or loops (RuntimeError, from pathlib): the bytes are served all the same.
+        except (OSError, ValueError, RuntimeError) as exc:
             log.warning("could not store the PEP 658 metadata of %s: %s", filename, exc)
             return False
         async with sessions() as session:
@@ -126,6 +132,8 @@ async def _rebuild(storage: Storage, storage_key: str, filename: str) -> bytes |
                     async for chunk in storage.open(storage_key):
                         await anyio.to_thread.run_sync(fh.write, chunk)
                 meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
-    except (FileNotFoundError, InvalidDistributionError):
+    # Missing (or not a regular file: delivery) or damaged; or a symlink put there by hand that
+    # leads out of the store (ValueError) or loops (RuntimeError, from pathlib's resolve).
+    except (FileNotFoundError, ValueError, RuntimeError, InvalidDistributionError):
         return None
     return meta.raw

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +115,46 @@ class Storage(Protocol):
     def sweep_temporary(self) -> int:
         """Remove temporary files left by a crash; return how many."""
         ...
+
+
+class NotRegularFileError(OSError):
+    """Something other than a regular file (a directory, a FIFO, a device) is where a stored file
+    should be: put there by hand. ``str()`` says what it is."""
+
+
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
+
+
+def _require_regular(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        what = _KINDS.get(stat.S_IFMT(st.st_mode), "not a file")
+        raise NotRegularFileError(f"{what}, not a regular file")
+
+
+def open_regular_file(path: Path) -> BinaryIO:
+    """``path`` opened for reading (blocking: for a worker thread), only if it is a regular file,
+    and never waiting on what is not one: opening a FIFO for reading waits for a writer, forever,
+    and nothing (not even SIGTERM) gets the thread back. So it is stat'ed first (a FIFO, a device
+    or a directory is never opened), opened with O_NONBLOCK (one swapped in after the stat opens at
+    once instead of waiting) and fstat'ed once open (that swap is caught too).
+
+    Raises:
+        FileNotFoundError: nothing is there (a dangling symlink included).
+        NotRegularFileError: a directory, a FIFO, a socket or a device is there.
+        OSError: it cannot be opened (permissions, a symlink loop, ...).
+    """
+    _require_regular(os.stat(path))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        _require_regular(os.fstat(fd))
+        os.set_blocking(fd, True)  # a regular file: reads never wait for a writer
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

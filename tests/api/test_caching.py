@@ -10,7 +10,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import re
+import threading
 import zipfile
 from pathlib import Path
 
@@ -311,6 +313,49 @@ def test_a_lost_or_damaged_metadata_file_is_rebuilt_from_the_wheel(make_client, 
     assert r.headers["etag"] == f'"{hashlib.sha256(expected).hexdigest()}"'
     assert sidecar.read_bytes() == expected
     assert not list((tmp_path / "data" / "files" / ".tmp").iterdir())
+
+
+@pytest.mark.parametrize("damage", ["directory", "symlink loop", "symlink outside", "fifo"])
+def test_a_metadata_file_that_is_not_a_regular_file_is_rebuilt_and_never_waited_on(make_client, tmp_path, damage):
+    """In a package folder, what stands where a PEP 658 file should (``.packhouse/metadata/``) may
+    be anything the operator put there: it is read only if it is a regular file, else treated as
+    missing (the wheel's METADATA is served, and stored if it can be). Never a 500, never a read
+    through a symlink out of the folder, and never an open of a FIFO, which waits for a writer
+    forever (and then holds up the server's shutdown)."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    client = make_client(packages_dir=packages)
+    filename, data = upload(client, "demo", "1.0")
+    expected = zipfile.ZipFile(io.BytesIO(data)).read("demo-1.0.dist-info/METADATA")
+    sidecar = packages / ".packhouse" / "metadata" / f"{filename}.metadata"
+    assert sidecar.read_bytes() == expected  # written at upload in a package folder
+    sidecar.unlink()
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not for clients\n")
+    if damage == "directory":
+        sidecar.mkdir()
+    elif damage == "symlink loop":
+        sidecar.symlink_to(sidecar.name)
+    elif damage == "symlink outside":
+        sidecar.symlink_to(outside)
+    else:
+        os.mkfifo(sidecar)
+    client = make_client(packages_dir=packages)  # a fresh process: nothing in memory
+    answers: list[object] = []
+    request = threading.Thread(target=lambda: answers.append(client.get(f"/files/demo/{filename}.metadata")))
+    request.start()
+    request.join(10)
+    if request.is_alive():  # waiting on the FIFO: give it a writer (and so an EOF), to end the test
+        os.close(os.open(sidecar, os.O_WRONLY | os.O_NONBLOCK))
+        request.join(10)
+        pytest.fail("the request waited on the FIFO for a writer")
+    (r,) = answers
+    assert r.status_code == 200 and r.content == expected, r.text  # type: ignore[attr-defined]
+    assert outside.read_bytes() == b"not for clients\n"
+    if damage == "fifo":  # replaced by the metadata file
+        assert sidecar.is_file() and not sidecar.is_symlink() and sidecar.read_bytes() == expected
+    else:  # left for the operator ('packhouse check' reports it); the wheel's METADATA is served
+        assert sidecar.is_symlink() or sidecar.is_dir()
 
 
 def test_metadata_is_404_when_neither_the_file_nor_the_wheel_has_it(make_client, tmp_path):

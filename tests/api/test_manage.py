@@ -18,6 +18,7 @@ from tests.conftest import ROOT, basic
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
 from tests.support.integrity import db_rows, fingerprint
+from tests.support.readonly import immutable
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 W1, W2, S2 = "demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl", "demo-2.0.tar.gz"
@@ -269,6 +270,36 @@ def test_management_errors_are_problems_and_change_nothing(loaded, tmp_path, met
     assert fingerprint(tmp_path) == before
 
 
+@pytest.mark.sqlite_only  # a SQLite file made read-only
+def test_a_database_that_became_read_only_answers_503_and_changes_nothing(make_client, dists, tmp_path, monkeypatch):
+    """The database file became read-only after the server started (the start refuses one: see
+    tests/e2e/test_operator_errors.py). Every change then answers 503 saying so, not 500."""
+    client = make_client()
+    assert post(client, dists / W1).status_code == 200
+    client.__exit__(None, None, None)
+    # As if it became read-only after the start's check: the server's connections open it read-only.
+    monkeypatch.setattr("app.main.sqlite_write_problem", lambda engine: _no_problem(), raising=False)
+    with immutable(tmp_path / "data" / "packhouse.db"):
+        client = make_client()
+        before = fingerprint(tmp_path)
+        answers = [
+            post(client, dists / W2),
+            client.post("/api/projects/demo/releases/1.0/yank", json={"reason": "broken"}),
+            client.delete(f"/api/projects/demo/files/{W1}"),
+            client.post("/", data={":action": "remove_pkg", "name": "demo", "version": "1.0"}),
+        ]
+        for r in answers:
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json" and r.headers["retry-after"]
+            assert "The server's database is read-only: nothing was changed" in r.json()["detail"], r.text
+        assert fingerprint(tmp_path) == before
+        assert [f["filename"] for f in page(client)["files"]] == [W1] and not yanked(client)[W1]
+
+
+async def _no_problem() -> None:
+    return None
+
+
 def test_yank_reason_too_long_is_rejected(loaded, tmp_path):
     before = fingerprint(tmp_path)
     r = loaded.post("/api/projects/demo/releases/1.0/yank", json={"reason": "x" * 1001})
@@ -314,13 +345,15 @@ def test_management_api_is_documented(client):
 # The CLI acts on the data directory directly -------------------------------------------------
 
 
-def cli(*args: str, data_dir: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, data_dir: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app", *args, "--data-dir", str(data_dir)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -549,6 +582,71 @@ def test_check_in_pypiserver_mode_removes_orphan_metadata_files_only(make_client
     assert _metadata_served(client, W1) == live[W1]
     r = cli("check", *flags, data_dir=tmp_path / "data")
     assert r.returncode == 0 and "4 stored blob(s): 0 problem(s)" in r.stdout, r.stdout
+
+
+def test_check_reports_what_is_not_a_regular_file_and_never_waits_on_it(make_client, tmp_path):
+    """A package folder where files were replaced by hand with a directory, a symlink loop or a
+    FIFO (opening one for reading waits for a writer, forever), and PEP 658 metadata files with a
+    directory, a FIFO or a symlink to a file outside: each is reported as what it is, with no
+    traceback and no wait; --repair yanks the files and rewrites the metadata files it can."""
+    packages, dists = tmp_path / "packages", tmp_path / "dists"
+    packages.mkdir()
+    dists.mkdir()
+    client = make_client(packages_dir=packages)
+    names = {p: f"{p}-1.0-py3-none-any.whl" for p in ("adir", "aloop", "afifo", "mdir", "mfifo", "mlink")}
+    for project in names:
+        assert post(client, make_wheel(dists, project, "1.0")).status_code == 200
+    metadata = packages / ".packhouse" / "metadata"
+    for project, how in (("adir", "dir"), ("aloop", "loop"), ("afifo", "fifo")):
+        _replace(packages / names[project], how)
+    for project, how in (("mdir", "dir"), ("mfifo", "fifo"), ("mlink", "link")):
+        _replace(metadata / f"{names[project]}.metadata", how)
+    flags = ("--packages-dir", str(packages))
+
+    r = cli("check", *flags, data_dir=tmp_path / "data", timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    for line in (
+        f"PROBLEM corrupt: {names['adir']}: the stored file cannot be read: it is a directory, not a regular file",
+        f"PROBLEM corrupt: {names['aloop']}: the stored file cannot be read: it is a symbolic link loop",
+        f"PROBLEM corrupt: {names['afifo']}: the stored file cannot be read: it is a FIFO (named pipe), not a "
+        "regular file",
+        f"PROBLEM corrupt-metadata: {names['mdir']}: the PEP 658 metadata file cannot be read: it is a directory",
+        f"PROBLEM corrupt-metadata: {names['mfifo']}: the PEP 658 metadata file cannot be read: it is a FIFO",
+        f"PROBLEM corrupt-metadata: {names['mlink']}: the PEP 658 metadata file cannot be read: it is a symbolic "
+        "link that leads outside the storage folder",
+    ):
+        assert line in r.stdout, r.stdout
+
+    r = cli("check", "--repair", *flags, data_dir=tmp_path / "data", timeout=30)
+    assert "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 1, r.stdout  # the directory and the symlink are left for the operator to remove
+    for project in ("adir", "aloop", "afifo"):
+        assert f"REPAIRED corrupt: {names[project]}: " in r.stdout and "; yanked it" in r.stdout, r.stdout
+        assert str(yanked_in(client, project)[names[project]]).startswith("packhouse check:")
+    assert f"REPAIRED corrupt-metadata: {names['mfifo']}: " in r.stdout, r.stdout
+    assert (metadata / f"{names['mfifo']}.metadata").read_bytes().startswith(b"Metadata-Version")
+    for project in ("mdir", "mlink"):
+        assert f"PROBLEM corrupt-metadata: {names[project]}: " in r.stdout, r.stdout
+        assert "could not be replaced with the wheel's: remove it by hand" in r.stdout, r.stdout
+    assert Path("/etc/passwd").read_bytes() != b"" and b"Metadata-Version" not in Path("/etc/passwd").read_bytes()
+
+
+def _replace(path: Path, how: str) -> None:
+    path.unlink()
+    if how == "dir":
+        path.mkdir()
+    elif how == "fifo":
+        os.mkfifo(path)
+    elif how == "loop":
+        path.symlink_to(path.name)
+    else:
+        path.symlink_to("/etc/passwd")
+
+
+def yanked_in(client, project: str) -> dict[str, object]:
+    r = client.get(f"/simple/{project}/", headers=JSON)
+    return {f["filename"]: f.get("yanked", False) for f in r.json()["files"]}
 
 
 def _metadata_served(client, filename: str) -> bytes:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, basic, clean_env, free_port
 from tests.support.builders import make_wheel
+from tests.support.readonly import immutable
 from tests.support.s3 import CREDENTIALS
 
 pytestmark = pytest.mark.e2e
@@ -124,6 +125,27 @@ def test_a_database_that_refuses_or_is_not_one_is_one_line(tmp_path):
     (data / "packhouse.db").write_bytes(b"this is no SQLite database, only some text" * 50)
     for proc in (serve(tmp_path, "--data-dir", str(data)), packhouse("check", "--data-dir", str(data), home=tmp_path)):
         assert_refused(proc, f"cannot open database {data / 'packhouse.db'}: file is not a database")
+
+
+@pytest.mark.sqlite_only  # a SQLite file made read-only
+def test_a_read_only_database_stops_the_start_and_the_commands_that_write(tmp_path):
+    """SQLite opens a database file it may not write read-only, without a word: the server started
+    and then answered every upload, yank and delete 500, and 'packhouse yank' printed a traceback.
+    Refused at the start now, in one line naming the file; a check that only reads still runs."""
+    data = tmp_path / "data"
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "demo", "1.0")
+    proc = packhouse("import", str(wheels), "-q", "--data-dir", str(data), home=tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    database = data / "packhouse.db"
+    expected = f"cannot write to the database {database}: it is read-only"
+    with immutable(database):
+        assert_refused(serve(tmp_path, "--data-dir", str(data)), expected)
+        for args in (["yank", "demo", "1.0"], ["unyank", "demo"], ["delete", "demo", "1.0"], ["check", "--repair"]):
+            assert_refused(packhouse(*args, "--data-dir", str(data), home=tmp_path / "home"), expected)
+        proc = packhouse("check", "--data-dir", str(data), home=tmp_path / "home")
+        assert proc.returncode == 0 and "0 problem(s)" in proc.stdout, proc.stdout + proc.stderr
 
 
 # F9: commands on an existing installation never make an empty one ---------------------------------
