@@ -64,6 +64,10 @@ async def stored_sha256(storage: Storage, key: str) -> str:
 def _local_path(storage: LocalStorage, key: str) -> Path:
     try:
         return storage._path(key)  # refuses a key (or a symlink) that leads outside the store
+    except FileNotFoundError as exc:
+        if exc.errno == errno.ELOOP:  # the store's resolve_or_missing: missing for a download
+            raise UnreadableFileError("a symbolic link loop") from None
+        raise
     except RuntimeError:  # pathlib's resolve() on a symlink loop (Python < 3.13)
         raise UnreadableFileError("a symbolic link loop") from None
     except ValueError:

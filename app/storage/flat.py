@@ -16,7 +16,7 @@ from pathlib import Path
 import aiofiles.os
 import anyio
 
-from app.storage.local import LocalStorage, resolve_or_missing
+from app.storage.local import LocalStorage, listed_mtime, resolve_or_missing
 
 STATE_DIR = ".packhouse"
 METADATA_SUFFIX = ".metadata"
@@ -118,7 +118,7 @@ class FlatLocalStorage(LocalStorage):
                     continue  # not a file any key names
                 path = Path(dirpath, name)
                 try:
-                    out[path.relative_to(base).as_posix()] = path.stat().st_mtime
+                    out[path.relative_to(base).as_posix()] = listed_mtime(path)
                 except FileNotFoundError:
                     pass  # removed meanwhile
         return out

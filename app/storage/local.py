@@ -427,9 +427,9 @@ class LocalStorage:
             out = {}
             for key in self._walk():
                 try:
-                    out[key] = (self.root / key).stat().st_mtime
+                    out[key] = listed_mtime(self.root / key)
                 except FileNotFoundError:
-                    pass  # removed meanwhile (a delete), or a dangling symlink
+                    pass  # removed meanwhile (a delete), or a symlink that leads nowhere
             return out
 
         return await anyio.to_thread.run_sync(listing)
@@ -444,6 +444,15 @@ class LocalStorage:
                     continue  # a running server's spare part file (replenish): never a key
                 out.append(Path(dirpath, name).relative_to(self.root).as_posix())
         return out
+
+
+def listed_mtime(path: Path) -> float:
+    """A listed file's mtime. Raises FileNotFoundError also for a symlink that leads nowhere (a loop,
+    a dangling one): not a key's file (``packhouse check`` reports an indexed one by its row)."""
+    try:
+        return path.stat().st_mtime
+    except OSError as exc:
+        raise FileNotFoundError(exc.errno, exc.strerror, str(path)) from None
 
 
 def resolve_or_missing(path: Path, key: str) -> Path:

@@ -593,13 +593,13 @@ def test_check_reports_what_is_not_a_regular_file_and_never_waits_on_it(make_cli
     packages.mkdir()
     dists.mkdir()
     client = make_client(packages_dir=packages)
-    names = {p: f"{p}-1.0-py3-none-any.whl" for p in ("adir", "aloop", "afifo", "mdir", "mfifo", "mlink")}
+    names = {p: f"{p}-1.0-py3-none-any.whl" for p in ("adir", "aloop", "afifo", "mdir", "mfifo", "mlink", "mloop")}
     for project in names:
         assert post(client, make_wheel(dists, project, "1.0")).status_code == 200
     metadata = packages / ".packhouse" / "metadata"
     for project, how in (("adir", "dir"), ("aloop", "loop"), ("afifo", "fifo")):
         _replace(packages / names[project], how)
-    for project, how in (("mdir", "dir"), ("mfifo", "fifo"), ("mlink", "link")):
+    for project, how in (("mdir", "dir"), ("mfifo", "fifo"), ("mlink", "link"), ("mloop", "loop")):
         _replace(metadata / f"{names[project]}.metadata", how)
     flags = ("--packages-dir", str(packages))
 
@@ -615,6 +615,8 @@ def test_check_reports_what_is_not_a_regular_file_and_never_waits_on_it(make_cli
         f"PROBLEM corrupt-metadata: {names['mfifo']}: the PEP 658 metadata file cannot be read: it is a FIFO",
         f"PROBLEM corrupt-metadata: {names['mlink']}: the PEP 658 metadata file cannot be read: it is a symbolic "
         "link that leads outside the storage folder",
+        f"PROBLEM corrupt-metadata: {names['mloop']}: the PEP 658 metadata file cannot be read: it is a symbolic "
+        "link loop",
     ):
         assert line in r.stdout, r.stdout
 
