@@ -27,6 +27,12 @@ import anyio
 from app.storage.base import Delivery, LocalPath
 
 TMP_DIR = ".tmp"
+# Stored files are created as any program creates files, 0666 less the process's umask (0644 under
+# the usual 022), as pypiserver does: a front server sending them (X-Accel-Redirect), or pypiserver
+# run by another user on the same folder, can read them. A stricter umask keeps them private.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 CHUNK = 256 * 1024
 PART_SUFFIX = ".part"
 # An upload staged in place is named "<key>.upload-<pid>.part" until it is committed.
@@ -90,6 +96,7 @@ class LocalStaged:
         # The pid in the name lets a restarted server sweep only the leftovers of dead processes.
         if target is None:
             fd, name = tempfile.mkstemp(prefix=f"upload-{os.getpid()}-", suffix=PART_SUFFIX, dir=directory)
+            os.fchmod(fd, FILE_MODE)  # mkstemp's is 0600, whatever the umask
             self.path = Path(name)
         else:
             self.path = target.with_name(f"{target.name}{_PART_MARK}{os.getpid()}{PART_SUFFIX}")
@@ -496,7 +503,7 @@ def _drop_spare(spare: tuple[Path, int] | None) -> None:
 
 
 def _create_new(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # less the umask
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -320,12 +320,14 @@ class _FailingRawInsert:
         ("os.fsync", _file_fsync_fails, ()),
         # The insert fails after the store wrote the file and its metadata.
         (
-            "app.db.repo.add_file", _insert_fails,
+            "app.db.repo.add_file",
+            _insert_fails,
             [("app.db.units.SqliteUnits.ADD_FILE", _FailingRawInsert(RuntimeError("the database went away")))],
         ),
         # A constraint other than the filename's fails the insert: no other upload won a race.
         (
-            "app.db.repo.add_file", _constraint_fails,
+            "app.db.repo.add_file",
+            _constraint_fails,
             [("app.db.units.SqliteUnits.ADD_FILE", _FailingRawInsert(_FOREIGN_KEY))],
         ),
     ],
@@ -377,3 +379,34 @@ def test_new_uploads_and_overwrites_store_the_same_kinds_of_values(make_client, 
     assert serial == last
     page = client.get("/simple/kinds/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
     assert len(page["files"]) == 2 and all(re.fullmatch(r"[\d-]+T[\d:.]+Z", f["upload-time"]) for f in page["files"])
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.sqlite_only  # the files' modes, not the database's
+@pytest.mark.parametrize("where", ["files", "package-folder"])
+def test_stored_files_are_readable_as_the_umask_allows(make_client, tmp_path, where):
+    """0666 less the umask, as pypiserver's files and any program's: a front server sending them
+    (X-Accel-Redirect) or pypiserver run by another user reads them. They were 0600."""
+    folder = tmp_path / where
+    folder.mkdir()
+    client = make_client(**({"files_dir": folder} if where == "files" else {"packages_dir": folder}))
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    wheels = [
+        make_wheel(dists, "modes", "1.0"),
+        make_wheel(dists, "modes", "1.1", filename=f"modes-1.1-{'p' * 200}-none-any.whl"),
+    ]
+    for wheel in wheels:  # staged in place, and (a name over 200 characters) in the temporary folder
+        assert post(client, wheel).status_code == 200
+        assert client.get(f"/files/modes/{wheel.name}.metadata").status_code == 200  # written on demand
+    expected = 0o666 & ~_umask()
+    stored = [p for p in folder.rglob("*") if p.is_file() and ".packhouse/packhouse.db" not in p.as_posix()]
+    stored = [p for p in stored if not is_spare_part(p.name) and not p.name.startswith("packhouse.db")]
+    for suffix in [w.name for w in wheels] + [f"{w.name}.metadata" for w in wheels]:
+        assert any(p.name.endswith(suffix) for p in stored), (suffix, stored)
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in stored} == {p.name: oct(expected) for p in stored}
