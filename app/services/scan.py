@@ -39,7 +39,7 @@ from app.db.models import Project
 from app.errors import InvalidDistributionError
 from app.services.form import FileDigests
 from app.services.manage import ManageService
-from app.storage.base import Storage
+from app.storage.base import Storage, open_regular_file
 
 log = logging.getLogger("packhouse.scan")
 
@@ -152,13 +152,9 @@ def _digest(path: Path) -> FileDigests:
     """SHA-256 and size (the digest the index publishes; md5 and blake2b are not kept for files
     that were not uploaded with them, see app/services/form.py)."""
     sha, size = hashlib.sha256(), 0
-    # Non-blocking open, then only a regular file is read: a file replaced by a FIFO after the
-    # folder was listed must not block the scan.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", str(path))
-    with os.fdopen(fd, "rb") as fh:
+    # Only a regular file is read: one replaced by a FIFO after the folder was listed must not
+    # block the scan (NotRegularFileError is an OSError: the file is reported as unreadable).
+    with open_regular_file(path) as fh:
         while chunk := fh.read(CHUNK):
             sha.update(chunk)
             size += len(chunk)
