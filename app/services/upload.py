@@ -134,15 +134,15 @@ class UploadService:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             raise StorageFullError(
-                f"The server's disk is full ({exc.strerror}): the upload was not stored. Ask the server's "
-                "operator to free space, then upload again."
+                f"The server's disk is full ({exc.strerror}): nothing was stored. Ask the server's operator "
+                "to free space, then try again."
             ) from exc
         except OperationalError as exc:
             if not isinstance(exc.orig, sqlite3.OperationalError) or "full" not in str(exc.orig):
                 raise
             raise StorageFullError(
-                f"The server's database is full ({exc.orig}): the upload was not recorded. Ask the "
-                "server's operator to free space, then upload again."
+                f"The server's database is full ({exc.orig}): nothing was recorded. Ask the server's "
+                "operator to free space, then try again."
             ) from exc
 
     async def _handle(
