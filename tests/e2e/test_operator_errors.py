@@ -361,7 +361,7 @@ def test_s3_without_credentials_or_bucket_stops_the_start(tmp_path, moto_server)
 def test_ctrl_c_during_import_is_one_line_and_the_import_resumes(tmp_path):
     source = tmp_path / "wheels"
     source.mkdir()
-    count = 1000  # a wide window for the signal: 300 were all imported once on a loaded machine
+    count = 300
     for i in range(count):
         make_wheel(source, f"many-{i}", "1.0")
     data = tmp_path / "data"
@@ -370,6 +370,9 @@ def test_ctrl_c_during_import_is_one_line_and_the_import_resumes(tmp_path):
         proc = subprocess.Popen(
             [sys.executable, "-m", "app", "import", str(source), "--data-dir", str(data)],
             cwd=ROOT, env=clean_env(tmp_path / "home"), stdout=subprocess.DEVNULL, stderr=err, text=True,
+            # As from a terminal: a test run started in the background (`cmd &` in a script) has
+            # SIGINT ignored, the child inherits that, and Python then never raises KeyboardInterrupt.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         deadline = time.monotonic() + 60
         while f"] 2/{count} " not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
