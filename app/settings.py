@@ -166,6 +166,18 @@ class Settings(BaseSettings):
             )
         return size
 
+    @field_validator("fallback_url")
+    @classmethod
+    def _check_fallback_url(cls, url: str | None) -> str | None:
+        # pip follows the redirect: only an http(s) index makes sense (pypiserver's example is
+        # https://pypi.org/simple/); "not a url" became a Location of "not%20a%20url/<project>/".
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in url):
+            raise ValueError(f"{url!r} is not an http(s) URL of a simple index, e.g. https://pypi.org/simple/")
+        return url
+
     @field_validator("realm")
     @classmethod
     def _check_realm(cls, realm: str) -> str:

@@ -166,3 +166,17 @@ def test_a_header_size_too_small_for_any_request_is_refused(size):
     with pytest.raises(ValidationError, match="below the minimum of 1K: ordinary requests would be refused"):
         Settings(max_header_size=size)
     assert Settings(max_header_size="1K").max_header_size == 1024
+
+
+@pytest.mark.parametrize(
+    "url", ["not a url", "javascript:alert(1)", "pypi.org/simple", "ftp://host/simple/", "https://"]
+)
+def test_a_fallback_url_that_is_not_an_http_index_is_refused(url):
+    """Found by fuzzing: any text was accepted, and sent as the Location of every unknown project."""
+    with pytest.raises(ValidationError, match="is not an http\\(s\\) URL of a simple index"):
+        Settings(fallback_url=url)
+
+
+def test_an_http_fallback_url_is_kept():
+    assert Settings(fallback_url="https://pypi.org/simple/").fallback_url == "https://pypi.org/simple/"
+    assert Settings(fallback_url="http://127.0.0.1:3141/root/pypi/+simple").fallback_url is not None
