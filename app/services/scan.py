@@ -224,6 +224,8 @@ class FolderIndexer:
         its sha256 changed. (A file replaced while the server was down by one of the same size is
         not noticed: ``packhouse check`` finds it.)"""
         indexed = [(key, path) for key, path in present.items() if key in known]
+        for key in self._seen.keys() - present.keys():
+            del self._seen[key]  # deleted from the folder
         stamps = await anyio.to_thread.run_sync(lambda: [_stamp(path) for _key, path in indexed])
         suspects = []
         for (key, path), st in zip(indexed, stamps, strict=True):
