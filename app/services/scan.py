@@ -65,6 +65,7 @@ class ScanReport:
 class FolderListing:
     files: list[str] = field(default_factory=list)  # archives, relative to the folder
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (relative path, why)
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # archive -> (mtime_ns, size)
 
 
 def in_place_key(_sha256: str, _filename: str, relpath: str) -> str:
@@ -102,17 +103,18 @@ def walk_folder(root: Path) -> FolderListing:
             rel = path.relative_to(root).as_posix()
             if not name.endswith(DIST_SUFFIXES):
                 out.skipped.append((rel, skip_reason(name)))
-            elif why := _unservable(path, rel, root):
-                out.skipped.append((rel, why))
+            elif isinstance(found := _examine(path, rel, root), str):
+                out.skipped.append((rel, found))
             else:
                 out.files.append(rel)
+                out.stamps[rel] = (found.st_mtime_ns, found.st_size)
     return out
 
 
-def _unservable(path: Path, rel: str, root: Path) -> str | None:
-    """Why an archive-named entry of a package folder cannot be indexed, or None. Only regular
-    files are: reading a FIFO named like a wheel would block the scan (and the server's start)
-    for good."""
+def _examine(path: Path, rel: str, root: Path) -> os.stat_result | str:
+    """An archive-named entry of a package folder: its stat (the scan's stamp of it), or why it
+    cannot be indexed. Only regular files are: reading a FIFO named like a wheel would block the
+    scan (and the server's start) for good."""
     try:
         rel.encode()
     except UnicodeEncodeError:
@@ -121,7 +123,7 @@ def _unservable(path: Path, rel: str, root: Path) -> str | None:
         if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root):
             # the store refuses to serve anything outside its root
             return "a symlink to outside the package folder"
-        mode = path.stat().st_mode
+        st = path.stat()
     except RuntimeError:  # Python 3.11's resolve() on a loop
         return "a symlink loop"
     except OSError as exc:
@@ -130,22 +132,27 @@ def _unservable(path: Path, rel: str, root: Path) -> str | None:
         if path.is_symlink():
             return "a symlink to a file that does not exist"
         return f"could not be read ({exc.strerror})"
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(st.st_mode):
         return "not a regular file (a folder, a FIFO, a socket or a device)"
-    return None
+    return st
 
 
-def folder_files(roots: Sequence[Path]) -> tuple[dict[str, Path], list[tuple[Path, str]]]:
+def folder_files(
+    roots: Sequence[Path],
+) -> tuple[dict[str, Path], dict[str, tuple[int, int]], list[tuple[Path, str]]]:
     """Storage key -> file for every archive in pypiserver's PACKAGES_DIR... (first folder: the
-    relative path; folder N >= 1: ``@N/<relative path>``), and the skipped files, with why."""
+    relative path; folder N >= 1: ``@N/<relative path>``), storage key -> its (mtime_ns, size) when
+    listed, and the skipped files, with why."""
     out: dict[str, Path] = {}
+    stamps: dict[str, tuple[int, int]] = {}
     skipped: list[tuple[Path, str]] = []
     for n, root in enumerate(roots):
         listing = walk_folder(root)
         for rel in listing.files:
-            out[f"@{n}/{rel}" if n else rel] = root / rel
+            key = f"@{n}/{rel}" if n else rel
+            out[key], stamps[key] = root / rel, listing.stamps[rel]
         skipped += [(root / rel, why) for rel, why in listing.skipped]
-    return out, skipped
+    return out, stamps, skipped
 
 
 def _digest(path: Path) -> FileDigests:
@@ -186,7 +193,7 @@ class FolderIndexer:
         ``settle=False`` (at start, before any upload can run) indexes even files modified a moment
         ago."""
         report = ScanReport()
-        present, skipped = await anyio.to_thread.run_sync(folder_files, roots)
+        present, listed, skipped = await anyio.to_thread.run_sync(folder_files, roots)
         for path, why in skipped:
             if self._skipped.get(str(path)) != (st := _stamp(path)):
                 self._skipped[str(path)] = st
@@ -197,13 +204,13 @@ class FolderIndexer:
         # Files younger than SETTLE_NS are left for the next rescan: one being copied in by hand may be
         # incomplete, and one an upload has just moved into place is about to get its own row.
         cutoff = time.time_ns() - SETTLE_NS if settle else None
-        stamps = {key: _stamp(path) for key, path in present.items() if key not in known}
+        stamps = {key: st for key, st in listed.items() if key not in known}
         new = [
             (key, present[key])
             for key, st in stamps.items()
             if self._broken.get(key) != st and (cutoff is None or st[0] <= cutoff)
         ]
-        replaced = await self._replaced_by_hand(present, known, cutoff)
+        replaced = await self._replaced_by_hand(present, listed, known, cutoff)
         for key in replaced:
             await self._forget(key, *known[key][:3], report, why="its file was replaced in the package folder")
         new += [(key, present[key]) for key in replaced]
@@ -215,7 +222,11 @@ class FolderIndexer:
         return report
 
     async def _replaced_by_hand(
-        self, present: dict[str, Path], known: dict[str, tuple[int, int, str, int, str, datetime]], cutoff: int | None
+        self,
+        present: dict[str, Path],
+        listed: dict[str, tuple[int, int]],
+        known: dict[str, tuple[int, int, str, int, str, datetime]],
+        cutoff: int | None,
     ) -> list[str]:
         """Indexed files whose bytes were replaced in the folder (a rebuilt wheel copied over the
         old one): their rows would publish the old sha256, and pip would refuse the download. A
@@ -223,14 +234,13 @@ class FolderIndexer:
         changed since an earlier scan of this process saw it; it is replaced in the index only if
         its sha256 changed. (A file replaced while the server was down by one of the same size is
         not noticed: ``packhouse check`` finds it.)"""
-        indexed = [(key, path) for key, path in present.items() if key in known]
         for key in self._seen.keys() - present.keys():
             del self._seen[key]  # deleted from the folder
-        stamps = await anyio.to_thread.run_sync(lambda: [_stamp(path) for _key, path in indexed])
         suspects = []
-        for (key, path), st in zip(indexed, stamps, strict=True):
-            if st[1] < 0 or (cutoff is not None and st[0] > cutoff):
-                continue  # gone meanwhile; still being written
+        for key, path in present.items():
+            st = listed[key]
+            if key not in known or (cutoff is not None and st[0] > cutoff):
+                continue  # not indexed yet; still being written
             seen = self._seen.setdefault(key, st)
             if st[1] != known[key][3] or seen != st:
                 suspects.append((key, path, st))
