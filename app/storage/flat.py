@@ -45,14 +45,9 @@ class FlatLocalStorage(LocalStorage):
         if key.endswith(METADATA_SUFFIX):
             return super()._path(f"{METADATA_DIR}/{key}")
         if key.startswith("@"):
-            n, _, rel = key[1:].partition("/")
-            if not n.isdigit() or int(n) < 1 or not rel:
-                raise ValueError(f"invalid storage key {key!r}")
-            if int(n) > len(self.extra_roots):  # a folder given before, not now: its files are gone
-                raise FileNotFoundError(errno.ENOENT, f"package folder #{int(n) + 1} is not given any more", key)
-            extra = self.extra_roots[int(n) - 1]
-            path = resolve_or_missing(extra / rel, key)
-            if not path.is_relative_to(extra) or path == extra or "\0" in rel:
+            extra, named = self._extra(key)
+            path = resolve_or_missing(named, key)
+            if not path.is_relative_to(extra) or path == extra or "\0" in key:
                 raise ValueError(f"storage key {key!r} resolves outside its package folder")
             return path
         path = super()._path(key)
@@ -60,16 +55,21 @@ class FlatLocalStorage(LocalStorage):
             raise ValueError(f"storage key {key!r} is inside Packhouse's own {STATE_DIR}/ folder")
         return path
 
+    def _extra(self, key: str) -> tuple[Path, Path]:
+        """(its package folder, the path it names, not resolved) for a key ``@N/<relative path>``."""
+        n, _, rel = key[1:].partition("/")
+        if not n.isdigit() or int(n) < 1 or not rel:
+            raise ValueError(f"invalid storage key {key!r}")
+        if int(n) > len(self.extra_roots):  # a folder given before, not now: its files are gone
+            raise FileNotFoundError(errno.ENOENT, f"package folder #{int(n) + 1} is not given any more", key)
+        extra = self.extra_roots[int(n) - 1]
+        return extra, extra / rel
+
     def _link(self, key: str) -> Path | None:
         """The path ``key`` names, not resolved, when it is a symlink (None otherwise)."""
         if key.endswith(METADATA_SUFFIX):
             return None
-        if key.startswith("@"):
-            n, _, rel = key[1:].partition("/")
-            base = self.extra_roots[int(n) - 1]
-        else:
-            base, rel = self.root, key
-        link = base / rel
+        link = self._extra(key)[1] if key.startswith("@") else self.root / key
         return link if link.is_symlink() else None
 
     async def delete(self, key: str) -> None:
