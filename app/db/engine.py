@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.errors import ReadOnlyDatabaseError
+from app.errors import ReadOnlyDatabaseError, StorageFullError
 
 log = logging.getLogger("packhouse.db")
 
@@ -92,11 +92,30 @@ def build_sync_engine(url: str, *, immediate: bool = False) -> Engine:
     return engine
 
 
-def is_readonly_error(exc: BaseException) -> bool:
-    """SQLite's "attempt to write a readonly database" (SQLITE_READONLY and its extended codes),
-    raised as it is or wrapped by SQLAlchemy."""
+def _sqlite_error_name(exc: BaseException) -> str:
+    """SQLite's error name (SQLITE_READONLY_..., SQLITE_FULL) of an error raised as it is or
+    wrapped by SQLAlchemy; "" for any other error."""
     orig = getattr(exc, "orig", None) or exc
-    return isinstance(orig, sqlite3.Error) and getattr(orig, "sqlite_errorname", "").startswith("SQLITE_READONLY")
+    return getattr(orig, "sqlite_errorname", "") if isinstance(orig, sqlite3.Error) else ""
+
+
+def is_readonly_error(exc: BaseException) -> bool:
+    """SQLite's "attempt to write a readonly database" (SQLITE_READONLY and its extended codes)."""
+    return _sqlite_error_name(exc).startswith("SQLITE_READONLY")
+
+
+def is_full_error(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full" (SQLITE_FULL)."""
+    return _sqlite_error_name(exc) == "SQLITE_FULL"
+
+
+def full_error(exc: BaseException) -> StorageFullError:
+    """What a client is told when a write finds the database's disk full: nothing was changed."""
+    orig = getattr(exc, "orig", None) or exc
+    return StorageFullError(
+        f"The server's database is full ({orig}): nothing was recorded. Ask the server's operator to "
+        "free space, then try again."
+    )
 
 
 def readonly_error(path: str | None) -> ReadOnlyDatabaseError:
@@ -159,6 +178,8 @@ def _sqlite_events(engine: Engine, immediate: bool) -> None:
         probe = context.connection is not None and context.connection.get_execution_options().get(_PROBE)
         if not probe and is_readonly_error(context.original_exception):
             raise readonly_error(engine.url.database) from context.original_exception
+        if is_full_error(context.original_exception):  # every write, not only uploads: a 507
+            raise full_error(context.original_exception) from context.original_exception
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -32,7 +32,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
 from app.db import repo
-from app.db.engine import build_sync_engine, connect_readonly, is_readonly_error, readonly_error, sqlite_path
+from app.db.engine import (
+    build_sync_engine,
+    connect_readonly,
+    full_error,
+    is_full_error,
+    is_readonly_error,
+    readonly_error,
+    sqlite_path,
+)
 
 T = TypeVar("T")
 
@@ -253,6 +261,8 @@ class SqliteUnits:
                     conn.execute("ROLLBACK")
                 if is_readonly_error(exc):  # as through a session (engine.py: _readonly)
                     raise readonly_error(self.writer.url.database) from exc
+                if is_full_error(exc):
+                    raise full_error(exc) from exc
                 if isinstance(exc, sqlite3.Error):
                     raise DBAPIError.instance(None, None, exc, sqlite3.Error) from exc
                 raise

@@ -15,12 +15,11 @@ import contextlib
 import errno
 import hmac
 import logging
-import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import anyio
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
@@ -125,7 +124,7 @@ class UploadService:
             GoneError (-> 410), FileExistsInIndexError (-> 409), UploadTooLargeError (-> 413),
             PermissionDeniedError (-> 403, a user name the journal cannot record), NotFoundError
             (-> 404, remove_pkg of an unknown release), RequestTimeoutError (-> 408),
-            StorageFullError (-> 507, the disk or the database is full).
+            StorageFullError (-> 507, the disk or the database is full: the database's from app/db/engine.py).
         """
         check_actor(uploader)  # before reading the body: the upload could not be recorded
         try:
@@ -136,13 +135,6 @@ class UploadService:
             raise StorageFullError(
                 f"The server's disk is full ({exc.strerror}): nothing was stored. Ask the server's operator "
                 "to free space, then try again."
-            ) from exc
-        except OperationalError as exc:
-            if not isinstance(exc.orig, sqlite3.OperationalError) or "full" not in str(exc.orig):
-                raise
-            raise StorageFullError(
-                f"The server's database is full ({exc.orig}): nothing was recorded. Ask the server's "
-                "operator to free space, then try again."
             ) from exc
 
     async def _handle(
@@ -489,8 +481,7 @@ _LENGTH_FIXES = {
     "files.version": "use a shorter version (a local version label, after the '+', is the usual reason)",
     "files.requires_python": "shorten requires-python in pyproject.toml (e.g. '!=3.8.*' instead of many '!=3.8.N')",
     "files.description_content_type": (
-        "give the readme a plain content type such as text/markdown (the readme's content-type in "
-        "pyproject.toml)"
+        "give the readme a plain content type such as text/markdown (the readme's content-type in pyproject.toml)"
     ),
 }
 
