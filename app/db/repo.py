@@ -73,6 +73,22 @@ def _ensure_project_stmt(dialect_name: str) -> Insert:
     return stmt
 
 
+def _ensure_projects_stmt(dialect_name: str) -> Insert:
+    """ensure_project's INSERT for many projects at once (executemany): ON CONFLICT DO NOTHING,
+    the ids are read after."""
+    key = f"{dialect_name}-many"
+    stmt = _ENSURE_PROJECT.get(key)
+    if stmt is None:
+        name = "postgresql" if dialect_name == "postgresql" else "sqlite"
+        dialect = importlib.import_module(f"sqlalchemy.dialects.{name}")
+        stmt = _ENSURE_PROJECT[key] = (
+            dialect.insert(_PROJECTS)
+            .values(name=bindparam("name"), normalized_name=bindparam("normalized_name"), serial=0)
+            .on_conflict_do_nothing(index_elements=["normalized_name"])
+        )
+    return stmt
+
+
 def ensure_project(session: Session, name: str, normalized_name: str) -> int:
     """Get or create; returns the project's id. One statement: a concurrent creator wins the
     unique constraint and the no-op update hands back its row's id (the name stays as first written)."""
@@ -177,6 +193,32 @@ def add_upload(session: Session, upload: NewUpload, project_id: int | None = Non
         project_id = ensure_project(session, upload.name, upload.normalized_name)
     add_file(session, project_id=project_id, **upload.file)
     record_event(session, project_id, **upload.event)
+
+
+def add_uploads(session: Session, uploads: Sequence[NewUpload]) -> None:
+    """``add_upload`` for each of ``uploads`` (a folder's files, indexed by one scan), in five
+    statements instead of four per file: a thousand files' rows cost one SQLite thread hop per
+    statement, not per row. The same rows: each project (created if new, its name as first
+    written), each file, its journal entry, and the project's serial, its last entry's id."""
+    if not uploads:
+        return
+    names: dict[str, str] = {}
+    for upload in uploads:
+        names.setdefault(upload.normalized_name, upload.name)
+    dialect = session.get_bind().dialect.name
+    session.execute(_ensure_projects_stmt(dialect), [{"name": n, "normalized_name": k} for k, n in names.items()])
+    found = select(_PROJECTS.c.normalized_name, _PROJECTS.c.id).where(_PROJECTS.c.normalized_name.in_(names))
+    ids: dict[str, int] = {name: pid for name, pid in session.execute(found)}
+    session.execute(_INSERT_FILE, [{"project_id": ids[u.normalized_name], **u.file} for u in uploads])
+    events = (
+        session.execute(
+            _EVENTS.insert().returning(_EVENTS.c.id, sort_by_parameter_order=True), [u.event for u in uploads]
+        )
+        .scalars()
+        .all()
+    )
+    serials = {ids[u.normalized_name]: event_id for u, event_id in zip(uploads, events, strict=True)}
+    session.execute(_SET_SERIAL, [{"project_id": pid, "serial": serial} for pid, serial in serials.items()])
 
 
 def add_file(session: Session, **fields: Any) -> None:

@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 from app import dists
 from app.db import limits, repo
@@ -47,6 +48,7 @@ DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", *dists.LEGACY_SDIST_SUFFIXES)
 SERVED = ", ".join(DIST_SUFFIXES)
 CHUNK = 1024 * 1024
 SETTLE_NS = 2_000_000_000
+BATCH = 500  # rows per transaction when a folder is indexed in place
 KeyFunc = Callable[[str, str, str], str]  # (sha256, filename, relative path) -> storage key
 Progress = Callable[[int, int, str], None]  # (done, total, current filename)
 
@@ -274,8 +276,12 @@ class FolderIndexer:
         report: ScanReport,
         progress: Progress | None,
     ) -> None:
+        """Index ``items``. Files indexed in place are committed ``BATCH`` rows per transaction
+        (a transaction per file, and its fsync, was most of a large folder's first start); an
+        import commits each file's row once its copy is stored, so no copy waits long without one."""
         async with self.sessions() as session:
             filenames = await repo.all_filenames(session)
+        batch: list[_Prepared] = []
         for done, (rel, path) in enumerate(items, 1):
             name = path.name
             if progress:
@@ -284,14 +290,15 @@ class FolderIndexer:
                 report.duplicates.append(rel)
                 continue
             try:
-                await self._add_one(path, rel, key_for, copy)
+                if copy:
+                    prepared = await anyio.to_thread.run_sync(_prepare, path, rel, key_for)
+                    await self._copy(path, prepared.key, prepared.sidecars)
+                else:
+                    prepared = await anyio.to_thread.run_sync(self._prepare_in_place, path, rel)
             except InvalidDistributionError as exc:
                 self._broken[rel] = _stamp(path)
                 report.broken.append((rel, exc.detail))
                 log.warning("skipped %s: %s", rel, exc.detail)
-                continue
-            except IntegrityError:  # another worker indexed it first
-                report.duplicates.append(rel)
                 continue
             except FileExistsError:  # importing into a package folder that has a file of that name
                 report.duplicates.append(rel)
@@ -304,58 +311,38 @@ class FolderIndexer:
                 log.warning("skipped %s: could not be stored (%s)", rel, exc)
                 continue
             filenames.add(name)
-            report.added.append(rel)
+            batch.append(prepared)
+            if copy or len(batch) >= BATCH:
+                await self._insert(batch, report)
+                batch = []
+        if batch:
+            await self._insert(batch, report)
 
-    async def _add_one(self, path: Path, rel: str, key_for: KeyFunc, copy: bool) -> None:
-        filename = path.name
-        dist = dists.parse_folder_filename(filename)
+    def _prepare_in_place(self, path: Path, rel: str) -> _Prepared:
+        """``_prepare`` for a file indexed where it lies, and its metadata file written (blocking).
+        The store is a package folder (a LocalStorage): the file is derived data, not made durable
+        (``LocalStorage.put_derived``)."""
+        prepared = _prepare(path, rel, in_place_key)
+        for sidecar, data in prepared.sidecars.items():
+            self.storage.put_derived(sidecar, data)  # type: ignore[attr-defined]
+        return prepared
+
+    async def _insert(self, batch: list[_Prepared], report: ScanReport) -> None:
+        """The rows of ``batch``, in one transaction. If one of them is indexed already (another
+        worker's scan got there first), each is inserted on its own and that one is a duplicate."""
         try:
-            mtime = (await anyio.Path(path).stat()).st_mtime
-            digests = await anyio.to_thread.run_sync(_digest, path)
-        except OSError as exc:
-            raise InvalidDistributionError(f"{rel} could not be read ({exc})") from None
-        if digests.size == 0:
-            raise InvalidDistributionError(f"{rel} is empty (0 bytes)")
-        try:
-            meta = await anyio.to_thread.run_sync(dists.read_metadata, path, dist, filename)
-        except InvalidDistributionError:
-            raise
-        except Exception as exc:  # a reader failure nobody foresaw: still one bad file, not a failed scan
-            log.error("reading %s failed unexpectedly", rel, exc_info=True)
-            raise InvalidDistributionError(f"{rel} could not be read ({type(exc).__name__}: {exc})") from None
-        if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
-            raise InvalidDistributionError(
-                f"the metadata inside {rel} says {meta.name} {meta.version}, not what its filename says"
-            )
-        if problem := dists.requires_python_problem(meta.requires_python):
-            # Served all the same (pypiserver did; pip ignores such a value), but not published:
-            # uv refuses a file whose data-requires-python it cannot parse.
-            log.warning("%s: Requires-Python %r is not a version specifier (%s); not published", rel,
-                        meta.requires_python, problem)  # fmt: skip
-            meta = replace(meta, requires_python=None)
-        key = key_for(digests.sha256, filename, rel)
-        row = {
-            **repo.file_columns(dist, filename, key, meta, **asdict(digests)),
-            "pyversion": dists.python_tag(filename, dist),
-            "upload_time": datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
-            "uploader": None,
-        }
-        event = {
-            "action": "import", "project": dist.name, "version": str(dist.version), "filename": filename,
-            "sha256": digests.sha256, "actor": None, "detail": rel,
-        }  # fmt: skip
-        name, row = _fit(rel, meta.name, dist.name, row, event)  # before anything is stored
-        sidecars = {key + ".metadata": meta.raw} if row["metadata_sha256"] else {}  # PEP 658
-        if copy:
-            await self._copy(path, key, sidecars)
-        else:
-            for sidecar, data in sidecars.items():
-                await self.storage.put_bytes(sidecar, data)
-        async with self.sessions() as session, session.begin():
-            project_id = await session.run_sync(repo.ensure_project, name, dist.name)
-            await session.run_sync(repo.add_file, project_id=project_id, **row)
-            await session.run_sync(repo.record_event, project_id, **event)
-        log.info("indexed %s (%d bytes, sha256 %s)", rel, digests.size, digests.sha256)
+            async with self.sessions() as session, session.begin():
+                await session.run_sync(_insert_rows, batch)
+        except IntegrityError:
+            if len(batch) == 1:
+                report.duplicates.append(batch[0].rel)
+                return
+            for one in batch:
+                await self._insert([one], report)
+            return
+        for done in batch:
+            report.added.append(done.rel)
+            log.info("indexed %s (%d bytes, sha256 %s)", done.rel, done.row["size"], done.row["sha256"])
 
     async def _copy(self, path: Path, key: str, sidecars: dict[str, bytes]) -> None:
         staged = self.storage.stage()
@@ -400,6 +387,76 @@ class FolderIndexer:
         await self.manage.forget_blobs([key], metadata_only=True)
         report.removed.append(filename)
         log.info("removed %s from the index: %s", filename, why)
+
+
+@dataclass
+class _Prepared:
+    """A file of a folder, read and checked, ready to be indexed: its project's name (as its
+    metadata spells it, fitted), its row and journal entry, and its sidecars (key -> bytes)."""
+
+    rel: str
+    name: str
+    normalized: str
+    row: dict[str, Any]
+    event: dict[str, Any]
+    sidecars: dict[str, bytes]
+
+    @property
+    def key(self) -> str:
+        return str(self.row["storage_key"])
+
+
+def _prepare(path: Path, rel: str, key_for: KeyFunc) -> _Prepared:
+    """Hash ``path`` and read its metadata (blocking): what indexing it stores.
+
+    Raises:
+        InvalidDistributionError: it cannot be indexed (unreadable, empty, broken, or its metadata
+            contradicts its filename); the reason names it by ``rel``.
+    """
+    filename = path.name
+    dist = dists.parse_folder_filename(filename)
+    try:
+        mtime = path.stat().st_mtime
+        digests = _digest(path)
+    except OSError as exc:
+        raise InvalidDistributionError(f"{rel} could not be read ({exc})") from None
+    if digests.size == 0:
+        raise InvalidDistributionError(f"{rel} is empty (0 bytes)")
+    try:
+        meta = dists.read_metadata(path, dist, filename)
+    except InvalidDistributionError:
+        raise
+    except Exception as exc:  # a reader failure nobody foresaw: still one bad file, not a failed scan
+        log.error("reading %s failed unexpectedly", rel, exc_info=True)
+        raise InvalidDistributionError(f"{rel} could not be read ({type(exc).__name__}: {exc})") from None
+    if dists.normalize(meta.name) != dist.name or dists.parse_version(meta.version) != dist.version:
+        raise InvalidDistributionError(
+            f"the metadata inside {rel} says {meta.name} {meta.version}, not what its filename says"
+        )
+    if problem := dists.requires_python_problem(meta.requires_python):
+        # Served all the same (pypiserver did; pip ignores such a value), but not published:
+        # uv refuses a file whose data-requires-python it cannot parse.
+        log.warning("%s: Requires-Python %r is not a version specifier (%s); not published", rel,
+                    meta.requires_python, problem)  # fmt: skip
+        meta = replace(meta, requires_python=None)
+    key = key_for(digests.sha256, filename, rel)
+    row = {
+        **repo.file_columns(dist, filename, key, meta, **asdict(digests)),
+        "pyversion": dists.python_tag(filename, dist),
+        "upload_time": datetime.fromtimestamp(mtime, UTC),  # the file's mtime, as pypiserver shows
+        "uploader": None,
+    }
+    event = {
+        "action": "import", "project": dist.name, "version": str(dist.version), "filename": filename,
+        "sha256": digests.sha256, "actor": None, "detail": rel,
+    }  # fmt: skip
+    name, row = _fit(rel, meta.name, dist.name, row, event)  # before anything is stored
+    sidecars = {key + ".metadata": meta.raw} if row["metadata_sha256"] else {}  # PEP 658
+    return _Prepared(rel, name, dist.name, row, event, sidecars)
+
+
+def _insert_rows(session: Session, batch: Sequence[_Prepared]) -> None:
+    repo.add_uploads(session, [repo.NewUpload(one.name, one.normalized, one.row, one.event) for one in batch])
 
 
 def _stamp(path: Path) -> tuple[int, int]:

@@ -372,6 +372,13 @@ class LocalStorage:
 
         await anyio.to_thread.run_sync(_put)
 
+    def put_derived(self, key: str, data: bytes) -> None:
+        """``put_bytes`` for derived bytes (a PEP 658 metadata file), blocking, not made durable:
+        readers never see a partial file, and a file a crash lost or cut short is rebuilt by the
+        reader that checks it against its row (``app.services.metadata``), as start_commit's
+        sidecars are. The folder scan writes one per wheel; three fsyncs each were most of its time."""
+        _write_durably(self.tmp, self._path(key), data, durable=False)
+
     async def get_bytes(self, key: str) -> bytes:
         async with aiofiles.open(self._path(key), "rb") as fh:
             return await fh.read()
@@ -474,10 +481,11 @@ def resolve_or_missing(path: Path, key: str) -> Path:
         raise
 
 
-def _write_durably(tmp: Path, path: Path, data: bytes) -> set[Path]:
-    """Write ``data`` to a temporary file, fsync it, rename it to ``path``: readers never see a
-    partial file. Returns the directories the caller must fsync to make the new name durable."""
-    staged = LocalStaged(tmp)
+def _write_durably(tmp: Path, path: Path, data: bytes, *, durable: bool = True) -> set[Path]:
+    """Write ``data`` to a temporary file, fsync it (unless not ``durable``), rename it to ``path``:
+    readers never see a partial file. Returns the directories the caller must fsync to make the
+    new name durable."""
+    staged = LocalStaged(tmp, durable=durable)
     try:
         staged.write(data)
         staged.finish()

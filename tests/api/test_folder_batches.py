@@ -1,0 +1,135 @@
+"""A package folder's files are indexed ``scan.BATCH`` rows per transaction (one transaction and
+fsync per file was most of a large folder's first start). The rows must be those a file at a time
+gave: each project with its files, its name as first written, its serial the id of its last
+journal entry (the page caches key on it); and a file another worker indexed first is a
+duplicate, not a failed batch."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from app.db.models import Event, File, Project
+from app.services import scan
+from app.services.scan import FolderIndexer, ScanReport
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.forms import upload_form
+
+JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
+OLD = time.time() - 3600  # older than the rescan's settle time
+
+
+def _old(path: Path) -> Path:
+    os.utime(path, (OLD, OLD))
+    return path
+
+
+def _filenames(client, project: str) -> set[str]:
+    r = client.get(f"/simple/{project}/", headers=JSON)
+    assert r.status_code == 200, r.text
+    return {f["filename"] for f in r.json()["files"]}
+
+
+def _rows(client) -> tuple[dict[str, tuple[str, int]], dict[str, int], dict[str, int]]:
+    """(normalised name -> (name, serial), normalised name -> its last journal entry's id,
+    filename -> how many rows and import entries it has)."""
+    sessions = client.app.state.manage.sessions
+
+    async def read():
+        async with sessions() as session:
+            projects = {n: (name, serial) for n, name, serial in await session.execute(
+                select(Project.normalized_name, Project.name, Project.serial))}  # fmt: skip
+            last = dict(
+                (await session.execute(select(Event.project, func.max(Event.id)).group_by(Event.project))).all()
+            )
+            counts: dict[str, int] = {}
+            for (filename,) in await session.execute(select(File.filename)):
+                counts[filename] = counts.get(filename, 0) + 1
+            for (filename,) in await session.execute(select(Event.filename).where(Event.action == "import")):
+                counts[filename] = counts.get(filename, 0) + 1
+            return projects, last, counts
+
+    return client.portal.call(read)
+
+
+def test_a_folder_indexed_in_batches_gives_every_project_its_files_and_serial(make_client, tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "BATCH", 3)  # 11 archives: four batches, projects across them
+    packages = tmp_path / "packages"
+    (packages / "a").mkdir(parents=True)
+    (packages / "b").mkdir()
+    made = [
+        *(_old(make_wheel(packages, "Spread.Out", f"1.{i}")) for i in range(4)),
+        _old(make_sdist(packages, "Spread.Out", "1.0")),
+        *(_old(make_wheel(packages / "a", "alone", f"2.{i}")) for i in range(2)),
+        *(_old(make_wheel(packages, f"single-{i}", "0.1")) for i in range(3)),
+    ]
+    twin = _old(make_wheel(packages / "b", "alone", "2.0"))  # the same filename in another subfolder
+    client = make_client(packages_dir=packages, rescan_interval=0)
+
+    assert _filenames(client, "spread-out") == {p.name for p in made[:5]}
+    assert _filenames(client, "alone") == {p.name for p in made[5:7]}
+    for i in range(3):
+        assert _filenames(client, f"single-{i}") == {f"single_{i}-0.1-py3-none-any.whl"}
+    projects, last, counts = _rows(client)
+    assert projects["spread-out"][0] == "Spread.Out"  # as its metadata spells it
+    assert {n: serial for n, (_, serial) in projects.items()} == last
+    assert counts == {p.name: 2 for p in made}  # one row and one journal entry each, the twin none
+    # Each wheel's PEP 658 metadata file was written beside the index, nothing left in tmp/.
+    state = packages / ".packhouse"
+    assert (state / "metadata" / "a" / f"{made[5].name}.metadata").read_bytes().startswith(b"Metadata-Version")
+    assert not any((state / "tmp").iterdir())
+    r = client.get(f"/files/alone/{made[5].name}.metadata")
+    assert r.status_code == 200 and b"Name: alone" in r.content
+    assert twin.exists()
+
+    # A later upload and a later batch move the serial on: the page's ETag changes with them.
+    etag = client.get("/simple/spread-out/").headers["etag"]
+    data, files = upload_form(make_wheel(tmp_path, "spread.out", "9.0"))
+    assert client.post("/legacy/", data=data, files=files).status_code == 200
+    after_upload = client.get("/simple/spread-out/")
+    assert after_upload.headers["etag"] != etag and "spread_out-9.0-py3-none-any.whl" in after_upload.text
+    _old(make_wheel(packages, "spread-out", "10.0"))
+    _old(make_wheel(packages, "brand-new", "1.0"))
+    report = client.portal.call(
+        FolderIndexer(client.app.state.manage.sessions, client.app.state.manage.storage).sync_in_place, [packages]
+    )
+    assert sorted(report.added) == ["brand_new-1.0-py3-none-any.whl", "spread_out-10.0-py3-none-any.whl"]
+    latest = client.get("/simple/spread-out/")
+    assert latest.headers["etag"] != after_upload.headers["etag"] and "spread_out-10.0" in latest.text
+    projects, last, _ = _rows(client)
+    assert projects["spread-out"][0] == "Spread.Out"  # the name stays as first written
+    assert {n: serial for n, (_, serial) in projects.items()} == last
+
+
+@pytest.mark.parametrize("raced", [0, 2])
+def test_a_file_another_worker_indexed_first_is_a_duplicate_and_the_rest_of_its_batch_is_indexed(
+    make_client, tmp_path, monkeypatch, raced
+):
+    """Two workers scan one folder at start: the other one commits a row of this batch first. The
+    batch's transaction fails on it and is rolled back; each file is then inserted on its own."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    client = make_client(packages_dir=packages, rescan_interval=0)  # rescans run by hand here
+    sessions, storage = client.app.state.manage.sessions, client.app.state.manage.storage
+    wheels = [_old(make_wheel(packages, "raced", f"1.{i}")) for i in range(4)]
+    monkeypatch.setattr(scan, "BATCH", 10)
+
+    class _OtherWorkerFirst(FolderIndexer):
+        async def _insert(self, batch, report):
+            if len(batch) > 1:  # the batch, not the one-by-one retries
+                other = ScanReport()
+                await FolderIndexer(sessions, storage)._insert([batch[raced]], other)
+                assert other.added == [wheels[raced].name]
+            await super()._insert(batch, report)
+
+    report = client.portal.call(_OtherWorkerFirst(sessions, storage).sync_in_place, [packages])
+    assert report.duplicates == [wheels[raced].name]
+    assert report.added == [w.name for i, w in enumerate(wheels) if i != raced]
+    assert _filenames(client, "raced") == {w.name for w in wheels}
+    projects, last, counts = _rows(client)
+    assert counts == {w.name: 2 for w in wheels}  # the rolled-back batch left no row nor entry
+    assert projects["raced"][1] == last["raced"]
