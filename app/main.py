@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 from fastapi import FastAPI
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import __version__
 from app.api import metrics as metrics_api
@@ -156,6 +157,18 @@ def _not_ready(what: str, exc: Exception) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return f"{what}: {exc.strerror}"
     return f"{what}: {exc}"
+
+
+async def index_package_folders(settings: Settings, writer: AsyncEngine) -> None:
+    """Index the package folders' new files once, before the workers start (``packhouse run DIR
+    --workers N``): each worker's start would index them too, all of them racing for every row
+    and reading every file. The workers' own scan then finds them indexed."""
+    storage, close = await open_storage(settings)
+    try:
+        if isinstance(storage, FlatLocalStorage):
+            await _sync_folder(FolderIndexer(build_sessionmaker(writer), storage), storage.roots, settle=False)
+    finally:
+        await close()
 
 
 async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: bool = True) -> None:

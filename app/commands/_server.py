@@ -91,12 +91,16 @@ def fail(message: str) -> int:
 
 
 def launch(settings: Settings) -> int:
-    """Migrate once, before any worker starts; then run uvicorn (workers rebuild the settings)."""
+    """Migrate once (and index a package folder's new files once), before any worker starts; then
+    run uvicorn (workers rebuild the settings)."""
+    import logging.config
+
     import uvicorn
 
     from app import http_limits
     from app.logs import log_config
 
+    logging.config.dictConfig(log_config(settings.log_level, settings.log_format))  # preflight may index
     try:
         preflight(settings)
     except ConfigError as exc:
@@ -138,7 +142,13 @@ def preflight(settings: Settings) -> None:
 
     async def _prepare() -> None:
         engine = await open_database(settings.effective_database_url)
-        await engine.dispose()
+        try:
+            if settings.packages_dir is not None and settings.workers > 1:
+                from app.main import index_package_folders
+
+                await index_package_folders(settings, engine)
+        finally:
+            await engine.dispose()
         if settings.storage:
             _, close = await open_storage(settings, check=True)
             await close()

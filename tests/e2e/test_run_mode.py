@@ -100,6 +100,22 @@ def test_existing_folder_is_served_in_place(run_server, tmp_path, client_env):
     assert out.stdout.strip() == "42"
 
 
+def test_a_folder_is_indexed_once_before_the_workers_start(run_server, tmp_path):
+    """``--workers 2``: the folder's files are indexed once, before uvicorn starts the workers,
+    not by both workers at once (each reading every file, racing the other for every row)."""
+    packages = tmp_path / "packages"
+    made = [make_wheel(_dir(packages / f"sub{i % 3}"), f"many-{i}", "1.0") for i in range(12)]
+    server = run_server("-P", ".", "-a", ".", "--workers", "2", str(packages))
+    for wheel in made:
+        project = wheel.name.split("-")[0].replace("_", "-")
+        assert [f["filename"] for f in _project_json(server.url, project)["files"]] == [wheel.name]
+    log = server.log()
+    summaries = [line for line in log.splitlines() if "file(s) indexed" in line]
+    assert len(summaries) == 1 and "12 file(s) indexed" in summaries[0], log
+    assert log.index("12 file(s) indexed") < log.index("Started parent process"), log
+    assert len([line for line in log.splitlines() if "packhouse.scan: indexed sub" in line]) == 12, log
+
+
 def test_open_compose_command_uploads_flat_and_rescans(run_server, tmp_path, client_env):
     """`command: -P . -a . /data/packages`: twine uploads land as PACKAGES_DIR/<filename>; files
     dropped in (or deleted) by hand are picked up by the rescan."""
