@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
@@ -46,6 +47,10 @@ from app.storage.base import Storage
 from app.storage.flat import FlatLocalStorage
 
 log = logging.getLogger("packhouse")
+
+#: Set by ``packhouse run/serve --workers N`` for its workers once it has indexed the package
+#: folders itself (not a setting: no PACKHOUSE_ prefix).
+FOLDER_INDEXED_ENV = "_PACKHOUSE_FOLDER_INDEXED"
 
 
 @asynccontextmanager
@@ -98,8 +103,10 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     rescanner = None
     if isinstance(storage, FlatLocalStorage):
         indexer = FolderIndexer(writers, storage)
-        # Files already there are served from the first request on.
-        await _sync_folder(indexer, storage.roots, settle=False)
+        # Files already there are served from the first request on. With several workers the
+        # parent indexed them just before starting this one (index_package_folders).
+        if os.environ.get(FOLDER_INDEXED_ENV) != "1":
+            await _sync_folder(indexer, storage.roots, settle=False)
         rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval))
     state.file_offload = files.Offload(settings.x_accel_redirect, settings.x_sendfile, getattr(storage, "root", None))
     # The local store's uploads staged in place are swept once the server is up (it lists every

@@ -107,6 +107,10 @@ def launch(settings: Settings) -> int:
         return fail(str(exc))
     for name, value in settings.model_dump(exclude_none=True).items():
         os.environ[f"PACKHOUSE_{name.upper()}"] = str(value)
+    if settings.packages_dir is not None and settings.workers > 1:  # preflight indexed the folders
+        from app.main import FOLDER_INDEXED_ENV
+
+        os.environ[FOLDER_INDEXED_ENV] = "1"
     os.environ.pop(CONFIG_ENV, None)  # already folded into the variables above
     with shared_metrics(settings.metrics and settings.workers > 1):
         uvicorn.run(

@@ -46,6 +46,7 @@ log = logging.getLogger("packhouse.scan")
 
 DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", *dists.LEGACY_SDIST_SUFFIXES)
 SERVED = ", ".join(DIST_SUFFIXES)
+SYMLINKED_FOLDER = "a symlinked folder is not followed; give its target as another PACKAGES_DIR"
 CHUNK = 1024 * 1024
 SETTLE_NS = 2_000_000_000
 BATCH = 500  # rows per transaction when a folder is indexed in place
@@ -86,34 +87,48 @@ def skip_reason(name: str) -> str:
 def walk_folder(root: Path) -> FolderListing:
     """Archive paths under ``root`` relative to it, and the other files with why they are skipped.
     Hidden files and folders are left out silently (as pypiserver, and Packhouse keeps its own
-    ``.packhouse/`` there)."""
+    ``.packhouse/`` there). Folders are read with ``os.scandir``, each folder's files before its
+    subfolders, by name: every restart and rescan walks the whole tree, one stat per archive (a
+    folder of 30,000 files took a second with ``os.walk`` and pathlib)."""
     out = FolderListing()
     root = root.resolve()
-    for dirpath, dirnames, filenames in os.walk(root):
-        visible = sorted(d for d in dirnames if not d.startswith("."))
-        dirnames[:] = []
-        for d in visible:
-            if Path(dirpath, d).is_symlink():  # os.walk does not follow them (nor did pypiserver)
-                rel = Path(dirpath, d).relative_to(root).as_posix()
-                out.skipped.append((rel, "a symlinked folder is not followed; give its target as another PACKAGES_DIR"))
-            else:
-                dirnames.append(d)
-        for name in sorted(filenames):
-            path = Path(dirpath, name)
-            if name.startswith("."):
+    pending = [(str(root), "")]  # (folder, its path relative to root with a trailing "/")
+    while pending:
+        directory, prefix = pending.pop()
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue  # gone or unreadable meanwhile (os.walk skipped these too)
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            rel = path.relative_to(root).as_posix()
-            if not name.endswith(DIST_SUFFIXES):
-                out.skipped.append((rel, skip_reason(name)))
-            elif isinstance(found := _examine(path, rel, root), str):
+            rel = prefix + entry.name
+            if _is_dir(entry):
+                if entry.is_symlink():  # not followed (nor did pypiserver)
+                    out.skipped.append((rel, SYMLINKED_FOLDER))
+                else:
+                    subfolders.append((entry.path, rel + "/"))
+            elif not entry.name.endswith(DIST_SUFFIXES):
+                out.skipped.append((rel, skip_reason(entry.name)))
+            elif isinstance(found := _examine(entry, rel, root), str):
                 out.skipped.append((rel, found))
             else:
                 out.files.append(rel)
                 out.stamps[rel] = (found.st_mtime_ns, found.st_size)
+        pending.extend(reversed(subfolders))  # the first subfolder is walked next
     return out
 
 
-def _examine(path: Path, rel: str, root: Path) -> os.stat_result | str:
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows a symlink, as os.walk did
+    except OSError:
+        return False
+
+
+def _examine(entry: os.DirEntry[str], rel: str, root: Path) -> os.stat_result | str:
     """An archive-named entry of a package folder: its stat (the scan's stamp of it), or why it
     cannot be indexed. Only regular files are: reading a FIFO named like a wheel would block the
     scan (and the server's start) for good."""
@@ -122,16 +137,16 @@ def _examine(path: Path, rel: str, root: Path) -> os.stat_result | str:
     except UnicodeEncodeError:
         return "its path is not valid UTF-8 (a name from another system's encoding): rename it"
     try:
-        if path.is_symlink() and not path.resolve(strict=True).is_relative_to(root):
+        if entry.is_symlink() and not Path(entry.path).resolve(strict=True).is_relative_to(root):
             # the store refuses to serve anything outside its root
             return "a symlink to outside the package folder"
-        st = path.stat()
+        st = entry.stat()
     except RuntimeError:  # Python 3.11's resolve() on a loop
         return "a symlink loop"
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             return "a symlink loop"
-        if path.is_symlink():
+        if entry.is_symlink():
             return "a symlink to a file that does not exist"
         return f"could not be read ({exc.strerror})"
     if not stat.S_ISREG(st.st_mode):
@@ -227,7 +242,7 @@ class FolderIndexer:
         self,
         present: dict[str, Path],
         listed: dict[str, tuple[int, int]],
-        known: dict[str, tuple[int, int, str, int, str, datetime]],
+        known: dict[str, tuple[int, int, str, int, str]],
         cutoff: int | None,
     ) -> list[str]:
         """Indexed files whose bytes were replaced in the folder (a rebuilt wheel copied over the

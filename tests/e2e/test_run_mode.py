@@ -105,6 +105,7 @@ def test_a_folder_is_indexed_once_before_the_workers_start(run_server, tmp_path)
     not by both workers at once (each reading every file, racing the other for every row)."""
     packages = tmp_path / "packages"
     made = [make_wheel(_dir(packages / f"sub{i % 3}"), f"many-{i}", "1.0") for i in range(12)]
+    (packages / "old-1.0-py2.7.egg").write_bytes(b"an egg")  # skipped, with a warning per scan
     server = run_server("-P", ".", "-a", ".", "--workers", "2", str(packages))
     for wheel in made:
         project = wheel.name.split("-")[0].replace("_", "-")
@@ -114,6 +115,8 @@ def test_a_folder_is_indexed_once_before_the_workers_start(run_server, tmp_path)
     assert len(summaries) == 1 and "12 file(s) indexed" in summaries[0], log
     assert log.index("12 file(s) indexed") < log.index("Started parent process"), log
     assert len([line for line in log.splitlines() if "packhouse.scan: indexed sub" in line]) == 12, log
+    # The workers do not walk the folder again at start (their rescans come every 30 s).
+    assert log.count("old-1.0-py2.7.egg: a Python egg") == 1, log
 
 
 def test_open_compose_command_uploads_flat_and_rescans(run_server, tmp_path, client_env):
