@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -546,11 +547,41 @@ ROWS = [
     ("range_50mb_file", "  Range 64 KiB of it, 4 conns (req/s)", "rps", True, None),
     ("head_50mb_file_seq", "  HEAD of it, 1 client in sequence (req/s)", "rps", True, None),
     ("range_50mb_file_seq", "  Range 64 KiB, 1 client in sequence (req/s)", "rps", True, None),
+    ("folder_first_start", "first start on a pypiserver folder, none indexed (s)", "seconds", False, None),
+    ("folder_restart", "  restart on it, all indexed (s)", "seconds", False, None),
     ("uv_pip_compile", "uv pip compile, 10 packages (s)", "seconds", False, 0.5),
     ("pip_install_dry_run", "pip install --dry-run, 10 packages (s)", "seconds", False, 0.5),
     ("uv_pip_compile_10k", "  uv pip compile, same, 10,000-project index (s)", "seconds", False, 0.5),
     ("pip_install_dry_run_10k", "  pip install --dry-run, same, 10,000-project index (s)", "seconds", False, 0.5),
 ]
+
+
+def folder_phase(
+    ctx: Ctx, workers: int, which: set[str], peer_bin: Path, dists: list[corpus.Dist], corpus_dir: Path, project: str
+) -> None:
+    """pypiserver's own use: its package folder, served by ``packhouse run DIR`` in place. The
+    first start indexes every file (hash, metadata) before the port opens; a restart finds them
+    indexed. pypiserver keeps no index: each start lists the folder at its first request. Both
+    are timed from the process's start to the first 200 of a project's page."""
+    print(f"first start and restart on a pypiserver folder of {len(dists)} files", flush=True)
+    probe = f"/simple/{project}/"
+    starts: list[tuple[Callable[[Path], Server], Path]] = []
+    if "packhouse" in which:
+        starts.append((lambda d: servers.packhouse_folder(d, workers, probe), WORK / "ph-folder"))
+    if "pypiserver" in which:
+        starts.append((lambda d: servers.pypiserver_default(peer_bin, d, probe), WORK / "pypi-folder"))
+    if "gunicorn" in which:
+        starts.append((lambda d: servers.pypiserver_gunicorn(peer_bin, d, probe), WORK / "pypi-folder"))
+    for make, folder in starts:
+        servers.load_pypiserver(dists, corpus_dir, folder)  # hard links, no index
+        for row in ("folder_first_start", "folder_restart"):
+            srv = make(folder)
+            srv.start(timeout=3600)
+            cpu = round(sum(servers.cpu_seconds(p) for p in srv.pids()), 2)
+            rss = sum(rss_kib(p) for p in srv.pids())
+            srv.stop()
+            ctx.put(row, srv.name, {"seconds": round(srv.ready_after, 3), "cpu_s": cpu, "rss_mb": round(rss / 1024, 1)})
+            print(f"  {srv.name} {row}: {srv.ready_after:.2f} s", flush=True)
 
 
 def figure(value: object, key: str) -> float | None:
@@ -603,12 +634,16 @@ def main() -> int:
     ap.add_argument("--big-mb", type=int, default=50)
     ap.add_argument("--huge-upload-mb", type=int, default=1000, help="RSS test upload size (0 to skip)")
     ap.add_argument(
-        "--only", default="", help="phases, comma-separated: clients,clients-big,small,uploads,big,cold,nginx,rss"
+        "--only",
+        default="",
+        help="phases, comma-separated: clients,clients-big,small,uploads,big,cold,folder,nginx,rss",
     )
     ap.add_argument("--servers", default="packhouse,pypiserver,gunicorn,devpi", help="comma list")
     args = ap.parse_args()
     phases = (
-        set(args.only.split(",")) if args.only else {"clients", "clients-big", "small", "big", "cold", "nginx", "rss"}
+        set(args.only.split(","))
+        if args.only
+        else {"clients", "clients-big", "small", "big", "cold", "folder", "nginx", "rss"}
     )
     which = set(args.servers.split(","))
     if not shutil.which("wrk"):
@@ -765,6 +800,8 @@ def main() -> int:
                 "files": _count_files(bdir / "packhouse.db"),  # the big corpus + the uploads made to it
             },
         )
+    if "folder" in phases:
+        folder_phase(ctx, args.workers, which, peer_bin, big, WORK / f"corpus-{args.projects}", probe_project)
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {

@@ -228,6 +228,28 @@ def packhouse(data_dir: Path, workers: int, probe: str, extra_env: dict[str, str
     return Server(f"packhouse-w{workers}", argv, port, probe, env=extra_env or {})
 
 
+def packhouse_folder(folder: Path, workers: int, probe: str) -> Server:
+    """``packhouse run FOLDER``: pypiserver's command line, the folder served (and indexed) in place."""
+    port = free_port()
+    argv = [
+        str(Path(sys.executable).parent / "packhouse"),
+        "run",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-P",
+        ".",
+        "-a",
+        ".",
+        "--workers",
+        str(workers),
+        "--no-access-log",
+        str(folder),
+    ]
+    return Server(f"packhouse-w{workers}", argv, port, probe)
+
+
 def upload_floor() -> Server:
     """bench/floor_app.py under the uvicorn Packhouse runs on (uvloop, httptools, 1 worker)."""
     port = free_port()
