@@ -50,6 +50,7 @@ SYMLINKED_FOLDER = "a symlinked folder is not followed; give its target as anoth
 CHUNK = 1024 * 1024
 SETTLE_NS = 2_000_000_000
 BATCH = 500  # rows per transaction when a folder is indexed in place
+BATCH_TEXT = 16 * 1024 * 1024  # and fewer once their READMEs (descriptions) add up to this
 KeyFunc = Callable[[str, str, str], str]  # (sha256, filename, relative path) -> storage key
 Progress = Callable[[int, int, str], None]  # (done, total, current filename)
 
@@ -297,6 +298,7 @@ class FolderIndexer:
         async with self.sessions() as session:
             filenames = await repo.all_filenames(session)
         batch: list[_Prepared] = []
+        held = 0  # characters of README held by the batch
         for done, (rel, path) in enumerate(items, 1):
             name = path.name
             if progress:
@@ -327,9 +329,10 @@ class FolderIndexer:
                 continue
             filenames.add(name)
             batch.append(prepared)
-            if copy or len(batch) >= BATCH:
+            held += len(prepared.row["description"] or "")
+            if copy or len(batch) >= BATCH or held >= BATCH_TEXT:
                 await self._insert(batch, report)
-                batch = []
+                batch, held = [], 0
         if batch:
             await self._insert(batch, report)
 
@@ -340,6 +343,7 @@ class FolderIndexer:
         prepared = _prepare(path, rel, in_place_key)
         for sidecar, data in prepared.sidecars.items():
             self.storage.put_derived(sidecar, data)  # type: ignore[attr-defined]
+        prepared.sidecars.clear()  # written: not held by the batch
         return prepared
 
     async def _insert(self, batch: list[_Prepared], report: ScanReport) -> None:

@@ -133,3 +133,27 @@ def test_a_file_another_worker_indexed_first_is_a_duplicate_and_the_rest_of_its_
     projects, last, counts = _rows(client)
     assert counts == {w.name: 2 for w in wheels}  # the rolled-back batch left no row nor entry
     assert projects["raced"][1] == last["raced"]
+
+
+def test_a_batch_is_committed_early_once_its_readmes_add_up(make_client, tmp_path, monkeypatch):
+    """A batch holds its files' READMEs until it commits (a README may be megabytes): it commits
+    once they add up to BATCH_TEXT characters, whatever its length."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    client = make_client(packages_dir=packages, rescan_interval=0)  # rescans run by hand here
+    sessions, storage = client.app.state.manage.sessions, client.app.state.manage.storage
+    readme = "# Big\n\n" + "words " * 2_000  # 12 KB each
+    wheels = [_old(make_wheel(packages, f"readme-{i}", "1.0", description=readme)) for i in range(5)]
+    monkeypatch.setattr(scan, "BATCH_TEXT", 2 * len(readme))
+    batches: list[int] = []
+
+    class _Counting(FolderIndexer):
+        async def _insert(self, batch, report):
+            batches.append(len(batch))
+            await super()._insert(batch, report)
+
+    report = client.portal.call(_Counting(sessions, storage).sync_in_place, [packages])
+    assert batches == [2, 2, 1]
+    assert sorted(report.added) == sorted(w.name for w in wheels)
+    r = client.get("/ui/project/readme-3/")
+    assert r.status_code == 200 and "words words" in r.text
