@@ -44,6 +44,15 @@ def database_url_problem(url: str) -> str | None:
         example = "sqlite+aiosqlite://" if backend == "sqlite" else "postgresql+asyncpg://"
         which = f"{driver} is not an async driver" if driver else "it needs an async driver"
         return f"{shown!r}: {which}; start it with {example}"
+    if backend == "sqlite" and (
+        not parsed.database or parsed.database == ":memory:" or parsed.query.get("mode") == "memory"
+    ):
+        # Every upload would be lost at the next restart, and each worker would have its own index.
+        return (
+            f"{shown!r} is an in-memory SQLite database, which keeps nothing across restarts; give a "
+            "file (sqlite+aiosqlite:////srv/packhouse/packhouse.db), or leave the URL out to use "
+            "packhouse.db in the data folder"
+        )
     return None
 
 

@@ -36,6 +36,9 @@ def test_log_levels_are_uvicorns_in_any_case():
         ),
         ("postgresql+psycopg2://u@db/x", "psycopg2 is not an async driver"),
         ("mysql+aiomysql://u@db/x", "Packhouse runs on SQLite or PostgreSQL"),
+        ("sqlite+aiosqlite://", "is an in-memory SQLite database, which keeps nothing across restarts"),
+        ("sqlite+aiosqlite:///:memory:", "is an in-memory SQLite database"),
+        ("sqlite+aiosqlite:///file:x?mode=memory&uri=true", "is an in-memory SQLite database"),
     ],
 )
 def test_database_urls_that_cannot_work(url, expected):
@@ -46,7 +49,7 @@ def test_database_urls_that_cannot_work(url, expected):
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite+aiosqlite:///data/packhouse.db", "sqlite+aiosqlite://", "postgresql+asyncpg://u:p@db:5432/x"]
+    "url", ["sqlite+aiosqlite:///data/packhouse.db", "sqlite+aiosqlite:////abs/x.db", "postgresql+asyncpg://u:p@db:5432/x"]
 )
 def test_async_database_urls_pass(url):
     assert database_url_problem(url) is None
