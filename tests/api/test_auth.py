@@ -15,6 +15,9 @@ def users(tmp_path):
     return write_htpasswd(tmp_path / "htpasswd")
 
 
+WHL = "secret_pkg-1.0-py3-none-any.whl"
+
+
 @pytest.fixture
 def whl(tmp_path):
     return make_wheel(tmp_path, "secret-pkg", "1.0")
@@ -100,3 +103,58 @@ def test_cli_reports_config_errors_without_traceback(capsys):
     assert main(["serve", "--authenticate", "update,delete"]) == 2
     err = capsys.readouterr().err
     assert "unknown action 'delete'" in err and "Traceback" not in err
+
+
+# Cross-site request forgery: a browser logged in to the UI attaches its Basic credentials to any
+# request to this server, also to a form another site's page posts here.
+
+CROSS_SITE = (
+    {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"},
+    {"Sec-Fetch-Site": "same-site", "Origin": "http://evil.127.0.0.1"},
+    {"Origin": "http://evil.example"},  # a browser without Sec-Fetch-Site
+    {"Origin": "null"},  # a sandboxed frame
+)
+
+
+@pytest.fixture
+def logged_in(make_client, tmp_path, users, whl):
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="update,download,list")
+    creds = basic(*users["bcrypt"])
+    assert upload(client, whl, creds).status_code == 200
+    return client, creds
+
+
+@pytest.mark.parametrize("origin", CROSS_SITE)
+def test_changes_sent_by_another_sites_page_are_refused(logged_in, tmp_path, origin):
+    client, creds = logged_in
+    headers = {**creds, **origin}
+    form = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    refused = [
+        client.post("/", headers=form, content=b":action=remove_pkg&name=secret-pkg&version=1.0"),
+        client.post("/legacy/", headers=form, content=b":action=remove_pkg&name=secret-pkg&version=1.0"),
+        # An HTML form with enctype="text/plain" and no fields: an empty body, which the yank takes.
+        client.post("/api/projects/secret-pkg/releases/1.0/yank", headers={**headers, "Content-Type": "text/plain"}),
+        client.post(f"/api/projects/secret-pkg/files/{WHL}/yank", headers={**headers, "Content-Type": "text/plain"}),
+        upload(client, make_wheel(tmp_path, "secret-pkg", "6.6"), headers),  # a no-cors fetch
+    ]
+    for r in refused:
+        assert r.status_code == 403, r.text
+        assert r.json()["title"] == "Cross-site request refused" and "another site" in r.json()["detail"]
+    files = client.get("/api/projects/secret-pkg", headers=creds).json()["files"]
+    assert [(f["filename"], f["yanked"]) for f in files] == [(WHL, False)]
+    # Reading is not changed by it: a link from another site still opens a page.
+    assert client.get("/simple/secret-pkg/", headers=headers).status_code == 200
+
+
+def test_changes_from_this_servers_own_pages_and_from_clients_pass(logged_in):
+    client, creds = logged_in
+    for headers in (
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://127.0.0.1"},  # /docs "Try it out"
+        {"Origin": "http://127.0.0.1"},
+        {"Sec-Fetch-Site": "none"},  # typed into the address bar, or a bookmark
+        {},  # twine, uv, curl: no browser headers
+    ):
+        r = client.post("/api/projects/secret-pkg/releases/1.0/yank", headers={**creds, **headers})
+        assert r.status_code == 200, (headers, r.text)
+    r = client.post("/", data={":action": "remove_pkg", "name": "secret-pkg", "version": "1.0"}, headers=creds)
+    assert r.status_code == 200, r.text
