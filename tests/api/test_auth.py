@@ -158,3 +158,18 @@ def test_changes_from_this_servers_own_pages_and_from_clients_pass(logged_in):
         assert r.status_code == 200, (headers, r.text)
     r = client.post("/", data={":action": "remove_pkg", "name": "secret-pkg", "version": "1.0"}, headers=creds)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("actions", ["list", "download,list"])
+def test_the_audit_journal_is_as_private_as_the_listing(make_client, tmp_path, users, whl, actions):
+    """-a list keeps the projects private and leaves uploads open: the journal, which names every
+    file and uploader, needs the list login, as the project's page does."""
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate=actions)
+    creds = basic(*users["bcrypt"])
+    assert upload(client, whl, creds).status_code == 200
+    for url in ("/api/projects/secret-pkg", "/api/projects/secret-pkg/events", "/api/projects/nosuch/events"):
+        r = client.get(url)
+        assert_401(r)
+        assert "secret" not in r.text
+    events = client.get("/api/projects/secret-pkg/events", headers=creds)
+    assert events.status_code == 200 and events.json()[0]["filename"] == WHL
