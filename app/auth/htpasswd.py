@@ -27,7 +27,7 @@ import bcrypt
 
 log = logging.getLogger("packhouse.auth")  # under the server's logging setup (level, JSON)
 
-# Checked for unknown users so that their response time matches a real user's (no timing oracle).
+# Checked for unknown users when the file has no users at all (see HtpasswdAuthenticator._stand_in).
 # A constant (bcrypt.hashpw(b"packhouse-dummy", gensalt(rounds=10))): hashing at import cost ~100 ms
 # of every start.
 _DUMMY_HASH = b"$2b$10$osFYHhysxtcuQXvv/JUuCuG9zjdGQyFdlpo7Fr4xSGoHTPeSOfB1q"
@@ -241,6 +241,7 @@ class HtpasswdAuthenticator:
         self._users: dict[str, str] = {}
         self._cache: dict[bytes, float] = {}
         self._unreadable = False  # warned once until the file can be read again
+        self._stand_in_key = os.urandom(16)
         self._reload()
 
     def _reload(self) -> None:
@@ -293,7 +294,7 @@ class HtpasswdAuthenticator:
         if hashed is not None and self._cache.get(key, 0.0) > now:
             return True
         if hashed is None:
-            await anyio.to_thread.run_sync(verify_hash, password, _DUMMY_HASH.decode())
+            await anyio.to_thread.run_sync(verify_hash, password, self._stand_in(username))
             return False
         ok = await anyio.to_thread.run_sync(verify_hash, password, hashed)
         if ok:
@@ -301,6 +302,19 @@ class HtpasswdAuthenticator:
                 self._cache.clear()
             self._cache[key] = now + _CACHE_SECONDS
         return ok
+
+    def _stand_in(self, username: str) -> str:
+        """The hash an unknown user's password is checked against (and refused whatever it gives),
+        so that the answer takes as long as a real user's: a user of the file, picked by the name
+        under a key of this process (the same user for the same name; nobody outside can tell
+        which). A fixed bcrypt hash would not do: ``htpasswd -B`` writes cost 5 (~2 ms), SHA1 and
+        apr1 take microseconds, 'packhouse user add' writes cost 12 (~250 ms), so a wrong password
+        for a real name would answer faster or slower than for an unknown one."""
+        hashes = list(self._users.values())
+        if not hashes:
+            return _DUMMY_HASH.decode()
+        digest = hmac.new(self._stand_in_key, username.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return hashes[int.from_bytes(digest[:8], "big") % len(hashes)]
 
 
 def username_problem(username: str) -> str | None:

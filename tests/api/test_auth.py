@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+import time
+
 import pytest
 
 from tests.conftest import basic
@@ -52,6 +55,20 @@ def test_update_needs_password(make_client, tmp_path, users, whl, fmt):
     # reads stay anonymous
     assert client.get("/simple/secret-pkg/").status_code == 200
     assert client.get("/files/secret-pkg/secret_pkg-1.0-py3-none-any.whl").status_code == 200
+
+
+def test_a_wrong_password_answers_as_fast_for_an_unknown_user_as_for_a_real_one(make_client, tmp_path, users):
+    """No timing oracle for user names. Apache's htpasswd writes bcrypt at cost 5 (~2 ms), SHA1 and
+    apr1 in microseconds: checking unknown users against a fixed bcrypt hash of cost 10 (~60 ms)
+    made every unknown name answer an order of magnitude slower than a real one."""
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="list")
+    real, unknown = [], []
+    for i in range(12):
+        for name, times in ((users["bcrypt"][0], real), (f"ghost{i}", unknown)):
+            start = time.perf_counter()
+            assert_401(client.get("/simple/", headers=basic(name, f"wrong{i}")))
+            times.append(time.perf_counter() - start)
+    assert statistics.median(unknown) < 3 * statistics.median(real) + 0.02, (unknown, real)
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
