@@ -33,6 +33,25 @@ def test_fallback_is_off_by_default_and_redirects_when_given(make_client):
     r = client.get("/simple/unknown-project/", follow_redirects=False)
     assert r.status_code == 302
     assert r.headers["location"] == "https://mirror.example/simple/unknown-project/"
+    assert client.get("/unknown-project/", follow_redirects=False).status_code == 302  # pypiserver's URL
+
+
+def test_fallback_is_only_for_the_simple_pages(make_client):
+    """The other index has simple pages only: the browsing UI and the JSON API (yank and delete
+    included) answer 404 for a project this index does not have, as without a fallback."""
+    client = make_client(fallback_url="https://mirror.example/simple")
+    r = client.get("/ui/project/unknown-project/", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    for method, url in (
+        ("GET", "/ui/project/unknown-project/1.0/"),
+        ("GET", "/api/projects/unknown-project"),
+        ("POST", "/api/projects/unknown-project/releases/1.0/yank"),
+        ("DELETE", "/api/projects/unknown-project/releases/1.0"),
+        ("DELETE", "/api/projects/unknown-project/files/unknown_project-1.0.tar.gz"),
+    ):
+        r = client.request(method, url, follow_redirects=False)
+        assert r.status_code == 404, (method, url, r.status_code, r.headers.get("location"))
+        assert r.headers["content-type"] == "application/problem+json"
 
 
 def test_packages_url_and_custom_health_endpoint(make_client, tmp_path):
