@@ -77,6 +77,10 @@ _SHA512_ORDER = [(0, 21, 42), (22, 43, 1), (44, 2, 23), (3, 24, 45), (25, 46, 4)
                  (56, 14, 35), (15, 36, 57), (37, 58, 16), (59, 17, 38), (18, 39, 60), (40, 61, 19),
                  (62, 20, 41)]  # fmt: skip
 _SHA_CRYPT_DEFAULT_ROUNDS = 5000
+#: A longer password never logs in, whatever the hash: passlib (pypiserver) refused them too
+#: (MAX_PASSWORD_SIZE), and SHA-crypt hashes the password once per byte of it, each round again,
+#: so one Basic header of 48 KB would cost seconds of CPU.
+MAX_PASSWORD_BYTES = 4096
 #: More rounds than this are refused (each costs a few microseconds here, off the event loop, and
 #: a failed login is not cached): htpasswd and openssl write 5000 unless told otherwise.
 SHA_CRYPT_MAX_ROUNDS = 500_000
@@ -123,7 +127,10 @@ def sha_crypt(password: bytes, salt: bytes, rounds: int, magic: str) -> str:
         ctx.update(b if i & 1 else password)
         i >>= 1
     a = ctx.digest()
-    dp = new(password * plen).digest()
+    ctx = new()
+    for _ in range(plen):  # the password once per byte of it, hashed as it goes (not built in memory)
+        ctx.update(password)
+    dp = ctx.digest()
     p = (dp * (plen // size + 1))[:plen]
     ds = new(salt * (16 + a[0])).digest()
     s = (ds * (len(salt) // size + 1))[: len(salt)]
@@ -143,6 +150,8 @@ def sha_crypt(password: bytes, salt: bytes, rounds: int, magic: str) -> str:
 def verify_hash(password: str, hashed: str) -> bool:
     """Check one password against one htpasswd hash. Blocking for bcrypt."""
     pw = password.encode("utf-8")
+    if len(pw) > MAX_PASSWORD_BYTES:
+        return False
     if hashed.startswith(("$2y$", "$2b$", "$2a$")):
         if len(pw) > 72:
             return False  # bcrypt 5 raises on these; such a password can never have been set

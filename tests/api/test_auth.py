@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import subprocess
 import time
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from tests.conftest import basic
 from tests.support.builders import make_wheel
 from tests.support.forms import upload_form
-from tests.support.htpasswd import FORMATS, write_htpasswd
+from tests.support.htpasswd import FORMATS, htpasswd_bin, write_htpasswd
 
 
 @pytest.fixture
@@ -69,6 +70,23 @@ def test_a_wrong_password_answers_as_fast_for_an_unknown_user_as_for_a_real_one(
             assert_401(client.get("/simple/", headers=basic(name, f"wrong{i}")))
             times.append(time.perf_counter() - start)
     assert statistics.median(unknown) < 3 * statistics.median(real) + 0.02, (unknown, real)
+
+
+@pytest.mark.parametrize("flag", ["-2", "-5"])  # SHA-256-crypt, SHA-512-crypt
+def test_a_huge_password_is_refused_without_hashing_it(make_client, tmp_path, flag):
+    """SHA-crypt hashes the password once per byte of it: one Basic header with a 40 KB password
+    cost ~10 s of CPU and 1.6 GB of memory, for a real user's name or, checked against a real
+    user's hash, an unknown one. Passwords over 4096 bytes never log in (passlib's limit too)."""
+    line = subprocess.run(
+        [htpasswd_bin(), "-nb", flag, "sha", "pw"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    (tmp_path / "htpasswd").write_text(line + "\n")
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="list")
+    start = time.perf_counter()
+    for user in ("sha", "ghost"):
+        assert_401(client.get("/simple/", headers=basic(user, "x" * 40_000)))
+    assert time.perf_counter() - start < 2
+    assert client.get("/simple/", headers=basic("sha", "pw")).status_code == 200
 
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
