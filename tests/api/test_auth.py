@@ -111,6 +111,29 @@ def test_download_only(make_client, tmp_path, users, whl):
     assert_401(client.get("/files/secret-pkg/secret_pkg-1.0-py3-none-any.whl"))
 
 
+@pytest.mark.parametrize("actions", ["download", "update,download,list"])
+def test_files_that_need_a_login_are_never_kept_by_a_shared_cache(make_client, tmp_path, users, whl, actions):
+    """``public`` lets a shared cache (nginx proxy_cache, a CDN: docs/scale-out.md) keep a response
+    to a request with credentials and hand it to anyone for a year: private downloads are
+    "private" (pip's, uv's and the browser's own caches still keep them)."""
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate=actions)
+    creds = basic(*users["bcrypt"])
+    assert upload(client, whl, creds).status_code == 200
+    for url in (f"/files/secret-pkg/{WHL}", f"/files/secret-pkg/{WHL}.metadata", f"/packages/{WHL}"):
+        for r in (client.get(url, headers=creds), client.head(url, headers=creds)):
+            assert r.status_code == 200, (url, r.text)
+            assert r.headers["cache-control"] == "private, max-age=31536000, immutable", url
+        r = client.get(url, headers={**creds, "If-None-Match": r.headers["etag"]})
+        assert r.status_code == 304 and r.headers["cache-control"].startswith("private,")
+
+
+def test_files_anyone_may_download_are_public(make_client, tmp_path, users, whl):
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="update,list")
+    assert upload(client, whl, basic(*users["bcrypt"])).status_code == 200
+    r = client.get(f"/files/secret-pkg/{WHL}")
+    assert r.status_code == 200 and r.headers["cache-control"] == "public, max-age=31536000, immutable"
+
+
 def test_safe_default_refuses_anonymous_uploads_beyond_loopback(make_client, whl):
     client = make_client(host="0.0.0.0")
     r = upload(client, whl)
