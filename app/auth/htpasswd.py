@@ -192,6 +192,8 @@ _DES = frozenset(_APR1_ALPHABET)
 
 def hash_problem(hashed: str) -> str | None:
     """Why an htpasswd entry's hash cannot be used to log in, or None if it can."""
+    if not hashed.isascii():  # every format is ASCII: a damaged line (and compare_digest refuses it)
+        return "a damaged hash (it contains non-ASCII characters)"
     if hashed.startswith(("$2y$", "$2b$", "$2a$", "{SHA}", "$apr1$", "$1$")):
         return None
     if hashed.startswith(("$5$", "$6$")):

@@ -89,6 +89,19 @@ def test_a_huge_password_is_refused_without_hashing_it(make_client, tmp_path, fl
     assert client.get("/simple/", headers=basic("sha", "pw")).status_code == 200
 
 
+def test_a_damaged_htpasswd_entry_is_a_401_not_a_500(make_client, tmp_path, users):
+    """A hash with non-ASCII characters (a line damaged by an editor or a bad copy) made every
+    login as that user a 500 (hmac.compare_digest refuses non-ASCII text): the entry is refused
+    with a warning when the file is read, like any other unusable hash."""
+    passwords = tmp_path / "htpasswd"
+    damaged = "bob:{SHA}gP0Sl0c33VivUOeCqfs3+BqNxtç=\nann:$apr1$gZR.Vz3é$IGT1OJq8HpR0pumzDPbaG0\n"
+    passwords.write_text(passwords.read_text() + damaged, encoding="utf-8")
+    client = make_client(passwords=str(passwords), authenticate="list")
+    for user in ("bob", "ann", "ghost", "ghost2", "ghost3"):
+        assert_401(client.get("/simple/", headers=basic(user, "pw")))
+    assert client.get("/simple/", headers=basic(*users["sha1"])).status_code == 200
+
+
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_everything_needs_password(make_client, tmp_path, users, whl, fmt):
     client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="update,download,list")
