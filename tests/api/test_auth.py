@@ -124,6 +124,22 @@ def test_download_only(make_client, tmp_path, users, whl):
     assert_401(client.get("/files/secret-pkg/secret_pkg-1.0-py3-none-any.whl"))
 
 
+def test_open_uploads_record_a_users_name_only_with_its_password(make_client, tmp_path, users, whl):
+    """With a passwords file and uploads left open (-a download), anyone could upload as 'bea' by
+    sending that name with any password, and the uploader and the journal said bea did it."""
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="download")
+    bea, password = users["bcrypt"]
+    assert upload(client, whl, basic(bea, "not her password")).status_code == 200
+    other = make_wheel(tmp_path, "secret-pkg", "2.0")
+    assert upload(client, other, basic(bea, password)).status_code == 200
+    r = client.post("/api/projects/secret-pkg/releases/2.0/yank", headers=basic(bea, "wrong"))
+    assert r.status_code == 200
+    files = {f["filename"]: f["uploader"] for f in client.get("/api/projects/secret-pkg").json()["files"]}
+    assert files == {WHL: None, other.name: bea}
+    events = client.get("/api/projects/secret-pkg/events").json()
+    assert [(e["action"], e["actor"]) for e in events] == [("yank", None), ("upload", bea), ("upload", None)]
+
+
 @pytest.mark.parametrize("actions", ["download", "update,download,list"])
 def test_files_that_need_a_login_are_never_kept_by_a_shared_cache(make_client, tmp_path, users, whl, actions):
     """``public`` lets a shared cache (nginx proxy_cache, a CDN: docs/scale-out.md) keep a response
