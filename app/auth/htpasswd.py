@@ -32,6 +32,10 @@ log = logging.getLogger("packhouse.auth")  # under the server's logging setup (l
 # of every start.
 _DUMMY_HASH = b"$2b$10$osFYHhysxtcuQXvv/JUuCuG9zjdGQyFdlpo7Fr4xSGoHTPeSOfB1q"
 _CACHE_SECONDS = 60.0
+#: Password checks run at once per process. Hashing is CPU work (bcrypt ~250 ms at cost 12), so
+#: more threads than cores only share them; the checks beyond wait their turn without holding a
+#: worker thread, and a flood of wrong passwords cannot take the threads that downloads use.
+HASH_THREADS = max(2, os.cpu_count() or 2)
 _APR1_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -253,6 +257,7 @@ class HtpasswdAuthenticator:
         self._cache: dict[bytes, float] = {}
         self._unreadable = False  # warned once until the file can be read again
         self._stand_in_key = os.urandom(16)
+        self._hashing = anyio.CapacityLimiter(HASH_THREADS)
         self._reload()
 
     def _reload(self) -> None:
@@ -305,9 +310,9 @@ class HtpasswdAuthenticator:
         if hashed is not None and self._cache.get(key, 0.0) > now:
             return True
         if hashed is None:
-            await anyio.to_thread.run_sync(verify_hash, password, self._stand_in(username))
+            await anyio.to_thread.run_sync(verify_hash, password, self._stand_in(username), limiter=self._hashing)
             return False
-        ok = await anyio.to_thread.run_sync(verify_hash, password, hashed)
+        ok = await anyio.to_thread.run_sync(verify_hash, password, hashed, limiter=self._hashing)
         if ok:
             if len(self._cache) > 10_000:
                 self._cache.clear()
