@@ -86,6 +86,16 @@ def test_metrics_count_uploads_and_can_require_a_login(make_client, tmp_path):
     assert make_client(metrics=False).get("/metrics").status_code in (401, 404)
 
 
+def test_metrics_label_an_unknown_method_other(client):
+    """Each label value is a series kept for the process's life: a method invented by the client
+    (the h11 parser passes any token through) must not add series at will."""
+    for i in range(3):
+        assert client.request(f"X-INVENTED-{i}", "/health").status_code == 405
+    text = client.get("/metrics").text
+    assert "X-INVENTED" not in text
+    assert 'packhouse_http_requests_total{method="other",route="/health",status="405"} 3.0' in text
+
+
 def test_metrics_of_a_private_index_take_the_login_of_any_htpasswd_user(make_client, tmp_path):
     """Listing needs a login, so /metrics does too (it tells the project and file counts): any user
     of the passwords file, in any hash format, by Basic auth (what Prometheus's basic_auth sends)."""
