@@ -25,7 +25,7 @@ from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.fallback import install_fallback
 from app.api.fastpath import UPLOAD_PATHS, install_fast_path
-from app.api.guards import RejectNulMiddleware, SmallBodyMiddleware, document_nul_rejection
+from app.api.guards import CrossSiteGuard, RejectNulMiddleware, SmallBodyMiddleware, document_nul_rejection
 from app.api.head import HeadAsGet
 from app.api.routes import files, health, manage, packages, search, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
@@ -217,6 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HeadAsGet)  # HEAD on a GET-only route: answered as that GET, headers only
     app.add_middleware(SmallBodyMiddleware, body_timeout=settings.body_timeout, upload_paths=UPLOAD_PATHS)
     app.add_middleware(RejectNulMiddleware)
+    app.add_middleware(CrossSiteGuard)  # before any body is read, the upload fast path's included
     document_nul_rejection(app)
     if settings.metrics:
         app.state.metrics = metrics_api.Metrics()

@@ -13,7 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from app.api.errors import problem
-from app.errors import ProjectNotFoundError
+from app.errors import NotFoundError, ProjectNotFoundError
+
+#: The routes of the simple project pages, which the other index answers in kind. The browsing UI
+#: and the JSON API (a yank or delete included) answer their own 404 for an unknown project.
+SIMPLE_PAGES = ("/simple/{project}/", "/{project}/")
 
 
 def install_fallback(app: FastAPI, fallback_url: str) -> None:
@@ -22,7 +26,9 @@ def install_fallback(app: FastAPI, fallback_url: str) -> None:
     async def on_unknown_project(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProjectNotFoundError)
         project = request.path_params.get("project")
-        if not project:
+        if not project or getattr(request.scope.get("route"), "path", None) not in SIMPLE_PAGES:
+            if (not_found := request.app.exception_handlers.get(NotFoundError)) is not None:
+                return await not_found(request, exc)  # type: ignore[no-any-return]
             return problem(404, exc.title, exc.detail)
         return RedirectResponse(f"{base}/{quote(project)}/", status_code=302)
 

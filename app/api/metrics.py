@@ -34,6 +34,9 @@ from app.errors import AuthenticationRequiredError
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (app/commands/_server.py)
 UPLOAD_ROUTES = {"/", "/legacy/"}
+# The method label's values; any other method (h11 and other servers pass any token through) is
+# "other": each label value is a series kept for the process's life, and /metrics grows with it.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 FILE_ROUTES = {"/files/{project}/{filename}", "/packages/{filename}", "/packages/{subdir:path}/{filename}"}
 
 
@@ -115,7 +118,7 @@ class MetricsMiddleware:
     def _observe(self, scope: Scope, status: int, sent: int, elapsed: float) -> None:
         route: Any = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"  # the template: bounded label values
-        method = scope["method"]
+        method = scope["method"] if scope["method"] in METHODS else "other"
         m = self.metrics
         m.requests.labels(method, path, str(status)).inc()
         m.latency.labels(method, path).observe(elapsed)

@@ -27,11 +27,15 @@ import bcrypt
 
 log = logging.getLogger("packhouse.auth")  # under the server's logging setup (level, JSON)
 
-# Checked for unknown users so that their response time matches a real user's (no timing oracle).
+# Checked for unknown users when the file has no users at all (see HtpasswdAuthenticator._stand_in).
 # A constant (bcrypt.hashpw(b"packhouse-dummy", gensalt(rounds=10))): hashing at import cost ~100 ms
 # of every start.
 _DUMMY_HASH = b"$2b$10$osFYHhysxtcuQXvv/JUuCuG9zjdGQyFdlpo7Fr4xSGoHTPeSOfB1q"
 _CACHE_SECONDS = 60.0
+#: Password checks run at once per process. Hashing is CPU work (bcrypt ~250 ms at cost 12), so
+#: more threads than cores only share them; the checks beyond wait their turn without holding a
+#: worker thread, and a flood of wrong passwords cannot take the threads that downloads use.
+HASH_THREADS = max(2, os.cpu_count() or 2)
 _APR1_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -77,6 +81,10 @@ _SHA512_ORDER = [(0, 21, 42), (22, 43, 1), (44, 2, 23), (3, 24, 45), (25, 46, 4)
                  (56, 14, 35), (15, 36, 57), (37, 58, 16), (59, 17, 38), (18, 39, 60), (40, 61, 19),
                  (62, 20, 41)]  # fmt: skip
 _SHA_CRYPT_DEFAULT_ROUNDS = 5000
+#: A longer password never logs in, whatever the hash: passlib (pypiserver) refused them too
+#: (MAX_PASSWORD_SIZE), and SHA-crypt hashes the password once per byte of it, each round again,
+#: so one Basic header of 48 KB would cost seconds of CPU.
+MAX_PASSWORD_BYTES = 4096
 #: More rounds than this are refused (each costs a few microseconds here, off the event loop, and
 #: a failed login is not cached): htpasswd and openssl write 5000 unless told otherwise.
 SHA_CRYPT_MAX_ROUNDS = 500_000
@@ -123,7 +131,10 @@ def sha_crypt(password: bytes, salt: bytes, rounds: int, magic: str) -> str:
         ctx.update(b if i & 1 else password)
         i >>= 1
     a = ctx.digest()
-    dp = new(password * plen).digest()
+    ctx = new()
+    for _ in range(plen):  # the password once per byte of it, hashed as it goes (not built in memory)
+        ctx.update(password)
+    dp = ctx.digest()
     p = (dp * (plen // size + 1))[:plen]
     ds = new(salt * (16 + a[0])).digest()
     s = (ds * (len(salt) // size + 1))[: len(salt)]
@@ -143,6 +154,8 @@ def sha_crypt(password: bytes, salt: bytes, rounds: int, magic: str) -> str:
 def verify_hash(password: str, hashed: str) -> bool:
     """Check one password against one htpasswd hash. Blocking for bcrypt."""
     pw = password.encode("utf-8")
+    if len(pw) > MAX_PASSWORD_BYTES:
+        return False
     if hashed.startswith(("$2y$", "$2b$", "$2a$")):
         if len(pw) > 72:
             return False  # bcrypt 5 raises on these; such a password can never have been set
@@ -183,6 +196,8 @@ _DES = frozenset(_APR1_ALPHABET)
 
 def hash_problem(hashed: str) -> str | None:
     """Why an htpasswd entry's hash cannot be used to log in, or None if it can."""
+    if not hashed.isascii():  # every format is ASCII: a damaged line (and compare_digest refuses it)
+        return "a damaged hash (it contains non-ASCII characters)"
     if hashed.startswith(("$2y$", "$2b$", "$2a$", "{SHA}", "$apr1$", "$1$")):
         return None
     if hashed.startswith(("$5$", "$6$")):
@@ -241,6 +256,8 @@ class HtpasswdAuthenticator:
         self._users: dict[str, str] = {}
         self._cache: dict[bytes, float] = {}
         self._unreadable = False  # warned once until the file can be read again
+        self._stand_in_key = os.urandom(16)
+        self._hashing = anyio.CapacityLimiter(HASH_THREADS)
         self._reload()
 
     def _reload(self) -> None:
@@ -293,14 +310,27 @@ class HtpasswdAuthenticator:
         if hashed is not None and self._cache.get(key, 0.0) > now:
             return True
         if hashed is None:
-            await anyio.to_thread.run_sync(verify_hash, password, _DUMMY_HASH.decode())
+            await anyio.to_thread.run_sync(verify_hash, password, self._stand_in(username), limiter=self._hashing)
             return False
-        ok = await anyio.to_thread.run_sync(verify_hash, password, hashed)
+        ok = await anyio.to_thread.run_sync(verify_hash, password, hashed, limiter=self._hashing)
         if ok:
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[key] = now + _CACHE_SECONDS
         return ok
+
+    def _stand_in(self, username: str) -> str:
+        """The hash an unknown user's password is checked against (and refused whatever it gives),
+        so that the answer takes as long as a real user's: a user of the file, picked by the name
+        under a key of this process (the same user for the same name; nobody outside can tell
+        which). A fixed bcrypt hash would not do: ``htpasswd -B`` writes cost 5 (~2 ms), SHA1 and
+        apr1 take microseconds, 'packhouse user add' writes cost 12 (~250 ms), so a wrong password
+        for a real name would answer faster or slower than for an unknown one."""
+        hashes = list(self._users.values())
+        if not hashes:
+            return _DUMMY_HASH.decode()
+        digest = hmac.new(self._stand_in_key, username.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return hashes[int.from_bytes(digest[:8], "big") % len(hashes)]
 
 
 def username_problem(username: str) -> str | None:

@@ -66,7 +66,13 @@ class Policy:
                     "no passwords file. Start it with --passwords FILE (an htpasswd file) to require "
                     "logins, or with --authenticate . to let anyone upload."
                 )
-            return Identity(credentials[0]) if credentials and credentials[0] else None
+            if not credentials or not credentials[0]:
+                return None
+            if action is Action.UPDATE and self.authenticator is not None:
+                # A passwords file says who the users are: the name recorded as the uploader and in
+                # the journal is one whose password was given. A wrong one uploads anonymously.
+                return Identity(credentials[0]) if await self.authenticator.verify(*credentials) else None
+            return Identity(credentials[0])
         if credentials is None:
             raise AuthenticationRequiredError(
                 f"This server requires a username and password to {_VERB[action]}."

@@ -33,6 +33,25 @@ def test_fallback_is_off_by_default_and_redirects_when_given(make_client):
     r = client.get("/simple/unknown-project/", follow_redirects=False)
     assert r.status_code == 302
     assert r.headers["location"] == "https://mirror.example/simple/unknown-project/"
+    assert client.get("/unknown-project/", follow_redirects=False).status_code == 302  # pypiserver's URL
+
+
+def test_fallback_is_only_for_the_simple_pages(make_client):
+    """The other index has simple pages only: the browsing UI and the JSON API (yank and delete
+    included) answer 404 for a project this index does not have, as without a fallback."""
+    client = make_client(fallback_url="https://mirror.example/simple")
+    r = client.get("/ui/project/unknown-project/", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+    for method, url in (
+        ("GET", "/ui/project/unknown-project/1.0/"),
+        ("GET", "/api/projects/unknown-project"),
+        ("POST", "/api/projects/unknown-project/releases/1.0/yank"),
+        ("DELETE", "/api/projects/unknown-project/releases/1.0"),
+        ("DELETE", "/api/projects/unknown-project/files/unknown_project-1.0.tar.gz"),
+    ):
+        r = client.request(method, url, follow_redirects=False)
+        assert r.status_code == 404, (method, url, r.status_code, r.headers.get("location"))
+        assert r.headers["content-type"] == "application/problem+json"
 
 
 def test_packages_url_and_custom_health_endpoint(make_client, tmp_path):
@@ -65,6 +84,16 @@ def test_metrics_count_uploads_and_can_require_a_login(make_client, tmp_path):
     assert "packhouse_uploads_total 1.0" in r.text
     assert "packhouse_files 1.0" in r.text and "packhouse_projects 1.0" in r.text
     assert make_client(metrics=False).get("/metrics").status_code in (401, 404)
+
+
+def test_metrics_label_an_unknown_method_other(client):
+    """Each label value is a series kept for the process's life: a method invented by the client
+    (the h11 parser passes any token through) must not add series at will."""
+    for i in range(3):
+        assert client.request(f"X-INVENTED-{i}", "/health").status_code == 405
+    text = client.get("/metrics").text
+    assert "X-INVENTED" not in text
+    assert 'packhouse_http_requests_total{method="other",route="/health",status="405"} 3.0' in text
 
 
 def test_metrics_of_a_private_index_take_the_login_of_any_htpasswd_user(make_client, tmp_path):

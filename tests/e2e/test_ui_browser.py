@@ -247,6 +247,44 @@ def test_list_permission_prompts_the_browser(browser, tmp_path):
         live.stop()
 
 
+EVIL_PAGE = """<!DOCTYPE html><title>Free stickers</title>
+<form method="post" action="{action}"><input type="hidden" name=":action" value="remove_pkg">
+<input type="hidden" name="name" value="demo"><input type="hidden" name="version" value="1.0"></form>
+<script>document.forms[0].submit()</script>"""
+
+
+def test_a_logged_in_browser_lends_no_password_to_another_sites_form(browser, tmp_path):
+    """Cross-site request forgery in a real browser: logged in to a private index's UI, the user
+    opens another site's page that posts pypiserver's remove_pkg form to the index. The browser
+    attaches the index's credentials; the index refuses the request (403), and the release stays.
+    The index's own pages may still change it (a same-origin fetch, as /docs "Try it out" sends)."""
+    htpasswd = data.sha1_htpasswd(tmp_path / "htpasswd", "alice", "pw")
+    live = LiveServer(tmp_path / "data", ["--passwords", str(htpasswd), "--authenticate", "update,download,list"],
+                      clean_env(tmp_path / "home")).start()  # fmt: skip
+    try:
+        with httpx.Client(base_url=live.url, auth=("alice", "pw")) as http:
+            for version in ("1.0", "2.0"):
+                data.post(http, data.wheel(tmp_path / "dists", "demo", version))
+        context = browser.new_context(base_url=live.url, http_credentials={"username": "alice", "password": "pw"})
+        evil, page = "http://stickers.example/", EVIL_PAGE.format(action=live.url + "/")
+        context.route(evil, lambda route: route.fulfill(content_type="text/html", body=page))
+        tab = context.new_page()
+        assert tab.goto("/ui/project/demo/").status == 200  # logged in
+        with tab.expect_response(lambda r: r.request.method == "POST") as posted:
+            tab.goto(evil)
+        assert posted.value.status == 403, posted.value.text()
+        assert "Cross-site request refused" in posted.value.text()
+        tab.goto("/ui/project/demo/")
+        yank = "() => fetch('/api/projects/demo/releases/2.0/yank', {method: 'POST'}).then(r => r.status)"
+        assert tab.evaluate(yank) == 200  # the index's own page
+        context.close()
+        with httpx.Client(base_url=live.url, auth=("alice", "pw")) as http:
+            files = http.get("/api/projects/demo").json()["files"]
+        assert sorted((f["version"], f["yanked"]) for f in files) == [("1.0", False), ("2.0", True)]
+    finally:
+        live.stop()
+
+
 def test_api_docs_render_with_nothing_beyond_the_server(browser, server):
     """/docs and /redoc work where no CDN is reachable (air-gapped farms): every request that leaves
     the server is refused, and Swagger UI and ReDoc still render the whole API."""

@@ -4,6 +4,8 @@ are refused with a warning that says which they are; ``packhouse user`` lists an
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import shutil
 import subprocess
@@ -12,11 +14,13 @@ import sys
 import pytest
 
 from app.auth.htpasswd import (
+    MAX_PASSWORD_BYTES,
     SHA_CRYPT_MAX_ROUNDS,
     HtpasswdAuthenticator,
     hash_password,
     hash_problem,
     parse_htpasswd,
+    sha_crypt,
     verify_hash,
 )
 from tests.conftest import ROOT, clean_env
@@ -83,6 +87,18 @@ def test_known_vectors():
         "$6$saltsalt$YTeBOLnmm3CoeJTzBuijUEtOEWCqrw/nQ8/AeMmON4LGp3k0ZiMjC1OdqzWFUAfDQBvYkOch9BWtQTBcZ1E/p0",
     )
     assert verify_hash("hello", "$1$saltsalt$fFhQNRZ9A4AYLdo7vOe8a0")
+
+
+@pytest.mark.parametrize("magic", ["$5$", "$6$"])
+def test_passwords_up_to_the_limit_verify_and_longer_ones_never_do(magic):
+    def sha(password: str) -> str:
+        return f"{magic}saltsalt${sha_crypt(password.encode(), b'saltsalt', 5000, magic)}"
+
+    longest = "p" * MAX_PASSWORD_BYTES
+    assert verify_hash(longest, sha(longest))
+    assert not verify_hash(longest + "p", sha(longest + "p"))
+    sha1 = base64.b64encode(hashlib.sha1((longest + "p").encode()).digest()).decode()
+    assert not verify_hash(longest + "p", "{SHA}" + sha1)  # every format
 
 
 def test_malformed_and_oversized_sha_crypt_hashes_never_verify():

@@ -14,6 +14,7 @@ from starlette.responses import MalformedRangeHeader
 from app.api.conditional import field, none_match
 from app.api.deps import DownloadIdentity, FileDep
 from app.api.streaming import stream_response
+from app.auth.policy import Action
 from app.services.files import FileDownload
 from app.storage.base import LocalPath, ObjectStream
 
@@ -21,6 +22,10 @@ router = APIRouter(tags=["files"])
 
 # Files never change once published (a filename is never reused with other bytes).
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
+# When downloads need a login: kept by the client (pip's and uv's caches, a browser), never by a
+# shared cache, which would hand a file fetched with a login to anyone who asks for its URL for a
+# year ("public" lets a shared cache store a response to a request with credentials: RFC 9111 3.5).
+PRIVATE_FILE_CACHE_CONTROL = "private, max-age=31536000, immutable"
 _FILE_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {"description": "The file.", "content": {"application/octet-stream": {}}},
     206: {"description": "Partial content (Range request)."},
@@ -67,9 +72,10 @@ class LargeChunkFileResponse(FileResponse):
 
 def deliver(request: Request, found: FileDownload) -> Response:
     etag = f'"{found.sha256}"'
+    private = Action.DOWNLOAD in request.app.state.policy.required
     headers = {
         "ETag": etag,
-        "Cache-Control": FILE_CACHE_CONTROL,
+        "Cache-Control": PRIVATE_FILE_CACHE_CONTROL if private else FILE_CACHE_CONTROL,
         "Last-Modified": format_datetime(found.modified, usegmt=True),
     }
     if none_match(field(request.headers, "if-none-match"), [etag]):

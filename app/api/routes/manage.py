@@ -117,10 +117,13 @@ async def project(project: ProjectName, manage: ManageDep, _who: ListIdentity) -
 async def events(
     project: ProjectName,
     manage: ManageDep,
+    _reader: ListIdentity,
     _who: UploadIdentity,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[EventOut]:
-    """Who uploaded, yanked or deleted what, and when; newest first. Needs the update permission."""
+    """Who uploaded, yanked or deleted what, and when; newest first. Needs the update permission,
+    and the list permission too: the journal names every file, so it is never more open than the
+    project's page (``--authenticate list`` leaves uploads open, not the listing)."""
     return [EventOut.of(e) for e in await manage.events(project, limit)]
 
 
