@@ -55,6 +55,12 @@ class FlatLocalStorage(LocalStorage):
             raise ValueError(f"storage key {key!r} is inside Packhouse's own {STATE_DIR}/ folder")
         return path
 
+    def _place(self, key: str) -> Path:
+        # Only Packhouse's own files are written this way (PEP 658 metadata files, by the scan).
+        if not key.endswith(METADATA_SUFFIX):
+            raise ValueError(f"storage key {key!r} is not a metadata file")
+        return super()._place(f"{METADATA_DIR}/{key}")
+
     def _extra(self, key: str) -> tuple[Path, Path]:
         """(its package folder, the path it names, not resolved) for a key ``@N/<relative path>``."""
         n, _, rel = key[1:].partition("/")

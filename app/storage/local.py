@@ -173,6 +173,18 @@ class LocalStorage:
             raise ValueError(f"storage key {key!r} resolves outside the storage root")
         return path
 
+    def _place(self, key: str) -> Path:
+        """Where a file of ``key`` is written: its folders resolved and checked as ``_path`` does,
+        its own name not followed, so that whatever lies there (a symlink out of the store or to
+        another file of it, a loop) is replaced by a rename, never written through."""
+        path = self.root / key
+        if not key or key.startswith("/") or "\\" in key or "\0" in key or path.name in ("", ".."):
+            raise ValueError(f"invalid storage key {key!r}")
+        parent = resolve_or_missing(path.parent, key)
+        if not parent.is_relative_to(self.root) or parent.is_relative_to(self.tmp):
+            raise ValueError(f"storage key {key!r} resolves outside the storage root")
+        return parent / path.name
+
     def stage(self, filename: str | None = None) -> LocalStaged:
         """A file to receive an upload into. Given the upload's ``filename``, the file is staged in
         place: created (exclusively; or renamed from a spare made ahead, see replenish) in its
@@ -373,11 +385,32 @@ class LocalStorage:
         await anyio.to_thread.run_sync(_put)
 
     def put_derived(self, key: str, data: bytes) -> None:
-        """``put_bytes`` for derived bytes (a PEP 658 metadata file), blocking, not made durable:
-        readers never see a partial file, and a file a crash lost or cut short is rebuilt by the
-        reader that checks it against its row (``app.services.metadata``), as start_commit's
-        sidecars are. The folder scan writes one per wheel; three fsyncs each were most of its time."""
-        _write_durably(self.tmp, self._path(key), data, durable=False)
+        """``put_bytes`` for derived bytes (a PEP 658 metadata file) under a key no row refers to
+        yet (the folder scan commits the rows after), blocking. Written in place and not made
+        durable, as start_commit's sidecars are: nobody reads it before its row exists, and a file
+        a crash lost or cut short is rebuilt by the reader that checks it against the row
+        (``app.services.metadata``). The scan writes one per wheel: with three fsyncs each, that was
+        most of its time; through a temporary file and a rename, 0.37 ms a file here, 0.13 ms so.
+        Anything but a regular file in the way (a symlink, a FIFO) is replaced, never written
+        through."""
+        path = self._place(key)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(path, flags, 0o666)  # less the umask
+            except FileNotFoundError:  # its folder is new
+                _makedirs(path.parent)
+                fd = os.open(path, flags, 0o666)
+        except OSError:  # a symlink (ELOOP), a FIFO without a reader (ENXIO), ...: replaced below
+            fd = None
+        if fd is not None:
+            try:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    _write_all(fd, data)
+                    return
+            finally:
+                os.close(fd)
+        _write_durably(self.tmp, path, data, durable=False)  # a rename replaces what is in the way
 
     async def get_bytes(self, key: str) -> bytes:
         async with aiofiles.open(self._path(key), "rb") as fh:

@@ -131,3 +131,32 @@ def test_an_upload_whose_name_a_symlink_holds_is_409(make_client, tmp_path, targ
     assert "already" in r.json()["detail"]
     assert (packages / wheel.name).is_symlink() and os.readlink(packages / wheel.name) == target
     assert (tmp_path / "outside-1.0-py3-none-any.whl").read_bytes() == b"not ours"
+
+
+def test_metadata_files_in_the_way_are_replaced_never_written_through(make_client, tmp_path):
+    """What lies where the scan writes a wheel's PEP 658 metadata file (``.packhouse/metadata/``,
+    left by an earlier install or put there by hand): a symlink out of the folder, a symlink to
+    another file of the folder, a symlink loop, a FIFO. Each is replaced; no file they lead to
+    changes, the scan does not block, and every wheel is indexed with its metadata served."""
+    packages = tmp_path / "packages"
+    metadata = packages / ".packhouse" / "metadata"
+    metadata.mkdir(parents=True)
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"not Packhouse's")
+    other = make_wheel(packages, "other", "1.0")
+    kept = other.read_bytes()
+    wheels = {name: make_wheel(packages, name, "1.0") for name in ("out", "inside", "loop", "fifo")}
+    (metadata / f"{wheels['out'].name}.metadata").symlink_to(outside)
+    (metadata / f"{wheels['inside'].name}.metadata").symlink_to(other)
+    (metadata / f"{wheels['loop'].name}.metadata").symlink_to(f"{wheels['loop'].name}.metadata")
+    os.mkfifo(metadata / f"{wheels['fifo'].name}.metadata")
+    client = make_client(packages_dir=packages, rescan_interval=0)
+    for name, wheel in wheels.items():
+        sidecar = metadata / f"{wheel.name}.metadata"
+        assert not sidecar.is_symlink() and sidecar.is_file(), name
+        assert sidecar.read_bytes().startswith(b"Metadata-Version") and f"Name: {name}".encode() in sidecar.read_bytes()
+        r = client.get(f"/files/{name}/{wheel.name}.metadata")
+        assert r.status_code == 200 and r.content == sidecar.read_bytes(), name
+    assert outside.read_bytes() == b"not Packhouse's"
+    assert other.read_bytes() == kept
+    assert client.get("/simple/other/").status_code == 200
