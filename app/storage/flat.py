@@ -56,10 +56,10 @@ class FlatLocalStorage(LocalStorage):
         return path
 
     def _place(self, key: str) -> Path:
-        # Only Packhouse's own files are written this way (PEP 658 metadata files, by the scan).
-        if not key.endswith(METADATA_SUFFIX):
-            raise ValueError(f"storage key {key!r} is not a metadata file")
-        return super()._place(f"{METADATA_DIR}/{key}")
+        # Packhouse's own files (PEP 658 metadata) as LocalStorage's; the folder's, as they resolve.
+        if key.endswith(METADATA_SUFFIX):
+            return super()._place(f"{METADATA_DIR}/{key}")
+        return self._path(key)
 
     def _extra(self, key: str) -> tuple[Path, Path]:
         """(its package folder, the path it names, not resolved) for a key ``@N/<relative path>``."""

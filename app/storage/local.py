@@ -287,7 +287,7 @@ class LocalStorage:
                     # would refuse those as keys): never replaced.
                     raise FileExistsError(errno.EEXIST, "a file of that name exists", key)
                 target = self._path(key)
-                extra = {self._path(k): data for k, data in (sidecars or {}).items()}
+                extra = {self._place(k): data for k, data in (sidecars or {}).items()}  # not followed
                 directories = {target.parent, *_makedirs(target.parent)}
                 ours = exclusive or not target.exists()  # a content-addressed key may be there already
                 if exclusive:
@@ -376,7 +376,7 @@ class LocalStorage:
         await anyio.to_thread.run_sync(_discard)
 
     async def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
+        path = self._place(key)  # a symlink in its place is replaced, never written through
 
         def _put() -> None:
             for directory in _write_durably(self.tmp, path, data):

@@ -160,3 +160,22 @@ def test_metadata_files_in_the_way_are_replaced_never_written_through(make_clien
     assert outside.read_bytes() == b"not Packhouse's"
     assert other.read_bytes() == kept
     assert client.get("/simple/other/").status_code == 200
+
+
+def test_a_metadata_file_rebuilt_over_a_symlink_replaces_the_link_not_its_target(make_client, tmp_path):
+    """A wheel's metadata file replaced by hand with a symlink to another wheel of the folder: the
+    first GET finds bytes that are not the row's, rebuilds them from the wheel and stores them
+    back, replacing the link. The other wheel is left as it was (it was overwritten before)."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    wheel, other = make_wheel(packages, "linked", "1.0"), make_wheel(packages, "victim", "1.0")
+    kept = other.read_bytes()
+    client = make_client(packages_dir=packages, rescan_interval=0)
+    sidecar = packages / ".packhouse" / "metadata" / f"{wheel.name}.metadata"
+    served = sidecar.read_bytes()
+    sidecar.unlink()
+    sidecar.symlink_to(other)
+    r = client.get(f"/files/linked/{wheel.name}.metadata")
+    assert r.status_code == 200 and r.content == served
+    assert other.read_bytes() == kept
+    assert not sidecar.is_symlink() and sidecar.read_bytes() == served

@@ -622,15 +622,16 @@ def test_check_reports_what_is_not_a_regular_file_and_never_waits_on_it(make_cli
 
     r = cli("check", "--repair", *flags, data_dir=tmp_path / "data", timeout=30)
     assert "Traceback" not in r.stderr, r.stderr
-    assert r.returncode == 1, r.stdout  # the directory and the symlink are left for the operator to remove
+    assert r.returncode == 1, r.stdout  # the directory is left for the operator to remove
     for project in ("adir", "aloop", "afifo"):
         assert f"REPAIRED corrupt: {names[project]}: " in r.stdout and "; yanked it" in r.stdout, r.stdout
         assert str(yanked_in(client, project)[names[project]]).startswith("packhouse check:")
-    assert f"REPAIRED corrupt-metadata: {names['mfifo']}: " in r.stdout, r.stdout
-    assert (metadata / f"{names['mfifo']}.metadata").read_bytes().startswith(b"Metadata-Version")
-    for project in ("mdir", "mlink"):
-        assert f"PROBLEM corrupt-metadata: {names[project]}: " in r.stdout, r.stdout
-        assert "could not be replaced with the wheel's: remove it by hand" in r.stdout, r.stdout
+    for project in ("mfifo", "mlink", "mloop"):  # replaced by the rebuilt file (the link, not its target)
+        assert f"REPAIRED corrupt-metadata: {names[project]}: " in r.stdout, r.stdout
+        sidecar = metadata / f"{names[project]}.metadata"
+        assert not sidecar.is_symlink() and sidecar.read_bytes().startswith(b"Metadata-Version")
+    assert f"PROBLEM corrupt-metadata: {names['mdir']}: " in r.stdout, r.stdout
+    assert "could not be replaced with the wheel's: remove it by hand" in r.stdout, r.stdout
     assert Path("/etc/passwd").read_bytes() != b"" and b"Metadata-Version" not in Path("/etc/passwd").read_bytes()
 
 
