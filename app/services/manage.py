@@ -137,9 +137,15 @@ class ManageService:
         )
 
     async def events(self, name: str, limit: int = 100) -> list[EventState]:
-        """The audit journal of a project, newest first (also for projects whose files are all gone)."""
+        """The audit journal of a project, newest first (also for projects whose files are all gone).
+
+        Raises:
+            ProjectNotFoundError: the journal has nothing on that name (as ``project`` would say).
+        """
         async with self.sessions() as session:
             rows = await repo.project_events(session, dists.normalize(name), limit)
+        if not rows:
+            raise ProjectNotFoundError(f"No project named {name!r} on this index, nor in its journal.")
         return [event_state(e) for e in rows]
 
     async def yank(

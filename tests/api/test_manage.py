@@ -219,6 +219,9 @@ def test_audit_journal_records_who_and_when(make_client, dists, tmp_path):
         ("upload", "alice", W1),
     ]
     assert events[1]["detail"] == "r" and all(e["time"].endswith("Z") for e in events)
+    # A name the journal never saw is a 404, as its project would be (not an empty journal).
+    r = client.get("/api/projects/never-uploaded/events", headers=alice)
+    assert r.status_code == 404 and "No project named 'never-uploaded'" in r.json()["detail"], r.text
 
 
 def test_management_needs_the_update_permission(make_client, dists, tmp_path):
