@@ -31,6 +31,7 @@ _PROJECTS, _FILES, _EVENTS = (cast(Table, m.__table__) for m in (Project, File, 
 _ENSURE_PROJECT: dict[str, Insert] = {}  # by dialect name, built on first use (_ensure_project_stmt)
 _INSERT_FILE = _FILES.insert()
 _INSERT_EVENT = _EVENTS.insert().returning(_EVENTS.c.id)
+_INSERT_EVENT_MANY = _EVENTS.insert()
 _SET_SERIAL = update(_PROJECTS).where(_PROJECTS.c.id == bindparam("project_id")).values(serial=bindparam("serial"))
 _FILE_REF = select(_FILES.c.id, _FILES.c.filename, _FILES.c.sha256, _FILES.c.storage_key).where(
     _FILES.c.filename == bindparam("filename")
@@ -210,15 +211,14 @@ def add_uploads(session: Session, uploads: Sequence[NewUpload]) -> None:
     found = select(_PROJECTS.c.normalized_name, _PROJECTS.c.id).where(_PROJECTS.c.normalized_name.in_(names))
     ids: dict[str, int] = {name: pid for name, pid in session.execute(found)}
     session.execute(_INSERT_FILE, [{"project_id": ids[u.normalized_name], **u.file} for u in uploads])
-    events = (
-        session.execute(
-            _EVENTS.insert().returning(_EVENTS.c.id, sort_by_parameter_order=True), [u.event for u in uploads]
-        )
-        .scalars()
-        .all()
+    # No RETURNING: SQLAlchemy runs an INSERT ... RETURNING in parameter order one row at a time on
+    # SQLite (one aiosqlite thread hop each, most of a batch's time). Each project's serial is
+    # then its newest entry's id (events.project is indexed), which is what record_event sets.
+    session.execute(_INSERT_EVENT_MANY, [u.event for u in uploads])
+    newest = select(func.max(_EVENTS.c.id)).where(_EVENTS.c.project == _PROJECTS.c.normalized_name)
+    session.execute(
+        update(_PROJECTS).where(_PROJECTS.c.id.in_(list(ids.values()))).values(serial=newest.scalar_subquery())
     )
-    serials = {ids[u.normalized_name]: event_id for u, event_id in zip(uploads, events, strict=True)}
-    session.execute(_SET_SERIAL, [{"project_id": pid, "serial": serial} for pid, serial in serials.items()])
 
 
 def add_file(session: Session, **fields: Any) -> None:
