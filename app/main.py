@@ -32,6 +32,7 @@ from app.db.engine import build_engine, build_sessionmaker, sqlite_path, sqlite_
 from app.db.migrate import upgrade_to_head
 from app.db.serials import SessionSerials, SqliteSerials
 from app.db.units import SessionUnits, SqliteUnits
+from app.errors import DatabaseUnavailableError
 from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
@@ -152,6 +153,8 @@ async def _sweep_in_place(storage: Storage) -> None:
 def _not_ready(what: str, exc: Exception) -> str:
     """/ready's reason, for anyone who asks: a file system error without its path (the log has
     it), anything else in the driver's words."""
+    if isinstance(exc, DatabaseUnavailableError) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # the driver's own words (app/db/engine.py)
     log.warning("not ready: %s: %s", what, exc)
     if isinstance(exc, OSError) and exc.strerror:
         return f"{what}: {exc.strerror}"

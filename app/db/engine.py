@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from app.errors import ReadOnlyDatabaseError, StorageFullError
+from app.errors import DatabaseUnavailableError, ReadOnlyDatabaseError, StorageFullError
 
 log = logging.getLogger("packhouse.db")
 
@@ -70,7 +70,9 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        _server_events(engine.sync_engine)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Each aiosqlite connection owns a thread. The default pool (5 + 10 overflow) closes overflow
@@ -180,6 +182,37 @@ def _sqlite_events(engine: Engine, immediate: bool) -> None:
             raise readonly_error(engine.url.database) from context.original_exception
         if is_full_error(context.original_exception):  # every write, not only uploads: a 507
             raise full_error(context.original_exception) from context.original_exception
+
+
+def unavailable_error(exc: BaseException) -> DatabaseUnavailableError:
+    """What a client is told when the database server cannot be reached or drops the connection
+    (in the driver's words, which never hold the URL's password)."""
+    orig = getattr(exc, "orig", None) or exc
+    why = (str(orig).strip() or type(orig).__name__).splitlines()[0]
+    return DatabaseUnavailableError(
+        f"The server could not reach its database ({why}). Try again later (repeating an upload or "
+        "a change is safe); if it persists, the server's administrator can see the database's state at /ready."
+    )
+
+
+def _server_events(engine: Engine) -> None:
+    """A database server (PostgreSQL) that is down, refuses connections (stopped, restarting, at
+    max_connections, the database closed to connections) or drops one mid-request (its backend
+    terminated, a failover) is the server's fault: a 503 that says so, not a 500 traceback."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:  # refused, unreachable, rejected: anything that gives no connection
+            raise unavailable_error(exc) from exc
+
+    @event.listens_for(engine, "handle_error")
+    def _disconnect(context: ExceptionContext) -> None:
+        # A pre-ping's failure is the pool's to handle (it reconnects, through _connect above).
+        if context.is_disconnect and not context.is_pre_ping:
+            log.error("lost the connection to the database: %s", context.original_exception)
+            raise unavailable_error(context.original_exception) from context.original_exception
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
