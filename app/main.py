@@ -52,7 +52,7 @@ log = logging.getLogger("packhouse")
 async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     url = settings.effective_database_url
     engine = build_engine(url)
-    writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
+    writer = build_engine(url, immediate=True)  # write transactions take turns (app/db/engine.py)
     await upgrade_to_head(writer)
     if sqlite_path(url) and (problem := await sqlite_write_problem(writer)):
         # `packhouse serve` refuses it before this (app/commands/_server.py: open_database).

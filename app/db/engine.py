@@ -71,7 +71,7 @@ def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
-        _server_events(engine.sync_engine)
+        _server_events(engine.sync_engine, immediate)
         return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -195,10 +195,20 @@ def unavailable_error(exc: BaseException) -> DatabaseUnavailableError:
     )
 
 
-def _server_events(engine: Engine) -> None:
+# Any constant (beside app/db/migrate.py's): the write transactions of every replica take turns.
+_WRITE_LOCK = 0x7061636B77726974  # "packwrit"
+
+
+def _server_events(engine: Engine, immediate: bool) -> None:
     """A database server (PostgreSQL) that is down, refuses connections (stopped, restarting, at
     max_connections, the database closed to connections) or drops one mid-request (its backend
-    terminated, a failover) is the server's fault: a 503 that says so, not a 500 traceback."""
+    terminated, a failover) is the server's fault: a 503 that says so, not a 500 traceback.
+
+    ``immediate``: the engine's transactions take turns, as SQLite's BEGIN IMMEDIATE ones do, by
+    a transaction-level advisory lock taken before their first statement. The journal's ids then
+    commit in their order: the project list's cache key is the newest id (repo.last_serial), and
+    with a sequence a transaction that took id N could commit after one that took N+1 was seen,
+    its change never seen by any replica (a deleted project still listed, its ETag still 304)."""
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
@@ -213,6 +223,12 @@ def _server_events(engine: Engine) -> None:
         if context.is_disconnect and not context.is_pre_ping:
             log.error("lost the connection to the database: %s", context.original_exception)
             raise unavailable_error(context.original_exception) from context.original_exception
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _take_turns(conn: Connection) -> None:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
