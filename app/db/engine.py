@@ -18,7 +18,9 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
 from app.errors import DatabaseUnavailableError, ReadOnlyDatabaseError, StorageFullError
 
@@ -70,7 +72,9 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        engine = create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        engine = create_async_engine(
+            url, poolclass=_ServerPool, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=POOL_TIMEOUT
+        )
         _server_events(engine.sync_engine, immediate)
         return engine
     if parsed.database and parsed.database != ":memory:":
@@ -193,6 +197,26 @@ def unavailable_error(exc: BaseException) -> DatabaseUnavailableError:
         f"The server could not reach its database ({why}). Try again later (repeating an upload or "
         "a change is safe); if it persists, the server's administrator can see the database's state at /ready."
     )
+
+
+# How long a request waits for one of the pool's connections before it answers 503: less than
+# pip's 15 s read timeout, so that pip sees the 503 (and retries it) rather than a hang.
+POOL_TIMEOUT = 10.0
+
+
+class _ServerPool(AsyncAdaptedQueuePool):
+    """Every connection busy for POOL_TIMEOUT (slow queries, a lock held elsewhere, a burst larger
+    than the pool): a 503 that says so, not SQLAlchemy's TimeoutError as a 500."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except PoolTimeoutError as exc:
+            log.error("no database connection free: %s", exc)
+            raise DatabaseUnavailableError(
+                f"The server's database connections are all busy (waited {POOL_TIMEOUT:g} s for one of "
+                f"{self.size() + self._max_overflow}). Try again later (repeating an upload or a change is safe)."
+            ) from exc
 
 
 # Any constant (beside app/db/migrate.py's): the write transactions of every replica take turns.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -13,7 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from app.db.base import Base
-from app.db.engine import build_engine
+from app.db.engine import POOL_TIMEOUT, build_engine
 from app.db.migrate import alembic_config, upgrade_to_head
 from tests.support.builders import make_wheel
 from tests.support.forms import upload_form
@@ -187,3 +188,49 @@ async def _waiting_for_lock(conn, timeout: float = 20.0) -> None:
     while not await conn.fetchval(query):
         assert time.monotonic() < deadline, "the request never reached the lock"
         await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+def test_requests_beyond_a_busy_pool_answer_503_in_time_and_the_rest_complete(
+    make_client, database_url_for, tmp_path
+):
+    """Every pooled connection waits on a lock held elsewhere (a migration, a VACUUM FULL, a stuck
+    transaction): the requests beyond the pool answer 503 within POOL_TIMEOUT, before pip's own
+    15 s timeout (was: 500 after SQLAlchemy's 30 s), and those waiting complete once it is freed."""
+    client = make_client()
+    wheel = make_wheel(tmp_path, "busy", "1.0")
+    data, files = upload_form(wheel)
+    assert client.post("/legacy/", data=data, files=files).status_code == 200
+    url = database_url_for().replace("postgresql+asyncpg://", "postgresql://")
+    requests = 26  # the read engine's pool holds 20
+
+    async def scenario() -> list[tuple[int, float, str]]:
+        import asyncpg  # the PostgreSQL variant's driver
+
+        def get() -> tuple[int, float, str]:
+            started = time.monotonic()
+            r = client.get("/simple/busy/")
+            return r.status_code, time.monotonic() - started, r.text
+
+        loop = asyncio.get_running_loop()
+        holder = await asyncpg.connect(url)
+        pool = ThreadPoolExecutor(requests)
+        try:
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE projects IN ACCESS EXCLUSIVE MODE")
+                waiting = [loop.run_in_executor(pool, get) for _ in range(requests)]
+                done, _ = await asyncio.wait(waiting, timeout=POOL_TIMEOUT + 4)
+            # The lock is released: the requests that held the pool's connections complete.
+            rest = await asyncio.wait_for(asyncio.gather(*(w for w in waiting if w not in done)), 30)
+            return [w.result() for w in done] + list(rest)
+        finally:
+            await holder.close()
+            pool.shutdown(wait=False)
+
+    answers = asyncio.run(scenario())
+    refused = [a for a in answers if a[0] != 200]
+    assert len(refused) == requests - 20, [a[:2] for a in answers]  # every other one: 200
+    for status, waited, body in refused:
+        assert status == 503 and waited < POOL_TIMEOUT + 3, (status, waited, body)
+        assert "database connections are all busy" in body
+    assert client.get("/simple/busy/").status_code == 200
