@@ -72,8 +72,10 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
+        # Write transactions take turns (``immediate``): a few connections are plenty for them.
+        size = 5 if immediate else 10
         engine = create_async_engine(
-            url, poolclass=_ServerPool, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=POOL_TIMEOUT
+            url, poolclass=_ServerPool, pool_pre_ping=True, pool_size=size, max_overflow=size, pool_timeout=POOL_TIMEOUT
         )
         _server_events(engine.sync_engine, immediate)
         return engine
