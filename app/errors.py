@@ -92,6 +92,13 @@ class StorageFullError(StorageUnavailableError):
     title = "Insufficient storage"
 
 
+class DatabaseUnavailableError(StorageUnavailableError):
+    """The database server (PostgreSQL) could not be reached, refused the connection or dropped it
+    mid-request: the server's fault; the client may try again (503)."""
+
+    title = "Database unavailable"
+
+
 class ReadOnlyDatabaseError(StorageUnavailableError):
     """The SQLite database file (or the folder holding it) became read-only while the server ran:
     nothing was changed. The operator must make it writable again (503: the server's fault)."""

@@ -34,6 +34,7 @@ from app.db.engine import build_engine, build_sessionmaker, sqlite_path, sqlite_
 from app.db.migrate import upgrade_to_head
 from app.db.serials import SessionSerials, SqliteSerials
 from app.db.units import SessionUnits, SqliteUnits
+from app.errors import DatabaseUnavailableError
 from app.services.catalog import CatalogService
 from app.services.files import FileService
 from app.services.index import IndexService
@@ -57,7 +58,7 @@ FOLDER_INDEXED_ENV = "_PACKHOUSE_FOLDER_INDEXED"
 async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     url = settings.effective_database_url
     engine = build_engine(url)
-    writer = build_engine(url, immediate=True) if engine.dialect.name == "sqlite" else engine
+    writer = build_engine(url, immediate=True)  # write transactions take turns (app/db/engine.py)
     await upgrade_to_head(writer)
     if sqlite_path(url) and (problem := await sqlite_write_problem(writer)):
         # `packhouse serve` refuses it before this (app/commands/_server.py: open_database).
@@ -160,6 +161,8 @@ async def _sweep_in_place(storage: Storage) -> None:
 def _not_ready(what: str, exc: Exception) -> str:
     """/ready's reason, for anyone who asks: a file system error without its path (the log has
     it), anything else in the driver's words."""
+    if isinstance(exc, DatabaseUnavailableError) and isinstance(exc.__cause__, Exception):
+        exc = exc.__cause__  # the driver's own words (app/db/engine.py)
     log.warning("not ready: %s: %s", what, exc)
     if isinstance(exc, OSError) and exc.strerror:
         return f"{what}: {exc.strerror}"

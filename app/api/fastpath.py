@@ -31,7 +31,7 @@ from app.api.deps import basic_credentials_from
 from app.api.errors import disconnected, domain_problem
 from app.api.routes import simple, upload
 from app.auth.policy import Action
-from app.errors import PackageIndexError
+from app.errors import PackageIndexError, StorageUnavailableError
 from app.simple.negotiate import negotiate
 
 PREFIX = "/simple/"
@@ -74,6 +74,10 @@ class FastPath:
             await state.policy.authorize(Action.LIST, basic_credentials_from(headers))
             fmt = negotiate(field(headers, "accept"))
             return await simple.project_response(state.index, headers, name, fmt, FILES_BASE)
+        except StorageUnavailableError as exc:
+            # The database is down or its connections all busy: the route would ask it again, and
+            # wait as long again, for the same 503 (a 503 names no realm: that is for 401s).
+            return domain_problem(exc, realm="")
         except PackageIndexError:
             return None  # the route answers it (and raises the same error, mapped as always)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from app.errors import DatabaseUnavailableError
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -183,6 +184,8 @@ def check_passwords_file(path: Path | None) -> None:
 
 def reason(exc: BaseException) -> str:
     """Why something failed, in one line: the driver's or the system's own words."""
+    if isinstance(exc, DatabaseUnavailableError) and exc.__cause__ is not None:
+        exc = exc.__cause__  # the engine's 503 for a database server it cannot reach
     exc = getattr(exc, "orig", None) or exc  # SQLAlchemy wraps the driver's exception
     if isinstance(exc, ModuleNotFoundError):
         return f"the Python module {exc.name!r} is not installed"

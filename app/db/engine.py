@@ -18,9 +18,11 @@ from urllib.parse import quote
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 
-from app.errors import ReadOnlyDatabaseError, StorageFullError
+from app.errors import DatabaseUnavailableError, ReadOnlyDatabaseError, StorageFullError
 
 log = logging.getLogger("packhouse.db")
 
@@ -79,7 +81,13 @@ def connect_readonly(path: str) -> sqlite3.Connection:
 def build_engine(url: str, *, immediate: bool = False) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        # Write transactions take turns (``immediate``): a few connections are plenty for them.
+        size = 5 if immediate else 10
+        engine = create_async_engine(
+            url, poolclass=_ServerPool, pool_pre_ping=True, pool_size=size, max_overflow=size, pool_timeout=POOL_TIMEOUT
+        )
+        _server_events(engine.sync_engine, immediate)
+        return engine
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     # Each aiosqlite connection owns a thread. The default pool (5 + 10 overflow) closes overflow
@@ -189,6 +197,73 @@ def _sqlite_events(engine: Engine, immediate: bool) -> None:
             raise readonly_error(engine.url.database) from context.original_exception
         if is_full_error(context.original_exception):  # every write, not only uploads: a 507
             raise full_error(context.original_exception) from context.original_exception
+
+
+def unavailable_error(exc: BaseException) -> DatabaseUnavailableError:
+    """What a client is told when the database server cannot be reached or drops the connection
+    (in the driver's words, which never hold the URL's password)."""
+    orig = getattr(exc, "orig", None) or exc
+    why = (str(orig).strip() or type(orig).__name__).splitlines()[0]
+    return DatabaseUnavailableError(
+        f"The server could not reach its database ({why}). Try again later (repeating an upload or "
+        "a change is safe); if it persists, the server's administrator can see the database's state at /ready."
+    )
+
+
+# How long a request waits for one of the pool's connections before it answers 503: less than
+# pip's 15 s read timeout, so that pip sees the 503 (and retries it) rather than a hang.
+POOL_TIMEOUT = 10.0
+
+
+class _ServerPool(AsyncAdaptedQueuePool):
+    """Every connection busy for POOL_TIMEOUT (slow queries, a lock held elsewhere, a burst larger
+    than the pool): a 503 that says so, not SQLAlchemy's TimeoutError as a 500."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        try:
+            return super()._do_get()
+        except PoolTimeoutError as exc:
+            log.error("no database connection free: %s", exc)
+            raise DatabaseUnavailableError(
+                f"The server's database connections are all busy (waited {POOL_TIMEOUT:g} s for one of "
+                f"{self.size() + self._max_overflow}). Try again later (repeating an upload or a change is safe)."
+            ) from exc
+
+
+# Any constant (beside app/db/migrate.py's): the write transactions of every replica take turns.
+_WRITE_LOCK = 0x7061636B77726974  # "packwrit"
+
+
+def _server_events(engine: Engine, immediate: bool) -> None:
+    """A database server (PostgreSQL) that is down, refuses connections (stopped, restarting, at
+    max_connections, the database closed to connections) or drops one mid-request (its backend
+    terminated, a failover) is the server's fault: a 503 that says so, not a 500 traceback.
+
+    ``immediate``: the engine's transactions take turns, as SQLite's BEGIN IMMEDIATE ones do, by
+    a transaction-level advisory lock taken before their first statement. The journal's ids then
+    commit in their order: the project list's cache key is the newest id (repo.last_serial), and
+    with a sequence a transaction that took id N could commit after one that took N+1 was seen,
+    its change never seen by any replica (a deleted project still listed, its ETag still 304)."""
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except Exception as exc:  # refused, unreachable, rejected: anything that gives no connection
+            raise unavailable_error(exc) from exc
+
+    @event.listens_for(engine, "handle_error")
+    def _disconnect(context: ExceptionContext) -> None:
+        # A pre-ping's failure is the pool's to handle (it reconnects, through _connect above).
+        if context.is_disconnect and not context.is_pre_ping:
+            log.error("lost the connection to the database: %s", context.original_exception)
+            raise unavailable_error(context.original_exception) from context.original_exception
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _take_turns(conn: Connection) -> None:
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
 
 
 def build_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -205,3 +207,54 @@ def test_concurrent_twine_uploads_of_one_filename_through_both_replicas(replicas
     )
     want = hashlib.sha256(variants[winner].read_bytes()).hexdigest()
     assert _files(a, "raced") == {variants[winner].name: want} == _files(b, "raced")
+
+
+def test_a_change_that_commits_late_is_seen_by_every_replica(replicas, database_url_for, tmp_path):
+    """A delete through A waits on a row lock (a slow transaction) while an upload through B goes
+    on. Once both commit, both replicas list what is there now. (Was: the journal's ids came from
+    a sequence, so the delete's id was older than the upload's though it committed later; the
+    project list, keyed by the newest id, stayed as cached in between, listing the deleted
+    project under an ETag that kept answering 304.)"""
+    a, b = replicas("a"), replicas("b")
+    gone = make_wheel(tmp_path, "gone", "1.0")
+    assert _post(a, gone).status_code == 200
+    url = database_url_for(tmp_path / "shared").replace("postgresql+asyncpg://", "postgresql://")
+    pages: dict[str, httpx.Response] = {}
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        import asyncpg
+
+        loop = asyncio.get_running_loop()
+        holder = await asyncpg.connect(url)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT 1 FROM projects WHERE normalized_name = 'gone' FOR UPDATE")
+                remove = partial(httpx.delete, f"{a.url}/api/projects/gone/files/{gone.name}", timeout=60)
+                delete = loop.run_in_executor(None, remove)
+                await _lock_waiters(holder, 1)
+                upload = loop.run_in_executor(None, lambda: _post(b, make_wheel(tmp_path, "new", "1.0")))
+                await _lock_waiters(holder, 2, unless=upload)
+                for server in (a, b):  # each replica renders and caches its list now
+                    get = partial(httpx.get, f"{server.url}/simple/", headers=JSON)
+                    pages[server.url] = await loop.run_in_executor(None, get)
+            return await delete, await upload
+        finally:
+            await holder.close()
+
+    deleted, uploaded = asyncio.run(scenario())
+    assert deleted.status_code == 200 and uploaded.status_code == 200, (deleted.text, uploaded.text)
+    for server in (a, b):
+        held = pages[server.url]
+        r = httpx.get(f"{server.url}/simple/", headers={**JSON, "If-None-Match": held.headers["etag"]})
+        assert r.status_code == 200, (held.text, r.headers)
+        assert [p["name"] for p in r.json()["projects"]] == ["new"]
+        assert httpx.get(f"{server.url}/simple/gone/", headers=JSON).status_code == 404
+
+
+async def _lock_waiters(conn, count: int, unless=None, timeout: float = 20.0) -> None:
+    """Until ``count`` backends of this database wait for a lock (or ``unless`` is done)."""
+    deadline = time.monotonic() + timeout
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    while await conn.fetchval(query) < count and not (unless is not None and unless.done()):
+        assert time.monotonic() < deadline, "the requests never reached the lock"
+        await asyncio.sleep(0.05)
