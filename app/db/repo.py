@@ -56,37 +56,25 @@ def get_project(session: Session, normalized_name: str) -> Project | None:
     return result.scalar_one_or_none()
 
 
-def _ensure_project_stmt(dialect_name: str) -> Insert:
+def _ensure_project_stmt(dialect_name: str, *, many: bool = False) -> Insert:
     """The INSERT ... ON CONFLICT of ensure_project for ``dialect_name`` (postgresql or sqlite),
-    built once; the dialect module is imported then (PostgreSQL's costs ~20 ms of start-up)."""
-    stmt = _ENSURE_PROJECT.get(dialect_name)
-    if stmt is None:
-        name = "postgresql" if dialect_name == "postgresql" else "sqlite"
-        dialect = importlib.import_module(f"sqlalchemy.dialects.{name}")
-        stmt = _ENSURE_PROJECT[dialect_name] = (
-            dialect.insert(_PROJECTS)
-            .values(name=bindparam("name"), normalized_name=bindparam("normalized_name"), serial=0)
-            .on_conflict_do_update(
-                index_elements=["normalized_name"], set_={"normalized_name": bindparam("normalized_name")}
-            )
-            .returning(_PROJECTS.c.id)
-        )
-    return stmt
-
-
-def _ensure_projects_stmt(dialect_name: str) -> Insert:
-    """ensure_project's INSERT for many projects at once (executemany): ON CONFLICT DO NOTHING,
-    the ids are read after."""
-    key = f"{dialect_name}-many"
+    built once; the dialect module is imported then (PostgreSQL's costs ~20 ms of start-up).
+    ``many``: for an executemany (add_uploads): ON CONFLICT DO NOTHING, the ids read after."""
+    key = f"{dialect_name}-many" if many else dialect_name
     stmt = _ENSURE_PROJECT.get(key)
     if stmt is None:
         name = "postgresql" if dialect_name == "postgresql" else "sqlite"
         dialect = importlib.import_module(f"sqlalchemy.dialects.{name}")
-        stmt = _ENSURE_PROJECT[key] = (
-            dialect.insert(_PROJECTS)
-            .values(name=bindparam("name"), normalized_name=bindparam("normalized_name"), serial=0)
-            .on_conflict_do_nothing(index_elements=["normalized_name"])
+        insert = dialect.insert(_PROJECTS).values(
+            name=bindparam("name"), normalized_name=bindparam("normalized_name"), serial=0
         )
+        if many:
+            stmt = insert.on_conflict_do_nothing(index_elements=["normalized_name"])
+        else:
+            stmt = insert.on_conflict_do_update(
+                index_elements=["normalized_name"], set_={"normalized_name": bindparam("normalized_name")}
+            ).returning(_PROJECTS.c.id)
+        _ENSURE_PROJECT[key] = stmt
     return stmt
 
 
@@ -207,7 +195,8 @@ def add_uploads(session: Session, uploads: Sequence[NewUpload]) -> None:
     for upload in uploads:
         names.setdefault(upload.normalized_name, upload.name)
     dialect = session.get_bind().dialect.name
-    session.execute(_ensure_projects_stmt(dialect), [{"name": n, "normalized_name": k} for k, n in names.items()])
+    projects = [{"name": n, "normalized_name": k} for k, n in names.items()]
+    session.execute(_ensure_project_stmt(dialect, many=True), projects)
     found = select(_PROJECTS.c.normalized_name, _PROJECTS.c.id).where(_PROJECTS.c.normalized_name.in_(names))
     ids: dict[str, int] = {name: pid for name, pid in session.execute(found)}
     session.execute(_INSERT_FILE, [{"project_id": ids[u.normalized_name], **u.file} for u in uploads])
