@@ -102,13 +102,14 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     state.stats = StatsService(readers)
     state.metrics_auth = settings.metrics_login_required
     rescanner = None
+    stopping = asyncio.Event()
     if isinstance(storage, FlatLocalStorage):
         indexer = FolderIndexer(writers, storage)
         # Files already there are served from the first request on. With several workers the
         # parent indexed them just before starting this one (index_package_folders).
         if os.environ.get(FOLDER_INDEXED_ENV) != "1":
             await _sync_folder(indexer, storage.roots, settle=False)
-        rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval))
+        rescanner = asyncio.create_task(_rescan(indexer, storage.roots, settings.rescan_interval, stopping))
     state.file_offload = files.Offload(settings.x_accel_redirect, settings.x_sendfile, getattr(storage, "root", None))
     # The local store's uploads staged in place are swept once the server is up (it lists every
     # prefix folder: app/storage/local.py); the task is awaited at shutdown.
@@ -118,13 +119,9 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     finally:
         serials.close()
         units.close()
-        if rescanner is not None:
-            rescanner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await rescanner
-        if sweeper is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+        stopping.set()
+        await _stop(rescanner, "the package folder rescan", cancel=True)
+        await _stop(sweeper, "the sweep of interrupted uploads", cancel=False)
         await close_storage()
         await engine.dispose()
         if writer is not engine:
@@ -192,14 +189,52 @@ async def _sync_folder(indexer: FolderIndexer, roots: list[Path], *, settle: boo
         )  # fmt: skip
 
 
-async def _rescan(indexer: FolderIndexer, roots: list[Path], interval: float) -> None:
-    """Pick up files dropped into the package folders by hand (pypiserver lists them at once)."""
-    while interval > 0:
-        await asyncio.sleep(interval)
+async def _rescan(indexer: FolderIndexer, roots: list[Path], interval: float, stopping: asyncio.Event) -> None:
+    """Pick up files dropped into the package folders by hand (pypiserver lists them at once).
+    Ends when cancelled, and at the latest once ``stopping`` is set: a cancellation that a
+    library swallows mid-scan must not leave the loop running and the shutdown waiting for it."""
+    while interval > 0 and not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        if stopping.is_set():
+            return
         try:
             await _sync_folder(indexer, roots)
         except Exception:  # a failed rescan must not stop the next one
             log.exception("rescan of %s failed", roots)
+
+
+#: How long the shutdown waits for each background task before it leaves it behind.
+STOP_WAIT = 15.0
+
+
+def _awaiting(task: asyncio.Task[None]) -> str:
+    """Where a suspended task waits: its chain of awaits, outermost first."""
+    lines, coro = [], task.get_coro()
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return "\n".join(lines) or "  (unknown)"
+
+
+async def _stop(task: asyncio.Task[None] | None, what: str, *, cancel: bool) -> None:
+    """Wait for a background task at shutdown, cancelled first if ``cancel``: at most STOP_WAIT
+    seconds, so that a task stuck in a library can never keep the server from stopping (uvicorn
+    would wait for ever, a supervisor would have to kill it). A task left behind is logged with
+    where it is stuck."""
+    if task is None:
+        return
+    if cancel:
+        task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
+    if not done:
+        where = _awaiting(task)
+        log.error("%s did not stop within %.0f s of the shutdown; left behind at:\n%s", what, STOP_WAIT, where)
+        return
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("%s failed: %s", what, exc, exc_info=exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -255,6 +255,12 @@ def _server_events(engine: Engine, immediate: bool) -> None:
     @event.listens_for(engine, "handle_error")
     def _disconnect(context: ExceptionContext) -> None:
         # A pre-ping's failure is the pool's to handle (it reconnects, through _connect above).
+        # SQLAlchemy also flags a cancellation (CancelledError, KeyboardInterrupt) mid-statement
+        # as a disconnect, to discard the connection: that must stay a cancellation. Turned into
+        # an error, it was caught as one: a cancelled package-folder rescan went on for ever, and
+        # kept the server from stopping.
+        if not isinstance(context.original_exception, Exception):
+            return
         if context.is_disconnect and not context.is_pre_ping:
             log.error("lost the connection to the database: %s", context.original_exception)
             raise unavailable_error(context.original_exception) from context.original_exception

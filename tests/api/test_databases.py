@@ -234,3 +234,33 @@ def test_requests_beyond_a_busy_pool_answer_503_in_time_and_the_rest_complete(
         assert status == 503 and waited < POOL_TIMEOUT + 3, (status, waited, body)
         assert "database connections are all busy" in body
     assert client.get("/simple/busy/").status_code == 200
+
+
+@pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
+def test_a_statement_cancelled_midway_stays_a_cancellation(make_client, caplog):
+    """SQLAlchemy flags a task cancelled mid-statement as a disconnect (to discard the connection).
+    It must still end as a cancellation, not as "could not reach its database": that error was
+    caught as one, so a package-folder rescan cancelled at shutdown went on for ever, and the
+    server (and the test suite) never stopped."""
+    client = make_client()
+    sessions = client.app.state.manage.sessions
+
+    async def cancel_a_statement() -> str:
+        async def statement() -> None:
+            async with sessions() as session:
+                await session.execute(text("SELECT pg_sleep(30)"))
+
+        task = asyncio.create_task(statement())
+        await asyncio.sleep(0.5)  # the statement is running on the server
+        task.cancel()
+        try:
+            await asyncio.wait_for(task, 10)
+        except asyncio.CancelledError:
+            return "cancelled"
+        except Exception as exc:  # noqa: BLE001 - the test reports what it was
+            return f"{type(exc).__name__}: {exc}"
+        return "completed"
+
+    assert client.portal.call(cancel_a_statement) == "cancelled"
+    assert "lost the connection to the database" not in caplog.text
+    assert client.get("/simple/").status_code == 200  # the pool gives a fresh connection

@@ -210,3 +210,38 @@ def test_a_file_replaced_by_hand_is_indexed_again_with_its_new_digest(make_clien
     assert _files(client, "touched")["touched-1.0-py3-none-any.whl"]["hashes"]["sha256"] == before["touched"]
     events = client.get("/api/projects/touched/events").json()
     assert [e["action"] for e in events] == ["import"], events
+
+
+def test_the_server_stops_even_when_a_rescan_swallows_its_cancellation(make_settings, tmp_path, monkeypatch):
+    """A library that turns the shutdown's cancellation into an error mid-rescan (the PostgreSQL
+    driver's did) must not keep the rescan loop, and so the server, running for ever."""
+    import asyncio
+    import threading
+
+    from starlette.testclient import TestClient
+
+    from app import main
+
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    make_wheel(packages, "steady", "1.0")
+    real, in_rescan, swallowed = main._sync_folder, threading.Event(), threading.Event()
+
+    async def stubborn(indexer, roots, *, settle=True):
+        await real(indexer, roots, settle=settle)
+        if settle:  # a rescan, not the start's scan
+            in_rescan.set()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                swallowed.set()
+
+    monkeypatch.setattr(main, "_sync_folder", stubborn)
+    client = TestClient(main.create_app(make_settings(packages_dir=packages, rescan_interval=0.05)))
+    client.__enter__()
+    assert in_rescan.wait(20)
+    stopping = threading.Thread(target=client.__exit__, args=(None, None, None), daemon=True)
+    stopping.start()
+    stopping.join(30)
+    assert not stopping.is_alive(), "the server did not stop"
+    assert swallowed.is_set()
