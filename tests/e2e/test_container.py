@@ -82,6 +82,7 @@ def _wait_healthy(url: str, timeout: float = 60) -> None:
 
 @pytest.mark.e2e
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # a cold machine builds the base image from Debian's packages first
 def test_image_and_compose_service_end_to_end(engine, tmp_path, client_env):
     base = docker_engine.ensure_base_image(engine)
     # Serve the image's dependencies from a Packhouse on the host: no network route leaves a build here.
