@@ -19,8 +19,11 @@ venv: $(STAMP)
 run: $(STAMP)
 	$(BIN)/packhouse serve
 
+# One pytest worker per core, each taking whole test files (--dist loadfile: a file's module
+# fixtures, such as the container test's Docker engine, are never started twice at once).
+# `.venv/bin/python -m pytest tests/...` runs a part of it in one process.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # Packhouse vs pypiserver side by side (needs wrk and nginx: see bench/README.md); not part of `make test`.
 bench: $(STAMP)
