@@ -231,7 +231,7 @@ async def _stop(task: asyncio.Task[None] | None, what: str, *, cancel: bool) -> 
     done, _ = await asyncio.wait({task}, timeout=STOP_WAIT)
     if not done:
         where = _awaiting(task)
-        log.error("%s did not stop within %.0f s of the shutdown; left behind at:\n%s", what, STOP_WAIT, where)
+        log.error("%s did not stop within %g s of the shutdown; left behind at:\n%s", what, STOP_WAIT, where)
         return
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.error("%s failed: %s", what, exc, exc_info=exc)
