@@ -75,6 +75,7 @@ def test_a_wrong_password_answers_as_fast_for_an_unknown_user_as_for_a_real_one(
     assert statistics.median(unknown) < 3 * statistics.median(real) + 0.02, (unknown, real)
 
 
+@pytest.mark.sqlite_only  # the password checks answer 401 before any request reaches the database
 def test_a_flood_of_wrong_passwords_does_not_hold_up_downloads(live_server, tmp_path):
     """Each wrong password costs a bcrypt check in a worker thread (~250 ms at cost 12, as
     'packhouse user add' writes). 60 clients sending wrong passwords took every thread of the pool
