@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from starlette.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from tests.support import dbaccess
+from tests.support.ports import free_port
 from tests.support.postgres import PostgresCluster
 from tests.support.runserver import ServerProcess
 from tests.support.s3 import CREDENTIALS, MotoServer, S3Target
@@ -177,12 +177,6 @@ def client(make_client) -> TestClient:
     return make_client()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def clean_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for client subprocesses: no PIP_/UV_/proxy settings from outside."""
     env = {
@@ -263,13 +257,9 @@ def client_env(tmp_path: Path, database_url_for) -> dict[str, str]:
     return env
 
 
-def run(
-    cmd: list[str], env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: float = 180
-):
+def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None, check: bool = True, timeout: float = 180):
     """Run a client command; on failure show its output in the assertion message."""
     proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check:
-        assert proc.returncode == 0, (
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-        )
+        assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     return proc

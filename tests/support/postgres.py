@@ -16,12 +16,13 @@ import itertools
 import os
 import queue
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from tests.support.ports import free_port
 
 TEMPLATE = "packhouse_template"
 POOL = 3
@@ -49,12 +50,6 @@ def find_pgbin() -> Path:
     return candidates[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PostgresCluster:
     def __init__(self) -> None:
         self.pgbin = find_pgbin()
@@ -77,7 +72,7 @@ class PostgresCluster:
         self._run(self._as + [str(self.pgbin / "initdb"), "-D", str(self.data), "-U", "postgres",
                   "--auth=trust", "-E", "UTF8", "--no-sync"])  # fmt: skip
         for _attempt in range(3):  # another process may grab the free port before we bind it
-            self.port = _free_port()
+            self.port = free_port()
             options = (
                 f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
                 "-c full_page_writes=off -c synchronous_commit=off -c max_connections=300"

@@ -8,7 +8,6 @@ them without verifying).
 from __future__ import annotations
 
 import itertools
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tests.support.ports import free_port
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "packhouse-test",
@@ -27,12 +28,6 @@ CREDENTIALS = {
     "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -47,7 +42,7 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> MotoServer:
-        self.port = _free_port()
+        self.port = free_port()
         exe = Path(sys.executable).parent / "moto_server"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
