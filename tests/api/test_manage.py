@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urljoin
@@ -14,8 +13,9 @@ from urllib.parse import urljoin
 import bcrypt
 import pytest
 
-from tests.conftest import ROOT, basic
+from tests.conftest import basic
 from tests.support.builders import make_sdist, make_wheel
+from tests.support.cli import packhouse
 from tests.support.forms import upload_form
 from tests.support.integrity import db_rows, fingerprint
 from tests.support.readonly import immutable
@@ -349,16 +349,11 @@ def test_management_api_is_documented(client):
 
 
 def cli(
-    *args: str, data_dir: Path, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, data_dir: Path, env: dict[str, str] | None = None, timeout: float | None = None, process: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args, "--data-dir", str(data_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
+    """``packhouse ARGS --data-dir DATA``, in this process unless ``process`` or a ``timeout``
+    (tests/support/cli.py)."""
+    return packhouse([*args, "--data-dir", str(data_dir)], env=env, timeout=timeout, process=process)
 
 
 def test_cli_yank_unyank_delete(loaded, tmp_path):
@@ -406,7 +401,7 @@ def test_cli_refuses_arguments_that_are_not_utf8(loaded, tmp_path):
         (["delete", "demo", "--file", bad], "--file"),
         (["yank", "demo", "2.0", "--actor", bad], "--actor"),
     ):
-        r = cli(*command, data_dir=data)
+        r = cli(*command, data_dir=data, process=True)  # argv as bytes, decoded by Python itself
         assert r.returncode == 2, (command, r.stderr)
         assert r.stderr == f"packhouse: error: the {what} 'x\\xffy' is not valid UTF-8 {hint}\n"
     assert fingerprint(tmp_path) == before
