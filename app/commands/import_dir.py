@@ -22,7 +22,7 @@ def progress_bar(done: int, total: int, name: str, width: int = 30) -> None:
 async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
     from app.db.engine import build_sessionmaker
     from app.services.scan import FolderIndexer
-    from app.services.upload import storage_key
+    from app.services.upload import new_storage_key
     from app.storage.flat import FlatLocalStorage
 
     engine = await open_database(settings.effective_database_url)  # created, as the server would
@@ -38,7 +38,7 @@ async def _import(settings: Settings, source: Path, show_progress: bool) -> int:
             else:
 
                 def key_for(sha: str, filename: str, _rel: str) -> str:
-                    return filename if flat else storage_key(sha, filename)
+                    return filename if flat else new_storage_key(sha, filename)
 
                 report = await indexer.import_folder(source, key_for, progress_bar if show_progress else None)
         finally:

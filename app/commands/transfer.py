@@ -4,7 +4,8 @@ SQLite + folder into PostgreSQL + S3 for scale-out.
 Order, so that an interrupted run is simply run again: bring the destination schema to head and
 check it holds no rows; copy every stored file (and its PEP 658 metadata), hashing the bytes on
 the way and refusing any whose sha256 differs from its row; only then insert all rows, ids
-included, in one transaction. Keys are content-addressed, so copying a file twice is harmless.
+included, in one transaction. A key names one file's bytes (checked against its sha256), so copying a
+file twice is harmless.
 """
 
 from __future__ import annotations

@@ -246,7 +246,11 @@ class ManageService:
             for key in keys:
                 async with self.sessions() as session:
                     if await repo.storage_key_in_use(session, key):
-                        continue  # an identical file was uploaded again meanwhile
+                        # A row refers to the key after all: a package folder's file of that name
+                        # uploaded or indexed again, or an insert that committed though it was
+                        # reported failed. No other key is shared by two rows, over time either
+                        # (app/services/upload.py: new_storage_key).
+                        continue
                 if not metadata_only:
                     await self.storage.delete(key)
                 await self.storage.delete(key + METADATA_SUFFIX)

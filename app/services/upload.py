@@ -4,8 +4,10 @@ Order (DESIGN rule 7): stream to a staged file while hashing and counting; valid
 filename, the digests and the metadata inside the archive; store; insert the row in one
 transaction, committed only once the stored bytes are durable (on SQLite the row's statements run
 while the store's fsyncs do). A file is visible only once its row commits; the filename's unique
-constraint decides races; stored bytes are never overwritten (their keys are content-addressed,
-or, for an upload the local store staged in place, random and never reused).
+constraint decides races. Every upload stores its bytes under a key of its own, never reused (its
+sha256 and a random part, see new_storage_key; or, for an upload the local store staged in place,
+the store's own random key): stored bytes are never overwritten, and removing what a deleted or
+failed row referred to never removes what another row refers to.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import errno
 import hmac
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
@@ -68,9 +71,19 @@ class RemovalResult:
 INLINE_ARCHIVE_BYTES = 64 * 1024
 
 
-def storage_key(sha256_hex: str, filename: str) -> str:
-    """Content-addressed, as PyPI: sha256[:2]/sha256[2:4]/sha256[4:]/filename."""
-    return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex[4:]}/{filename}"
+def new_storage_key(sha256_hex: str, filename: str) -> str:
+    """A fresh key for one upload's bytes: sha256[:2]/sha256[2:4]/sha256[4:]/<16 hex>/filename.
+
+    Content-addressed as PyPI's, plus 64 random bits of this upload's own. Content-addressed
+    alone, a delete racing a re-upload of the very same file (allowed: the same bytes may come
+    back) could remove the object the new row points at: the delete checks that no row refers to
+    the key, then the upload writes the same key and commits its row, then the delete removes the
+    object. No lock in one process prevents that across replicas. With a key per upload, a delete
+    (or a failed upload's cleanup) only ever removes the bytes its own row pointed at. The filename
+    stays the last part, as clients see it in a presigned URL. Keys of files uploaded by earlier
+    versions (without the random part) stay valid: the row records each file's key.
+    """
+    return f"{sha256_hex[:2]}/{sha256_hex[2:4]}/{sha256_hex[4:]}/{secrets.token_hex(8)}/{filename}"
 
 
 class UploadService:
@@ -259,8 +272,9 @@ class UploadService:
         assert form.staged is not None and form.filename is not None and form.digests is not None
         filename, digests = form.filename, form.digests
         # The local store stages an upload in place, under a key of its own (LocalStorage.stage);
-        # otherwise the key is content-addressed.
-        key = filename if self.flat else form.staged.key or storage_key(digests.sha256, filename)
+        # otherwise the key is made for this upload alone (new_storage_key: never shared with
+        # another row, so no cleanup of another row's bytes can remove this one's).
+        key = filename if self.flat else form.staged.key or new_storage_key(digests.sha256, filename)
         # The filename's own spelling is the version. A file whose version equals an existing
         # release's under PEP 440 (1.0.0 when 1.0 is there) is accepted into that release, as PyPI
         # does: releases are matched by Version equality wherever they are read, yanked or deleted
@@ -341,8 +355,8 @@ class UploadService:
                 await self._forget_stored(key, sidecars, rolled_back=together)
                 raise
             if winner.storage_key != key:
-                # Our copy lost the race: keep no orphan (identical bytes too: an upload staged in
-                # place has a key of its own).
+                # Our copy lost the race: keep no orphan (identical bytes too: every upload has a
+                # key of its own).
                 await self.manage.forget_blobs([key])
             return self._duplicate(winner, digests)
         if replaced is not None:

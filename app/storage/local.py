@@ -289,7 +289,7 @@ class LocalStorage:
                 target = self._path(key)
                 extra = {self._place(k): data for k, data in (sidecars or {}).items()}  # not followed
                 directories = {target.parent, *_makedirs(target.parent)}
-                ours = exclusive or not target.exists()  # a content-addressed key may be there already
+                ours = exclusive or not target.exists()  # there already: a file copied again (transfer)
                 if exclusive:
                     os.link(staged.path, target)  # atomic, and fails if the name is taken
                 else:

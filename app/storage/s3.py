@@ -4,8 +4,9 @@ Uploads are staged in a local temporary file (the upload service hashes and vali
 then sent with one PUT, or a multipart upload in bounded parts for large files: memory never holds
 more than one part. An object appears under its key only when the PUT or the multipart upload
 completes, so a crash leaves no partial object (an unfinished multipart upload is invisible; a
-bucket lifecycle rule aborts it, see docs/scale-out.md). Keys are content-addressed, so replicas
-never overwrite each other's bytes. Credentials and region come the standard AWS way.
+bucket lifecycle rule aborts it, see docs/scale-out.md). Each upload's key is its own (its sha256
+and a random part: app/services/upload.py, new_storage_key), so replicas never overwrite, nor
+remove, each other's bytes. Credentials and region come the standard AWS way.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ class S3Storage:
         """Nothing to prepare: uploads are staged in a scratch folder, then sent."""
 
     def start_commit(self, staged: LocalStaged, sidecars: Mapping[str, bytes]) -> Callable[[], None]:  # type: ignore[override]
-        raise NotImplementedError("object keys are content-addressed: nothing is staged in place")
+        raise NotImplementedError("an object store stages nothing in place: uploads are sent by commit()")
 
     async def discard(self, staged: LocalStaged) -> None:  # type: ignore[override]
         def _discard() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from functools import partial
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -36,14 +37,21 @@ def _file_url(client, project: str, filename: str) -> str:
     return url.split("#")[0]
 
 
-def test_upload_goes_to_the_bucket_under_the_prefix_content_addressed(s3_client, s3, tmp_path):
+def _object_key(s3, sha: str, filename: str) -> str:
+    """The one object of that file: content-addressed, with a part of its upload's own."""
+    pattern = re.compile(rf"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/[0-9a-f]{{16}}/{re.escape(filename)}")
+    (key,) = [k for k in s3.keys() if pattern.fullmatch(k)]
+    return key
+
+
+def test_upload_goes_to_the_bucket_under_the_prefix_content_addressed(s3_client, s3, tmp_path, db_query):
     wheel = make_wheel(tmp_path, "alpha", "1.0")
     body = _upload(s3_client, wheel)
     sha = hashlib.sha256(body).hexdigest()
-    keys = s3.keys()
-    key = f"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{wheel.name}"
-    assert key in keys and key + ".metadata" in keys
+    key = _object_key(s3, sha, wheel.name)
+    assert sorted(s3.keys()) == [key, key + ".metadata"]
     assert s3.get(key) == body
+    assert db_query("SELECT storage_key FROM files") == [(key.removeprefix("pkgs/"),)]
     # Nothing stored locally but the (empty) staging folder.
     files_dir = tmp_path / "data" / "files"
     assert not files_dir.exists() or not [p for p in files_dir.rglob("*") if p.is_file()]
@@ -166,9 +174,7 @@ def test_a_large_upload_goes_up_in_parts_and_downloads_intact(s3_client, s3, tmp
     wheel = make_wheel(tmp_path, "large", "1.0", extra_files={"large/blob.bin": blob})
     body = _upload(s3_client, wheel)
     sha = hashlib.sha256(body).hexdigest()
-    head = s3.server.client().head_object(
-        Bucket=s3.bucket, Key=f"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{wheel.name}"
-    )
+    head = s3.server.client().head_object(Bucket=s3.bucket, Key=_object_key(s3, sha, wheel.name))
     assert head["ETag"].strip('"').endswith("-2")  # S3's multipart ETag names the part count
     url = _file_url(s3_client, "large", wheel.name)
     got = s3_client.get(url)
@@ -204,3 +210,110 @@ def test_a_bucket_that_goes_away_answers_503_not_500_and_stores_nothing(s3_clien
         assert download.headers["retry-after"] == "30"
     assert s3_client.get(url).headers["content-type"] == "application/problem+json"
     assert "NoSuchBucket" in s3_client.get(url).json()["detail"]
+
+
+def test_a_file_stored_under_an_earlier_versions_key_is_served_and_deleted_as_before(s3_client, s3, tmp_path):
+    """Rows written before keys had a part of their upload's own (sha256[:2]/sha256[2:4]/sha256[4:]/
+    filename) keep their keys: served, deleted with their objects, and the same file uploaded again
+    after the delete gets a key of its own."""
+    from sqlalchemy import text
+
+    from tests.support import dbaccess
+
+    wheel = make_wheel(tmp_path, "eta", "1.0")
+    body = _upload(s3_client, wheel)
+    sha = hashlib.sha256(body).hexdigest()
+    new, old = _object_key(s3, sha, wheel.name), f"pkgs/{sha[:2]}/{sha[2:4]}/{sha[4:]}/{wheel.name}"
+    admin = s3.server.client()
+    for suffix in ("", ".metadata"):
+        admin.copy_object(Bucket=s3.bucket, Key=old + suffix, CopySource={"Bucket": s3.bucket, "Key": new + suffix})
+        admin.delete_object(Bucket=s3.bucket, Key=new + suffix)
+    dbaccess.transaction(
+        tmp_path / "data",
+        lambda conn: conn.execute(text("UPDATE files SET storage_key = :k"), {"k": old.removeprefix("pkgs/")}),
+    )
+
+    url = _file_url(s3_client, "eta", wheel.name)
+    assert s3_client.get(url).content == body
+    assert s3_client.get(url + ".metadata").content.startswith(b"Metadata-Version: ")
+    data, files = upload_form(wheel)
+    assert s3_client.post("/legacy/", data=data, files=files).text.startswith("Already stored")  # identical: 200
+    assert s3_client.delete(f"/api/projects/eta/files/{wheel.name}").status_code == 200
+    assert s3.keys() == []
+    _upload(s3_client, wheel)  # the very bytes may come back
+    again = _object_key(s3, sha, wheel.name)
+    assert sorted(s3.keys()) == [again, again + ".metadata"]
+    assert s3_client.get(url).content == body
+
+
+def test_overwrite_on_s3_removes_the_replaced_objects_and_keeps_the_new_ones(make_client, s3, tmp_path):
+    client = make_client(storage=s3.storage_url, s3_endpoint_url=s3.server.endpoint, overwrite=True)
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = make_wheel(tmp_path / "first", "theta", "1.0")
+    second = make_wheel(tmp_path / "second", "theta", "1.0", module_code="x = 2\n")
+    _upload(client, first)
+    body = _upload(client, second)
+    key = _object_key(s3, hashlib.sha256(body).hexdigest(), second.name)
+    assert sorted(s3.keys()) == [key, key + ".metadata"]
+    assert client.get(_file_url(client, "theta", second.name)).content == body
+
+
+class _UploadLandsFirst:
+    """A replica's own bucket store, except that its first ``delete`` waits for ``upload`` to
+    finish first: an upload (through another replica) that lands between a delete's check that
+    no row refers to the object and its removal of the object."""
+
+    def __init__(self, store, upload) -> None:
+        self._store, self._upload, self.deleted = store, upload, []
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    async def delete(self, key: str) -> None:
+        if not self.deleted:
+            await self._upload()
+        self.deleted.append(key)
+        await self._store.delete(key)
+
+
+def test_a_delete_racing_an_identical_upload_on_another_replica_leaves_the_new_file_whole(
+    make_client, live_server, s3, tmp_path
+):
+    """Two replicas, one database, one bucket. Replica B deletes a wheel; replica A receives the
+    very same wheel again (same filename, same bytes: allowed after a delete) just after B found
+    that no row refers to the wheel's object, and just before B removes it. A's new row must not
+    end up pointing at an object B removed: every upload stores its bytes under a key of its own."""
+    from app.services.manage import ManageService
+
+    wheel = make_wheel(tmp_path, "raced", "1.0")
+    replica_b = make_client(storage=s3.storage_url, s3_endpoint_url=s3.server.endpoint)
+    replica_a = live_server(env=s3.env)  # same data folder: the same database
+    body = _upload(replica_b, wheel)
+    old_keys = set(s3.keys())
+
+    async def upload_through_a() -> None:
+        data, files = upload_form(wheel)
+        async with httpx.AsyncClient(base_url=replica_a.url) as a:
+            r = await a.post("/legacy/", data=data, files=files)
+        assert r.status_code == 200 and r.text.startswith("Stored"), r.text
+
+    state = replica_b.app.state
+    store = _UploadLandsFirst(state.manage.storage, upload_through_a)
+    delete = partial(ManageService(state.manage.sessions, store).delete, "raced", filename=wheel.name, actor="ops")
+    replica_b.portal.call(delete)
+    assert store.deleted, "the delete removed nothing: the race was not reproduced"
+
+    # The re-uploaded file is whole, from either replica: the wheel and its PEP 658 metadata.
+    with httpx.Client(base_url=replica_a.url) as a:
+        for client in (a, replica_b):
+            url = _file_url(client, "raced", wheel.name)
+            got = client.get(url)
+            assert got.status_code == 200, f"{got.status_code}: the re-uploaded file's object is gone"
+            assert got.content == body
+            meta = client.get(url + ".metadata")
+            assert meta.status_code == 200 and meta.content.startswith(b"Metadata-Version: ")
+    # The deleted upload's own objects are gone; the new upload's are there.
+    keys = set(s3.keys())
+    assert not old_keys & keys
+    assert len(keys) == 2 and all(k.endswith((wheel.name, wheel.name + ".metadata")) for k in keys)
