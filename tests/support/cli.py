@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def packhouse(
     from app.cli import main
 
     out, err = io.StringIO(), io.StringIO()
+    # A process of its own prints warnings and errors that nothing configured a handler for on
+    # stderr (logging's last resort): so does this, or a logged traceback would go unseen.
+    stderr_log = logging.StreamHandler(err)
+    stderr_log.setLevel(logging.WARNING)
+    logging.getLogger().addHandler(stderr_log)
     saved = dict(os.environ)
     os.environ.update(env or {})
     try:
@@ -54,4 +60,5 @@ def packhouse(
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        logging.getLogger().removeHandler(stderr_log)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
