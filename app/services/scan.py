@@ -17,15 +17,21 @@ symlink out of the folder; a symlinked subfolder), once per file, and counted in
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import hashlib
 import logging
+import multiprocessing
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,7 @@ from app.errors import InvalidDistributionError
 from app.services.form import FileDigests
 from app.services.manage import ManageService
 from app.storage.base import Storage, open_regular_file
+from app.storage.flat import FlatLocalStorage
 
 log = logging.getLogger("packhouse.scan")
 
@@ -51,6 +58,13 @@ CHUNK = 1024 * 1024
 SETTLE_NS = 2_000_000_000
 BATCH = 500  # rows per transaction when a folder is indexed in place
 BATCH_TEXT = 16 * 1024 * 1024  # and fewer once their READMEs (descriptions) add up to this
+#: A folder scan with this many new files or more reads them in worker processes, one per CPU (at
+#: most POOL_MAX): hashing an archive and parsing its metadata costs ~1.7 ms of CPU a file, so a
+#: 30,000-file pypiserver folder's first start took about a minute on one core. Below this, the
+#: processes' own start (~1 s each, importing the app) costs more than they save.
+POOL_MIN_FILES = 2000
+POOL_MAX = 8
+POOL_CHUNK = 64  # files per task: few round trips, and the results still arrive in order soon
 KeyFunc = Callable[[str, str, str], str]  # (sha256, filename, relative path) -> storage key
 Progress = Callable[[int, int, str], None]  # (done, total, current filename)
 
@@ -297,6 +311,33 @@ class FolderIndexer:
         import commits each file's row once its copy is stored, so no copy waits long without one."""
         async with self.sessions() as session:
             filenames = await repo.all_filenames(session)
+        pooled: AsyncIterator[tuple[str, str, Any]] | None = None
+        if not copy and self._poolable(items, filenames):
+            # Every file that is not a duplicate, read in worker processes, the results in order.
+            todo = [(rel, path) for rel, path in items if path.name not in filenames]
+            pooled = _prepared_in_pool(self.storage, todo)  # type: ignore[arg-type]
+        async with contextlib.aclosing(pooled) if pooled is not None else contextlib.nullcontext():  # type: ignore[attr-defined]
+            await self._add_each(items, key_for, copy, report, progress, filenames, pooled)
+
+    def _poolable(self, items: list[tuple[str, Path]], filenames: set[str]) -> bool:
+        """Whether to read ``items`` in worker processes: many of them, more than one CPU, a package
+        folder, and no filename twice among them (a duplicate is decided by the files before it:
+        those are read one by one, as ever)."""
+        if len(items) < POOL_MIN_FILES or type(self.storage) is not FlatLocalStorage or _pool_size() < 2:
+            return False
+        names = [path.name for _, path in items]
+        return len(set(names)) == len(names)
+
+    async def _add_each(
+        self,
+        items: list[tuple[str, Path]],
+        key_for: KeyFunc,
+        copy: bool,
+        report: ScanReport,
+        progress: Progress | None,
+        filenames: set[str],
+        pooled: AsyncIterator[tuple[str, str, Any]] | None,
+    ) -> None:
         batch: list[_Prepared] = []
         held = 0  # characters of README held by the batch
         for done, (rel, path) in enumerate(items, 1):
@@ -310,8 +351,10 @@ class FolderIndexer:
                 if copy:
                     prepared = await anyio.to_thread.run_sync(_prepare, path, rel, key_for)
                     await self._copy(path, prepared.key, prepared.sidecars)
+                elif pooled is not None:
+                    prepared = _outcome(rel, await anext(pooled))  # type: ignore[arg-type]
                 else:
-                    prepared = await anyio.to_thread.run_sync(self._prepare_in_place, path, rel)
+                    prepared = await anyio.to_thread.run_sync(_prepare_in_place, self.storage, path, rel)
             except InvalidDistributionError as exc:
                 self._broken[rel] = _stamp(path)
                 report.broken.append((rel, exc.detail))
@@ -335,16 +378,6 @@ class FolderIndexer:
                 batch, held = [], 0
         if batch:
             await self._insert(batch, report)
-
-    def _prepare_in_place(self, path: Path, rel: str) -> _Prepared:
-        """``_prepare`` for a file indexed where it lies, and its metadata file written (blocking).
-        The store is a package folder (a LocalStorage): the file is derived data, not made durable
-        (``LocalStorage.put_derived``)."""
-        prepared = _prepare(path, rel, in_place_key)
-        for sidecar, data in prepared.sidecars.items():
-            self.storage.put_derived(sidecar, data)  # type: ignore[attr-defined]
-        prepared.sidecars.clear()  # written: not held by the batch
-        return prepared
 
     async def _insert(self, batch: list[_Prepared], report: ScanReport) -> None:
         """The rows of ``batch``, in one transaction. If one of them is indexed already (another
@@ -472,6 +505,105 @@ def _prepare(path: Path, rel: str, key_for: KeyFunc) -> _Prepared:
     name, row = _fit(rel, meta.name, dist.name, row, event)  # before anything is stored
     sidecars = {key + ".metadata": meta.raw} if row["metadata_sha256"] else {}  # PEP 658
     return _Prepared(rel, name, dist.name, row, event, sidecars)
+
+
+def _prepare_in_place(storage: Storage, path: Path, rel: str) -> _Prepared:
+    """``_prepare`` for a file indexed where it lies, and its metadata file written (blocking).
+    The store is a package folder (a LocalStorage): the file is derived data, not made durable
+    (``LocalStorage.put_derived``)."""
+    prepared = _prepare(path, rel, in_place_key)
+    for sidecar, data in prepared.sidecars.items():
+        storage.put_derived(sidecar, data)  # type: ignore[attr-defined]
+    prepared.sidecars.clear()  # written: not held by the batch
+    return prepared
+
+
+def _pool_size() -> int:
+    return min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, POOL_MAX)
+
+
+async def _prepared_in_pool(
+    storage: FlatLocalStorage, items: list[tuple[str, Path]]
+) -> AsyncIterator[tuple[str, str, Any]]:
+    """``_prepare_in_place`` of each of ``items`` in worker processes, yielded in order as
+    (relative path, "ok" | "broken" | "unstored", the _Prepared or why); what the workers logged
+    is logged here. At most two chunks per worker are in flight, so memory stays bounded."""
+    loop = asyncio.get_running_loop()
+    workers = _pool_size()
+    pool = ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+        initializer=_worker_init,
+        initargs=(str(storage.root), [str(root) for root in storage.extra_roots]),
+    )
+    chunks = iter([items[i : i + POOL_CHUNK] for i in range(0, len(items), POOL_CHUNK)])
+    inflight: deque[asyncio.Future[list[tuple[str, str, Any, list[tuple[int, str]]]]]] = deque()
+
+    def submit() -> None:
+        if (chunk := next(chunks, None)) is not None:
+            work = [(rel, str(path)) for rel, path in chunk]
+            inflight.append(loop.run_in_executor(pool, _prepare_chunk, work))
+
+    try:
+        for _ in range(2 * workers):
+            submit()
+        while inflight:
+            results = await inflight.popleft()
+            submit()
+            for rel, kind, value, logged in results:
+                for level, message in logged:
+                    log.log(level, "%s", message)
+                yield rel, kind, value
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(partial(pool.shutdown, wait=True, cancel_futures=True))
+
+
+def _outcome(rel: str, result: tuple[str, str, Any]) -> _Prepared:
+    """A pooled result as the thread's call would end: the _Prepared, or its exception."""
+    got, kind, value = result
+    assert got == rel, (got, rel)  # in order, one each
+    if kind == "broken":
+        raise InvalidDistributionError(value)
+    if kind == "unstored":
+        raise OSError(value)
+    return value  # type: ignore[no-any-return]
+
+
+# In a worker process of the pool ------------------------------------------------------------
+_worker_storage: FlatLocalStorage | None = None
+_worker_logged: list[tuple[int, str]] = []
+
+
+class _KeepRecords(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        _worker_logged.append((record.levelno, record.getMessage()))
+
+
+def _worker_init(root: str, extra_roots: list[str]) -> None:
+    global _worker_storage
+    _worker_storage = FlatLocalStorage(Path(root), [Path(r) for r in extra_roots])
+    log.handlers[:] = [_KeepRecords()]  # sent back with the results, and logged by the server
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+
+
+def _prepare_chunk(chunk: list[tuple[str, str]]) -> list[tuple[str, str, Any, list[tuple[int, str]]]]:
+    """In a worker process: ``_prepare_in_place`` of each (relative path, path), its failure
+    returned as a value (the reason), with what was logged meanwhile."""
+    assert _worker_storage is not None
+    out: list[tuple[str, str, Any, list[tuple[int, str]]]] = []
+    for rel, path in chunk:
+        result: tuple[str, Any]
+        try:
+            result = ("ok", _prepare_in_place(_worker_storage, Path(path), rel))
+        except InvalidDistributionError as exc:
+            result = ("broken", exc.detail)
+        except OSError as exc:  # its metadata file could not be written (a full disk)
+            result = ("unstored", str(exc))
+        out.append((rel, *result, _worker_logged[:]))
+        _worker_logged.clear()
+    return out
 
 
 def _insert_rows(session: Session, batch: Sequence[_Prepared]) -> None:

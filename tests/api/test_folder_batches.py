@@ -7,6 +7,7 @@ duplicate, not a failed batch."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -157,3 +158,66 @@ def test_a_batch_is_committed_early_once_its_readmes_add_up(make_client, tmp_pat
     assert sorted(report.added) == sorted(w.name for w in wheels)
     r = client.get("/ui/project/readme-3/")
     assert r.status_code == 200 and "words words" in r.text
+
+
+def _folder_of_every_kind(root: Path) -> None:
+    """Wheels and sdists in subfolders, broken archives, an invalid Requires-Python (a warning),
+    metadata that contradicts its filename, a file of another type."""
+    (root / "sub" / "deeper").mkdir(parents=True)
+    for i in range(7):
+        _old(make_wheel(root, f"pool-{i % 3}", f"1.{i}"))
+        _old(make_sdist(root / "sub", f"pool-{i % 3}", f"1.{i}"))
+    _old(make_wheel(root / "sub" / "deeper", "pool-reqpy", "1.0", requires_python=">= three"))
+    _old(make_wheel(root, "pool-liar", "1.0", metadata="Metadata-Version: 2.1\nName: other\nVersion: 9\n"))
+    (root / "sub" / "pool_broken-1.0.tar.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    (root / "pool_empty-1.0-py3-none-any.whl").write_bytes(b"")
+    (root / "notes.txt").write_text("not a distribution")
+    for path in root.rglob("*"):
+        _old(path)
+
+
+def _index_state(client, packages: Path) -> tuple[list[tuple[object, ...]], dict[str, bytes]]:
+    """Every file row (what the index serves of it) and every PEP 658 metadata file's bytes."""
+    sessions = client.app.state.manage.sessions
+
+    async def read():
+        async with sessions() as session:
+            columns = [c for c in File.__table__.c if c.name not in ("id", "project_id")]
+            return sorted(tuple(row) for row in await session.execute(select(*columns)))
+
+    metadata = packages / ".packhouse" / "metadata"
+    files = {str(p.relative_to(metadata)): p.read_bytes() for p in metadata.rglob("*") if p.is_file()}
+    return client.portal.call(read), files
+
+
+def test_a_large_folder_read_by_worker_processes_is_indexed_as_one_file_at_a_time_did(
+    make_client, tmp_path, monkeypatch, caplog
+):
+    """A first start on a folder of POOL_MIN_FILES new files or more reads them in worker
+    processes (scan._prepared_in_pool). The rows, the metadata files, the reports and the log
+    lines must be those of reading them one at a time."""
+    states, logs, used = [], [], []
+    real = scan._prepared_in_pool
+    _folder_of_every_kind(tmp_path / "made")
+    monkeypatch.setattr(scan, "_prepared_in_pool", lambda *a: used.append(1) or real(*a))
+    for pooled in (False, True):
+        packages = tmp_path / f"packages-{pooled}"
+        shutil.copytree(tmp_path / "made", packages)  # the same bytes and times
+        monkeypatch.setattr(scan, "POOL_MIN_FILES", 1 if pooled else 10**9)
+        monkeypatch.setattr(scan, "POOL_CHUNK", 3)  # several chunks, more than the workers hold at once
+        monkeypatch.setattr(scan, "_pool_size", lambda: 2)  # a machine with one CPU too
+        caplog.clear()
+        with caplog.at_level("INFO", logger="packhouse.scan"):
+            client = make_client(packages_dir=packages, rescan_interval=0, data_dir=tmp_path / f"data-{pooled}")
+        assert used == ([1] if pooled else [])  # the pool read them, or it did not
+        states.append(_index_state(client, packages))
+        logs.append(sorted(r.getMessage().replace(str(packages), "PACKAGES") for r in caplog.records))
+    assert states[0] == states[1]
+    rows, metadata = states[1]
+    assert len(rows) == 7 + 7 + 1  # the wheels, the sdists, the one with an invalid Requires-Python
+    assert len(metadata) == 7 + 1
+    assert logs[0] == logs[1]
+    said = "\n".join(logs[1])
+    for expected in ("Requires-Python '>= three' is not a version specifier", "pool_broken-1.0.tar.gz",
+                     "pool_empty-1.0-py3-none-any.whl", "pool_liar-1.0-py3-none-any.whl", "notes.txt"):  # fmt: skip
+        assert expected in said, said
