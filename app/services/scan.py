@@ -29,6 +29,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -527,36 +528,62 @@ async def _prepared_in_pool(
 ) -> AsyncIterator[tuple[str, str, Any]]:
     """``_prepare_in_place`` of each of ``items`` in worker processes, yielded in order as
     (relative path, "ok" | "broken" | "unstored", the _Prepared or why); what the workers logged
-    is logged here. At most two chunks per worker are in flight, so memory stays bounded."""
+    is logged here. At most two chunks per worker are in flight, so memory stays bounded.
+
+    Worker processes that cannot be started (no /dev/shm for their locks, say), or that die (the
+    kernel's OOM killer), are not a failed start: the files they had not answered for are read here,
+    one at a time, as without a pool (reading a file again only writes its metadata file again)."""
     loop = asyncio.get_running_loop()
     workers = _pool_size()
-    pool = ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
-        initializer=_worker_init,
-        initargs=(str(storage.root), [str(root) for root in storage.extra_roots]),
-    )
-    chunks = iter([items[i : i + POOL_CHUNK] for i in range(0, len(items), POOL_CHUNK)])
-    inflight: deque[asyncio.Future[list[tuple[str, str, Any, list[tuple[int, str]]]]]] = deque()
+    chunks = deque([(rel, str(path)) for rel, path in items[i : i + POOL_CHUNK]]
+                   for i in range(0, len(items), POOL_CHUNK))  # fmt: skip
+    inflight: deque[tuple[list[tuple[str, str]], asyncio.Future[list[Any]]]] = deque()
+    pool: ProcessPoolExecutor | None = None
+    try:
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),  # never fork a process that runs threads
+            initializer=_worker_init,
+            initargs=(str(storage.root), [str(root) for root in storage.extra_roots]),
+        )
+    except (OSError, NotImplementedError) as exc:
+        log.warning("could not start worker processes to read the package folder (%s): reading it here", exc)
 
     def submit() -> None:
-        if (chunk := next(chunks, None)) is not None:
-            work = [(rel, str(path)) for rel, path in chunk]
-            inflight.append(loop.run_in_executor(pool, _prepare_chunk, work))
+        if pool is not None and chunks:
+            work = chunks.popleft()
+            inflight.append((work, loop.run_in_executor(pool, _prepare_chunk, work)))
 
     try:
         for _ in range(2 * workers):
             submit()
-        while inflight:
-            results = await inflight.popleft()
-            submit()
+        while inflight or chunks:
+            if inflight:
+                work, future = inflight[0]
+                try:
+                    results = await future
+                except BrokenProcessPool as exc:
+                    log.warning("a worker process reading the package folder died (%s): reading the rest here", exc)
+                    chunks.extendleft(reversed([w for w, _ in inflight]))
+                    for _, lost in inflight:  # they fail alike: their errors are known, not to be logged
+                        lost.add_done_callback(lambda f: f.cancelled() or f.exception())
+                    inflight.clear()
+                    assert pool is not None
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    pool = None
+                    continue
+                inflight.popleft()
+                submit()
+            else:
+                results = await anyio.to_thread.run_sync(_prepare_chunk, chunks.popleft(), storage)
             for rel, kind, value, logged in results:
                 for level, message in logged:
                     log.log(level, "%s", message)
                 yield rel, kind, value
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(partial(pool.shutdown, wait=True, cancel_futures=True))
+        if pool is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(partial(pool.shutdown, wait=True, cancel_futures=True))
 
 
 def _outcome(rel: str, result: tuple[str, str, Any]) -> _Prepared:
@@ -588,15 +615,19 @@ def _worker_init(root: str, extra_roots: list[str]) -> None:
     log.setLevel(logging.DEBUG)
 
 
-def _prepare_chunk(chunk: list[tuple[str, str]]) -> list[tuple[str, str, Any, list[tuple[int, str]]]]:
+def _prepare_chunk(
+    chunk: list[tuple[str, str]], storage: FlatLocalStorage | None = None
+) -> list[tuple[str, str, Any, list[tuple[int, str]]]]:
     """In a worker process: ``_prepare_in_place`` of each (relative path, path), its failure
-    returned as a value (the reason), with what was logged meanwhile."""
-    assert _worker_storage is not None
+    returned as a value (the reason), with what was logged meanwhile. In the server itself (when
+    the pool cannot be used) with its ``storage``: what it logs is logged at once."""
+    storage = storage or _worker_storage
+    assert storage is not None
     out: list[tuple[str, str, Any, list[tuple[int, str]]]] = []
     for rel, path in chunk:
         result: tuple[str, Any]
         try:
-            result = ("ok", _prepare_in_place(_worker_storage, Path(path), rel))
+            result = ("ok", _prepare_in_place(storage, Path(path), rel))
         except InvalidDistributionError as exc:
             result = ("broken", exc.detail)
         except OSError as exc:  # its metadata file could not be written (a full disk)

@@ -6,9 +6,12 @@ duplicate, not a failed batch."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import pytest
@@ -190,16 +193,39 @@ def _index_state(client, packages: Path) -> tuple[list[tuple[object, ...]], dict
     return client.portal.call(read), files
 
 
+class _NoWorkers(ProcessPoolExecutor):
+    """A machine where worker processes cannot be started (no /dev/shm for their locks, say)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+
+class _WorkersDie(ProcessPoolExecutor):
+    """Worker processes that the OOM killer takes once they have answered for one chunk."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if getattr(self, "answered", 0) >= 1:
+            dead: Future[object] = Future()
+            dead.set_exception(BrokenProcessPool("A process in the process pool was terminated abruptly"))
+            return dead
+        self.answered = 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.mark.parametrize("workers", ["pool", "cannot-start", "die"])
 def test_a_large_folder_read_by_worker_processes_is_indexed_as_one_file_at_a_time_did(
-    make_client, tmp_path, monkeypatch, caplog
+    make_client, tmp_path, monkeypatch, caplog, workers
 ):
     """A first start on a folder of POOL_MIN_FILES new files or more reads them in worker
     processes (scan._prepared_in_pool). The rows, the metadata files, the reports and the log
-    lines must be those of reading them one at a time."""
+    lines must be those of reading them one at a time; and so they must be when the workers
+    cannot be started, or die midway (the server reads what they left, with a warning)."""
     states, logs, used = [], [], []
     real = scan._prepared_in_pool
     _folder_of_every_kind(tmp_path / "made")
     monkeypatch.setattr(scan, "_prepared_in_pool", lambda *a: used.append(1) or real(*a))
+    if workers != "pool":
+        monkeypatch.setattr(scan, "ProcessPoolExecutor", _NoWorkers if workers == "cannot-start" else _WorkersDie)
     for pooled in (False, True):
         packages = tmp_path / f"packages-{pooled}"
         shutil.copytree(tmp_path / "made", packages)  # the same bytes and times
@@ -216,7 +242,11 @@ def test_a_large_folder_read_by_worker_processes_is_indexed_as_one_file_at_a_tim
     rows, metadata = states[1]
     assert len(rows) == 7 + 7 + 1  # the wheels, the sdists, the one with an invalid Requires-Python
     assert len(metadata) == 7 + 1
-    assert logs[0] == logs[1]
+    warned = {"pool": [], "cannot-start": ["could not start worker processes to read the package folder"],
+              "die": ["a worker process reading the package folder died"]}[workers]  # fmt: skip
+    extra = [line for line in logs[1] if line not in logs[0]]
+    assert [line.split(" (")[0] for line in extra] == warned, extra
+    assert [line for line in logs[1] if line not in extra] == logs[0]
     said = "\n".join(logs[1])
     for expected in ("Requires-Python '>= three' is not a version specifier", "pool_broken-1.0.tar.gz",
                      "pool_empty-1.0-py3-none-any.whl", "pool_liar-1.0-py3-none-any.whl", "notes.txt"):  # fmt: skip
