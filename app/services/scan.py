@@ -24,6 +24,7 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import signal
 import stat
 import time
 from collections import deque
@@ -609,6 +610,9 @@ class _KeepRecords(logging.Handler):
 
 def _worker_init(root: str, extra_roots: list[str]) -> None:
     global _worker_storage
+    # Ctrl-C in a terminal signals the whole process group: the server decides when to stop, and
+    # stops its workers with it (a worker ends when the server's end of the pool's pipe closes).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker_storage = FlatLocalStorage(Path(root), [Path(r) for r in extra_roots])
     log.handlers[:] = [_KeepRecords()]  # sent back with the results, and logged by the server
     log.propagate = False
