@@ -208,8 +208,13 @@ def parse_dist_filename(filename: str) -> DistFilename:
     )
 
 
-def read_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata:
+def read_metadata(path: Path, dist: DistFilename, filename: str, *, whole: bool = False) -> CoreMetadata:
     """Read METADATA from a wheel or PKG-INFO from an sdist, with bounded memory and time.
+
+    ``whole`` (uploads): a gzip-compressed sdist is also read to its end, so that a stream that is
+    truncated or damaged after PKG-INFO (its CRC and length do not match) is refused, as PyPI
+    refuses it, rather than stored for pip to fail on. A package folder's files are indexed as
+    they are (pypiserver served them as they were).
 
     Blocking: run it in a thread. Raises InvalidDistributionError for anything unreadable."""
     try:
@@ -218,7 +223,7 @@ def read_metadata(path: Path, dist: DistFilename, filename: str) -> CoreMetadata
         elif filename.endswith(".zip"):
             raw = _zip_sdist_pkg_info(path)
         else:  # .tar.gz, or in a package folder the legacy .tgz / .tar.bz2 (LEGACY_SDIST_SUFFIXES)
-            raw = _tar_sdist_pkg_info(path, "bz2" if filename.endswith(".tar.bz2") else "gz")
+            raw = _tar_sdist_pkg_info(path, "bz2" if filename.endswith(".tar.bz2") else "gz", whole=whole)
     except InvalidDistributionError:
         raise
     except UNREADABLE_ARCHIVE_ERRORS as exc:
@@ -328,27 +333,43 @@ class _LastRead:
         return self.raw.tell()
 
 
-def _tar_sdist_pkg_info(path: Path, compression: str = "gz") -> bytes:
-    """The PKG-INFO of a gzip (or, for legacy folder files, bzip2) compressed tar sdist."""
+#: How much of a compressed sdist ``whole`` decompresses in one read while checking its stream.
+_DRAIN_CHUNK = 1024 * 1024
+
+
+def _tar_sdist_pkg_info(path: Path, compression: str = "gz", *, whole: bool = False) -> bytes:
+    """The PKG-INFO of a gzip (or, for legacy folder files, bzip2) compressed tar sdist.
+
+    ``whole``: the compressed stream is read to its end after PKG-INFO (up to MAX_TAR_SCAN_BYTES
+    decompressed, which bounds the time a compression bomb can take), so the reader checks its
+    CRC and length and sees a truncation: each raises one of UNREADABLE_ARCHIVE_ERRORS."""
     opener = bz2.open if compression == "bz2" else gzip.open
     with opener(path, "rb") as raw:
-        fh = _LastRead(raw)
-        with tarfile.open(fileobj=fh, mode="r:") as tf:  # type: ignore[call-overload]
-            for count, member in enumerate(tf):
-                if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
-                    break
-                parts = member.name.strip("/").split("/")
-                if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
-                    if member.size > MAX_METADATA_BYTES:
-                        raise InvalidDistributionError(f"{member.name} is {member.size} bytes: refused.")
-                    extracted = tf.extractfile(member)
-                    assert extracted is not None
-                    return extracted.read(MAX_METADATA_BYTES)
-            else:
-                # tarfile ends its listing quietly at a header it cannot parse: only the end of the
-                # data or an end-of-archive block (zeros) is a real end; anything else is damage.
-                if fh.last.strip(tarfile.NUL):
-                    raise tarfile.ReadError(f"a damaged member header at byte {tf.offset} of the tar data")
+        pkg_info = _tar_pkg_info(raw)
+        if whole:
+            while raw.tell() <= MAX_TAR_SCAN_BYTES and raw.read(_DRAIN_CHUNK):
+                pass
+        return pkg_info
+
+
+def _tar_pkg_info(raw: IO[bytes]) -> bytes:
+    fh = _LastRead(raw)
+    with tarfile.open(fileobj=fh, mode="r:") as tf:  # type: ignore[call-overload]
+        for count, member in enumerate(tf):
+            if count > MAX_TAR_MEMBERS or member.offset_data > MAX_TAR_SCAN_BYTES:
+                break
+            parts = member.name.strip("/").split("/")
+            if len(parts) == 2 and parts[1] == "PKG-INFO" and member.isfile():
+                if member.size > MAX_METADATA_BYTES:
+                    raise InvalidDistributionError(f"{member.name} is {member.size} bytes: refused.")
+                extracted = tf.extractfile(member)
+                assert extracted is not None
+                return extracted.read(MAX_METADATA_BYTES)
+        else:
+            # tarfile ends its listing quietly at a header it cannot parse: only the end of the
+            # data or an end-of-archive block (zeros) is a real end; anything else is damage.
+            if fh.last.strip(tarfile.NUL):
+                raise tarfile.ReadError(f"a damaged member header at byte {tf.offset} of the tar data")
     raise InvalidDistributionError("The sdist has no '<name>-<version>/PKG-INFO' at its top level.")
 
 

@@ -20,6 +20,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import anyio
 from sqlalchemy.exc import IntegrityError
@@ -228,12 +229,12 @@ class UploadService:
         if digests.size <= INLINE_ARCHIVE_BYTES:
             # A small archive is read right here (~0.1 ms: less than a hop to a worker thread and
             # back), then the filename is looked up.
-            meta = dists.read_metadata(form.staged.path, dist, filename)
+            meta = dists.read_metadata(form.staged.path, dist, filename, whole=True)
             reuse = await self._check_reuse(filename, digests)
         else:
             # A larger one is read in a worker thread while the filename is looked up.
             meta, reuse = await asyncio.gather(
-                anyio.to_thread.run_sync(dists.read_metadata, form.staged.path, dist, filename),
+                anyio.to_thread.run_sync(partial(dists.read_metadata, whole=True), form.staged.path, dist, filename),
                 self._check_reuse(filename, digests),
                 return_exceptions=True,
             )

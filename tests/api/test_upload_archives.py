@@ -170,6 +170,30 @@ def test_a_file_part_without_a_filename_says_so(seeded, disposition, message):
     assert "filename=" in client.post("/legacy/", content=body, headers={"Content-Type": ctype}).json()["detail"]
 
 
+#: Damage after PKG-INFO (first in the tar): the metadata reads, the compressed stream does not.
+TAIL_DAMAGE = {
+    "corrupt": damage.targz_tail_corrupt,
+    "wrong-crc": damage.targz_wrong_crc,
+    "truncated": damage.targz_tail_truncated,
+}
+
+
+@pytest.mark.parametrize("how", TAIL_DAMAGE)
+def test_an_sdist_damaged_after_its_pkg_info_is_400_on_upload(seeded, how):
+    """PyPI reads an uploaded sdist to its end; an sdist whose stream fails its CRC, or ends early,
+    would be stored for every pip install to fail on."""
+    client, folder, scratch = seeded
+    sdist = make_sdist(scratch, "demo", "2.0")
+    content = TAIL_DAMAGE[how](sdist.read_bytes())
+    data, files = upload_form(sdist, content=content)
+    _refused(
+        client, folder, "POST", "/legacy/", 400, "could not be read as a gzip-compressed tar", data=data, files=files
+    )
+    assert client.get("/simple/demo/", headers=JSON).json()["versions"] == ["1.0"]
+    data, files = upload_form(sdist)  # the intact sdist is accepted
+    assert client.post("/legacy/", data=data, files=files).status_code == 200
+
+
 # A package folder (packhouse run DIR) ----------------------------------------------------------
 
 OLD = time.time() - 3600  # older than the rescan's settle time

@@ -96,3 +96,24 @@ def targz_pkg_info_last(data: bytes) -> bytes:
         for member, content in members:
             tf.addfile(member, io.BytesIO(content))
     return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def targz_tail_corrupt(data: bytes) -> bytes:
+    """The deflate data is garbled near its end, after PKG-INFO (first in ``make_sdist``'s order):
+    PKG-INFO still reads; the rest of the stream does not."""
+    out = bytearray(data)
+    for i in range(len(out) - 40, len(out) - 12):
+        out[i] ^= 0xA5
+    return bytes(out)
+
+
+def targz_wrong_crc(data: bytes) -> bytes:
+    """Every byte decompresses, but the gzip trailer's CRC-32 does not match them."""
+    out = bytearray(data)
+    out[-8] ^= 0xFF
+    return bytes(out)
+
+
+def targz_tail_truncated(data: bytes) -> bytes:
+    """The stream stops before its trailer (an interrupted copy): PKG-INFO, first, still reads."""
+    return data[:-8]

@@ -75,6 +75,20 @@ def test_a_damaged_tar_gz_says_it_could_not_be_read_not_that_pkg_info_is_missing
         read(path)
 
 
+TAIL_DAMAGE = [damage.targz_tail_corrupt, damage.targz_wrong_crc, damage.targz_tail_truncated]
+
+
+@pytest.mark.parametrize("how", TAIL_DAMAGE, ids=lambda f: f.__name__)
+def test_whole_reads_a_tar_gz_to_its_end_and_a_folder_read_stops_at_pkg_info(tmp_path, how):
+    sdist = make_sdist(tmp_path, "demo", "2.0")
+    path = write(tmp_path, sdist.name, how(sdist.read_bytes()))
+    dist = dists.parse_dist_filename(sdist.name)
+    assert dists.read_metadata(path, dist, sdist.name).version == "2.0"  # a package folder's file
+    with pytest.raises(InvalidDistributionError, match="could not be read as a gzip-compressed tar archive"):
+        dists.read_metadata(path, dist, sdist.name, whole=True)  # an upload
+    assert dists.read_metadata(sdist, dist, sdist.name, whole=True).version == "2.0"
+
+
 def test_an_intact_sdist_without_pkg_info_still_says_so(tmp_path):
     sdist = make_sdist(tmp_path, "demo", "2.0")
     reordered = damage.targz_pkg_info_last(sdist.read_bytes())
