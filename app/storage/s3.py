@@ -130,15 +130,28 @@ class S3Storage:
         self, staged: LocalStaged, key: str, *, sidecars: Mapping[str, bytes] | None = None
     ) -> None:
         await anyio.to_thread.run_sync(staged.finish)
-        for sidecar, data in (sidecars or {}).items():
-            await self.put_bytes(sidecar, data)
+        sent: list[str] = []
         try:
+            for sidecar, data in (sidecars or {}).items():
+                await self.put_bytes(sidecar, data)
+                sent.append(sidecar)
             size = staged.path.stat().st_size
             if size <= self.part_size:
                 data = await anyio.to_thread.run_sync(staged.path.read_bytes)
                 await self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
             else:
                 await self._multipart(staged.path, self._key(key), size)
+        except BaseException:
+            # The file did not arrive: its sidecars (the PEP 658 metadata) would be objects no row
+            # and no file refers to. Removed at once, best effort (``packhouse check --repair``
+            # finds any that a store failing outright keeps).
+            with anyio.CancelScope(shield=True):
+                for sidecar in sent:
+                    try:
+                        await self.client.delete_object(Bucket=self.bucket, Key=self._key(sidecar))
+                    except (BotoCoreError, ClientError) as exc:
+                        log.warning("could not remove %s after its file failed to store: %s", sidecar, exc)
+            raise
         finally:
             staged.path.unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
@@ -210,6 +211,31 @@ def test_a_bucket_that_goes_away_answers_503_not_500_and_stores_nothing(s3_clien
         assert download.headers["retry-after"] == "30"
     assert s3_client.get(url).headers["content-type"] == "application/problem+json"
     assert "NoSuchBucket" in s3_client.get(url).json()["detail"]
+
+
+def test_a_file_the_store_refuses_leaves_no_metadata_object_behind(s3_client, s3, tmp_path, monkeypatch):
+    """The PEP 658 metadata object goes up first; when the wheel's own PUT then fails, the upload
+    is a 503 and the bucket holds neither (an orphan .metadata used to stay)."""
+    client = s3_client.app.state.uploads.storage.client
+    put_object = client.put_object
+
+    async def refuse_archives(**kw):
+        if not kw["Key"].endswith(".metadata"):
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "try again"}}, "PutObject")
+        return await put_object(**kw)
+
+    monkeypatch.setattr(client, "put_object", refuse_archives)
+    wheel = make_wheel(tmp_path, "epsilon", "1.0")
+    data, files = upload_form(wheel)
+    r = s3_client.post("/legacy/", data=data, files=files)
+    assert r.status_code == 503, r.text
+    assert "InternalError" in r.json()["detail"]
+    assert s3.keys() == []
+    assert s3_client.get("/simple/epsilon/").status_code == 404
+    assert not list((tmp_path / "data" / "staging").glob("*"))
+    monkeypatch.undo()
+    assert _upload(s3_client, wheel)  # the store is back: the same upload goes through
+    assert len(s3.keys()) == 2
 
 
 def test_a_file_stored_under_an_earlier_versions_key_is_served_and_deleted_as_before(s3_client, s3, tmp_path):
