@@ -7,11 +7,14 @@ staged in place is named, committed, cleaned up and swept as the local store pro
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
 import re
+import time
 
+import anyio
 import pytest
 
 from app.errors import InvalidRequestError, UploadTooLargeError
@@ -76,6 +79,43 @@ async def test_error_mid_stream_leaves_no_staged_file(tmp_path, cut, limit, erro
     with pytest.raises(error):
         await read_upload_form(ctype, _chunks(body[:cut], 65_536), storage, FormLimits(max_file_bytes=limit))
     assert _files(storage.root) == []  # staged in place, and removed from there
+
+
+async def test_a_slow_hash_and_an_error_mid_stream_stop_the_writer_thread(tmp_path, monkeypatch):
+    """The writer thread behind the reader (hashing is its part: a slow CPU) when the upload fails
+    on the event loop: the queued batches are dropped, nothing hangs, nothing is left."""
+    write_batch = form_module._HashingSink._write
+
+    def slow_write(self, chunks):
+        time.sleep(0.02)
+        write_batch(self, chunks)
+
+    monkeypatch.setattr(form_module._HashingSink, "_write", slow_write)
+    content = random.Random(3).randbytes(12 * 1024 * 1024)
+    body, ctype = _form(content, sha256_digest="0" * 64)
+    storage = LocalStorage(tmp_path / "files")
+    with anyio.fail_after(20), pytest.raises(UploadTooLargeError):
+        await read_upload_form(ctype, _chunks(body, 65_536), storage, FormLimits(max_file_bytes=5 * 1024 * 1024))
+    assert _files(storage.root) == []
+
+
+async def test_a_write_that_fails_mid_stream_is_the_error_and_leaves_nothing(tmp_path, monkeypatch):
+    write = LocalStaged.write
+    calls = []
+
+    def failing_write(self, data):
+        calls.append(len(data))
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        write(self, data)
+
+    monkeypatch.setattr(LocalStaged, "write", failing_write)
+    content = random.Random(4).randbytes(12 * 1024 * 1024)
+    body, ctype = _form(content, sha256_digest=hashlib.sha256(content).hexdigest())
+    storage = LocalStorage(tmp_path / "files")
+    with anyio.fail_after(20), pytest.raises(OSError, match="No space left"):
+        await read_upload_form(ctype, _chunks(body, 65_536), storage, FormLimits(max_file_bytes=64 << 20))
+    assert _files(storage.root) == []
 
 
 def _files(root) -> list[str]:
