@@ -127,6 +127,31 @@ class ProjectView:
         return self.version == self.latest_version
 
 
+@dataclass(frozen=True, slots=True)
+class ProjectJson:
+    """What the PyPI-style JSON API (``/pypi/<project>/json``) says about a project or a release."""
+
+    name: str
+    normalized_name: str
+    serial: int
+    version: str  # the release described (the latest, or the one asked for)
+    latest_version: str
+    main: File  # the file whose metadata describes the release (a wheel's, if it has one)
+    description: str | None
+    metadata: dict[str, object]  # core metadata fields read from the stored METADATA (wheels only)
+    release: ReleaseView
+    releases: dict[str, tuple[File, ...]]  # every release, oldest version first -> its files
+    files: tuple[File, ...]  # of the release described
+
+
+#: Core metadata fields the JSON API reports from a wheel's stored METADATA, as PyPI's names them
+#: (packaging's RawMetadata keys; ``platforms`` is PyPI's ``platform``).
+JSON_METADATA_FIELDS = (
+    "author", "author_email", "maintainer", "maintainer_email", "license", "license_expression",
+    "keywords", "classifiers", "home_page", "download_url", "platforms", "provides_extra", "project_urls",
+)  # fmt: skip
+
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -349,6 +374,7 @@ class CatalogService:
         # comes with other bytes.
         self._readmes: _Lru[tuple[int, str], str | None] = _Lru(cache_size)  # -> sanitised HTML
         self._urls: _Lru[tuple[int, str], tuple[tuple[str, str], ...]] = _Lru(cache_size)
+        self._json_fields: _Lru[tuple[int, str], dict[str, object]] = _Lru(cache_size)
         self._home: tuple[int, int, Home] | None = None  # (journal serial, recent, the page's figures)
 
     async def home(self, recent: int = 10) -> Home:
@@ -425,6 +451,64 @@ class CatalogService:
             releases=tuple(releases),
             files=tuple(_file_view(f, project.normalized_name) for f in chosen),
         )
+
+    async def json_api(self, name: str, version: str | None = None) -> ProjectJson:
+        """A project (its latest release) or one release, for the JSON API.
+
+        Raises:
+            ProjectNotFoundError: no such project, or it has no files.
+            NotFoundError: the project has no such version.
+        """
+        async with self.sessions() as session:
+            project = await catalog.project_by_name(session, name)
+            files = list(await catalog.files_without_description(session, project.id)) if project else []
+            if project is None or not files:
+                raise ProjectNotFoundError(f"No project named {name!r} on this index.")
+            labels = dists.release_labels(f.version for f in files)
+            releases = _releases(files, labels)
+            latest = dists.pick_latest([r.version for r in releases], {r.version for r in releases if r.yanked})
+            shown = version or latest
+            wanted = _version(shown)
+            release = next((r for r in releases if r.version == shown or _version(r.version) == wanted), None)
+            if release is None:
+                raise NotFoundError(f"{project.name} has no version {version!r} on this index.")
+            grouped: dict[str, list[File]] = {r.version: [] for r in reversed(releases)}
+            for f in files:
+                grouped[labels[f.version]].append(f)
+            chosen = grouped[release.version]
+            main = next((f for f in chosen if f.metadata_sha256), chosen[-1])
+            description = await catalog.description(session, main.id)
+        return ProjectJson(
+            name=project.name,
+            normalized_name=project.normalized_name,
+            serial=project.serial,
+            version=release.version,
+            latest_version=latest,
+            main=main,
+            description=description,
+            metadata=await self._json_metadata(main),
+            release=release,
+            releases={label: tuple(group) for label, group in grouped.items()},
+            files=tuple(chosen),
+        )
+
+    async def _json_metadata(self, f: File) -> dict[str, object]:
+        if (key := (f.id, f.sha256)) in self._json_fields:
+            return self._json_fields[key]
+        if not f.metadata_sha256:
+            return {}
+        try:
+            raw = await core_metadata(
+                self.storage, f.storage_key, f.filename, f.metadata_sha256, store_back=self.sessions
+            )
+        except FileNotFoundError:
+            return {}  # not cached: the bytes may come back (`packhouse check`)
+        try:
+            parsed, _unparsed = parse_email(raw.decode("utf-8", "replace"))
+        except ValueError:
+            parsed = {}  # type: ignore[typeddict-item]
+        fields = {name: parsed.get(name) for name in JSON_METADATA_FIELDS}  # type: ignore[misc]
+        return self._json_fields.remember(key, fields)
 
     async def _readme(self, session: AsyncSession, f: File) -> str | None:
         if (key := (f.id, f.sha256)) in self._readmes:
