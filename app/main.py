@@ -27,7 +27,7 @@ from app.api.fallback import install_fallback
 from app.api.fastpath import UPLOAD_PATHS, install_fast_path
 from app.api.guards import CrossSiteGuard, RejectNulMiddleware, SmallBodyMiddleware, document_nul_rejection
 from app.api.head import HeadAsGet
-from app.api.routes import files, health, jsonapi, manage, packages, search, simple, ui, upload
+from app.api.routes import files, health, jsonapi, manage, packages, search, search_rpc, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
 from app.db.engine import build_engine, build_sessionmaker, sqlite_path, sqlite_write_problem
@@ -267,7 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_api_route(settings.health_endpoint, health.health, methods=["GET"], response_model=health.Health)
     ui.install_error_pages(app)  # HTML 404s for browsers under /ui/
     app.include_router(packages.router)
-    for module in (health, files, upload, manage, simple, search, jsonapi, ui):
+    for module in (health, files, upload, manage, simple, search, search_rpc, jsonapi, ui):
         app.include_router(module.router)
     app.include_router(simple.root_router)  # last: /{project}/ would shadow everything else
     return app
