@@ -68,6 +68,21 @@ class RemovalResult:
         return "".join(f"Deleted: {name}\n" for name in self.filenames)
 
 
+@dataclass(frozen=True, slots=True)
+class RegisterResult:
+    """``:action=submit`` or ``verify`` (``twine register``, ``setup.py register``): accepted and
+    ignored, as pypiserver does, so that scripts registering before they upload keep working."""
+
+    action: str
+
+    @property
+    def message(self) -> str:
+        return (
+            f"Nothing to register ({self.action!r} is accepted and ignored): this index creates a "
+            "project with its first upload.\n"
+        )
+
+
 # Archives up to this size are read on the event loop (see _check_file).
 INLINE_ARCHIVE_BYTES = 64 * 1024
 
@@ -130,7 +145,7 @@ class UploadService:
 
     async def handle(
         self, content_type: str | None, chunks: AsyncIterator[bytes], uploader: str | None
-    ) -> UploadResult | RemovalResult:
+    ) -> UploadResult | RemovalResult | RegisterResult:
         """Read the form and dispatch on ``:action`` (file_upload; pypiserver's remove_pkg).
 
         Raises:
@@ -153,7 +168,7 @@ class UploadService:
 
     async def _handle(
         self, content_type: str | None, chunks: AsyncIterator[bytes], uploader: str | None
-    ) -> UploadResult | RemovalResult:
+    ) -> UploadResult | RemovalResult | RegisterResult:
         form = await read_upload_form(content_type, chunks, self.storage, self.limits)
         try:
             action = form.get(":action")
@@ -161,7 +176,12 @@ class UploadService:
                 return await self._file_upload(form, uploader)
             if action == "remove_pkg":
                 return await self._remove_pkg(form, uploader)
-            if action in ("submit", "doc_upload", "submit_pkg_info"):
+            if action in ("submit", "verify"):
+                log.info(
+                    "ignored :action=%s for %r (projects are created by their first upload)", action, form.get("name")
+                )
+                return RegisterResult(action)
+            if action in ("doc_upload", "submit_pkg_info"):
                 raise GoneError(
                     f"The {action!r} action is not supported (PyPI removed it too): upload "
                     "distribution files with :action=file_upload."

@@ -272,7 +272,7 @@ CASES = [
     # the form itself
     pytest.param(lambda d: multipart({"name": "demo"}, SDIST, b"x"), 400, "no ':action'", id="no-action"),
     pytest.param(lambda d: multipart({":action": "frobnicate"}), 400, "Unknown :action", id="unknown-action"),
-    pytest.param(lambda d: multipart({":action": "submit", "name": "demo"}), 410, "not supported", id="submit"),
+    pytest.param(lambda d: multipart({":action": "submit_pkg_info"}), 410, "not supported", id="submit-pkg-info"),
     pytest.param(lambda d: multipart({":action": "doc_upload", "name": "demo"}), 410, "not supported", id="doc"),
     pytest.param(lambda d: multipart(form("demo", "2.0", b"")), 400, "no file", id="no-file"),
     pytest.param(

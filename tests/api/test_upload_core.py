@@ -211,10 +211,15 @@ def test_metadata_inside_must_match_filename(client, tmp_path, data_dir):
     assert rows(data_dir) == []
 
 
-def test_submit_is_gone(client):
-    r = client.post("/legacy/", data={":action": "submit", "name": "x", "version": "1"}, files={"x": ("", b"")})
-    assert r.status_code == 410
-    assert "file_upload" in r.json()["detail"]
+@pytest.mark.parametrize("action", ["submit", "verify"])
+def test_register_is_accepted_and_ignored_as_pypiserver_does(client, data_dir, action):
+    """``twine register`` / ``setup.py register`` before an upload: pypiserver answers 200 and
+    stores nothing; scripts that register first keep working."""
+    r = client.post("/legacy/", data={":action": action, "name": "x", "version": "1"}, files={"x": ("", b"")})
+    assert r.status_code == 200, r.text
+    assert "Nothing to register" in r.text
+    assert rows(data_dir) == []
+    assert client.get("/simple/x/").status_code == 404
 
 
 def test_not_multipart_is_415(client):

@@ -50,7 +50,7 @@ _UPLOAD_RESPONSES: dict[int | str, dict[str, object]] = {
     404: {"description": "remove_pkg: no such project or release."},
     408: {"description": "The client stopped sending the body (--body-timeout)."},
     409: {"description": "File already exists with other contents."},
-    410: {"description": "Unsupported legacy action (submit, doc_upload)."},
+    410: {"description": "Unsupported legacy action (doc_upload, submit_pkg_info)."},
     413: {"description": "Upload larger than --max-upload-size."},
     415: {"description": "Not multipart/form-data."},
 }

@@ -1,8 +1,10 @@
-"""``pip search --index http://host:port TERM``, as pypiserver's quick start shows it: pip's XML-RPC
-call to ``/RPC2``, answered with the projects whose name or summary has the term."""
+"""Habits pypiserver's users have, with the real clients against a live server: ``pip search
+--index http://host:port TERM`` (pip's XML-RPC call to ``/RPC2``), ``twine register`` before an
+upload (accepted and ignored), and a script reading ``/<project>/json``."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from tests.conftest import run, tool
@@ -48,3 +50,19 @@ def test_pip_search_logs_in_where_listing_is_protected(live_server, client_env, 
     authed = server.url.replace("http://", f"http://{user}:{password}@")
     found = run([tool("pip"), "search", "--index", authed, "secret"], client_env).stdout
     assert found.startswith("secret-pkg (1.0)"), found
+
+
+def test_twine_register_then_upload_and_the_project_json(live_server, client_env, tmp_path):
+    wheel = make_wheel(tmp_path, "team-app", "1.2.0")
+    server = live_server()
+    registered = run(
+        [tool("twine"), "register", "--repository-url", server.url + "/", "-u", "anyone", "-p", "x", str(wheel)],
+        client_env,
+    )
+    assert "Registering team_app-1.2.0-py3-none-any.whl" in registered.stdout + registered.stderr
+    assert httpx.get(server.url + "/simple/team-app/").status_code == 404  # nothing was stored
+    twine_upload(server.url + "/", client_env, [wheel])
+    body = httpx.get(server.url + "/team-app/json").json()  # what a pypiserver script reads
+    assert body["info"]["version"] == "1.2.0"
+    (entry,) = body["releases"]["1.2.0"]
+    assert httpx.get(entry["url"]).content == wheel.read_bytes()
