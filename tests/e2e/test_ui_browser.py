@@ -309,7 +309,10 @@ def test_api_docs_render_with_nothing_beyond_the_server(browser, server):
         assert tab.goto("/docs").status == 200
         upload = tab.locator(".opblock-post", has_text="/legacy/").first
         expect(upload).to_be_visible()
-        expect(tab.locator(".opblock")).to_have_count(21)
+        spec = httpx.get(server.url + "/openapi.json").json()
+        operations = sum(len(methods) for methods in spec["paths"].values())
+        assert operations >= 26  # every route is in the document; Swagger UI shows each one
+        expect(tab.locator(".opblock")).to_have_count(operations)
         upload.locator(".opblock-summary").click()
         expect(upload.locator(".parameters-container, .opblock-section-request-body").first).to_be_visible()
         expect(upload.get_by_text(":action").first).to_be_visible()
