@@ -79,6 +79,7 @@ def test_pypis_address_answers_too_and_the_answer_is_always_well_formed_xml(seed
         ("search", ({"author": "ada"}, "or"), -32602, "searching by 'author' is not supported"),
         ("search", ({"name": [1, 2]}, "or"), -32602, "must be a string or a list of strings"),
         ("search", ({"name": ["  "]}, "or"), -32602, "give at least one search term"),
+        ("search", ({"name": [f"t{i}" for i in range(21)]}, "or"), -32602, "at most 20 search terms at once (21"),
     ],
 )
 def test_a_call_that_is_not_a_search_is_a_fault_pip_can_print(seeded, method, params, code, message):

@@ -35,6 +35,8 @@ MAX_HITS = 1000
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 FIELDS = ("name", "summary")
+#: The most distinct terms one search takes (each is a search of the whole index).
+MAX_TERMS = 20
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -79,6 +81,8 @@ def _terms(spec: object) -> list[str] | str:
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             return f"the {field!r} terms must be a string or a list of strings"
         terms += [v for v in values if v.strip() and v not in terms]
+    if len(terms) > MAX_TERMS:
+        return f"at most {MAX_TERMS} search terms at once ({len(terms)} given)"
     return terms or "give at least one search term"
 
 
