@@ -125,6 +125,20 @@ def test_the_json_follows_uploads_and_yanks_at_once(seeded, tmp_path):
     assert "1.0" not in client.get("/pypi/demo-pkg/json").json()["releases"]
 
 
+def test_an_unchanged_answer_is_a_304_and_a_new_release_changes_its_etag(seeded, tmp_path):
+    client, _ = seeded
+    first = client.get("/pypi/demo-pkg/json", headers={"Accept-Encoding": "gzip"})
+    assert first.headers["content-encoding"] == "gzip" and first.json()["info"]["version"] == "2.0"
+    etag = first.headers["etag"]
+    same = client.get("/pypi/demo-pkg/json", headers={"If-None-Match": etag})
+    assert same.status_code == 304 and same.content == b""
+    assert same.headers["etag"] == etag and same.headers["cache-control"] == "max-age=0, must-revalidate"
+    _upload(client, make_wheel(tmp_path, "Demo_Pkg", "2.1"))
+    changed = client.get("/pypi/demo-pkg/json", headers={"If-None-Match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.json()["info"]["version"] == "2.1"
+
+
 @pytest.mark.parametrize(
     ("url", "location"),
     [

@@ -23,12 +23,13 @@ from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from app import dists
 from app.api.deps import CatalogDep, ListIdentity
 from app.api.errors import problem_response
+from app.api.routes.ui import send_cached
 from app.db.models import File
 from app.errors import InvalidDistributionError, NotFoundError
 from app.services.catalog import ProjectJson
@@ -108,6 +109,7 @@ class PypiserverJson(BaseModel):
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     301: {"description": "The project name is not normalised: the same URL with the normalised name."},
+    304: {"description": "Not modified (If-None-Match matched the ETag)."},
     401: problem_response("Credentials required or wrong (the `list` permission)."),
     403: problem_response("Not allowed."),
     404: problem_response("No such project or version."),
@@ -192,8 +194,11 @@ def _requires_dist(stored: str | None) -> list[str] | None:
     return value or None
 
 
-def _answer(body: dict[str, Any]) -> Response:
-    return JSONResponse(body, headers={"Cache-Control": CACHE_CONTROL})
+def _answer(request: Request, body: dict[str, Any]) -> Response:
+    """The JSON, with an ETag of its bytes (a 304 when the client has them: a tool polling for a
+    new release downloads nothing until there is one) and gzip when asked for."""
+    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    return send_cached(request, data, "application/json", {"Cache-Control": CACHE_CONTROL})
 
 
 def _redirect(request: Request, url: str) -> Response:
@@ -212,7 +217,7 @@ async def project_json(request: Request, project: str, catalog: CatalogDep, _who
     (`releases`). Needs `list`."""
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../{quote(name)}/json")
-    return _answer(_body(request, await catalog.json_api(name), releases=True))
+    return _answer(request, _body(request, await catalog.json_api(name), releases=True))
 
 
 @router.get(
@@ -232,7 +237,7 @@ async def release_json(
         raise NotFoundError(f"{version!r} is not a version on this index.") from None
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../../{quote(name)}/{quote(version)}/json")
-    return _answer(_body(request, await catalog.json_api(name, version), releases=False))
+    return _answer(request, _body(request, await catalog.json_api(name, version), releases=False))
 
 
 @router.get(
@@ -247,4 +252,4 @@ async def pypiserver_json(request: Request, project: str, catalog: CatalogDep, _
     keys. Needs `list`."""
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../{quote(name)}/json")
-    return _answer(_body(request, await catalog.json_api(name), releases=True))
+    return _answer(request, _body(request, await catalog.json_api(name), releases=True))
