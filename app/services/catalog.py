@@ -408,6 +408,28 @@ class CatalogService:
             )
         return SearchResult(query, page, per_page, total, sort, tuple(_listing(r) for r in rows))
 
+    async def search_terms(self, terms: list[str], *, any_term: bool, limit: int = 1000) -> list[Listing]:
+        """The projects that any (or every) term finds by name or summary, as ``search`` finds
+        them, ordered by normalised name; at most ``limit`` a term (``pip search``)."""
+        found: list[dict[str, Listing]] = []
+        for term in terms:
+            hits: dict[str, Listing] = {}
+            page = 1
+            while len(hits) < limit:
+                result = await self.search(term, page, MAX_PER_PAGE)
+                hits.update((listing.normalized_name, listing) for listing in result.results)
+                if page >= result.pages:
+                    break
+                page += 1
+            found.append(hits)
+        if not found:
+            return []
+        if any_term:
+            merged = {key: listing for hits in found for key, listing in hits.items()}
+        else:
+            merged = {key: listing for key, listing in found[0].items() if all(key in hits for hits in found)}
+        return [merged[key] for key in sorted(merged)]
+
     async def project(self, name: str, version: str | None = None) -> ProjectView:
         """The project page (latest release) or a release page.
 

@@ -25,7 +25,6 @@ from fastapi.responses import Response
 from app.api.deps import CatalogDep, ListIdentity
 from app.api.errors import problem_response
 from app.errors import InvalidRequestError
-from app.services.catalog import MAX_PER_PAGE, CatalogService
 
 router = APIRouter(tags=["search"])
 
@@ -86,24 +85,6 @@ def _terms(spec: object) -> list[str] | str:
     return terms or "give at least one search term"
 
 
-async def _search(catalog: CatalogService, term: str) -> dict[str, dict[str, object]]:
-    hits: dict[str, dict[str, object]] = {}
-    page = 1
-    while len(hits) < MAX_HITS:
-        result = await catalog.search(term, page, MAX_PER_PAGE)
-        for listing in result.results:
-            hits[listing.normalized_name] = {
-                "name": _text(listing.name),
-                "version": _text(listing.version),
-                "summary": _text(listing.summary or ""),
-                "_pypi_ordering": 0,
-            }
-        if page >= result.pages:
-            break
-        page += 1
-    return hits
-
-
 #: The body, for the OpenAPI document: read by hand (``xmlrpc.client.loads``), not by FastAPI.
 _BODY = {
     "requestBody": {
@@ -144,10 +125,9 @@ async def search_rpc(request: Request, catalog: CatalogDep, _who: ListIdentity) 
     terms = _terms(params[0])
     if isinstance(terms, str):
         return _fault(INVALID_PARAMS, terms)
-    found = [await _search(catalog, term[:200]) for term in terms]
-    if len(params) == 2 and params[1] == "or":
-        keys = dict.fromkeys(key for hits in found for key in hits)
-    else:  # "and" (XML-RPC search's default): projects that every term finds
-        keys = dict.fromkeys(key for key in found[0] if all(key in hits for hits in found))
-    merged = {key: hits[key] for hits in found for key in hits if key in keys}
-    return _xml(([merged[key] for key in sorted(keys)],))
+    listings = await catalog.search_terms([t[:200] for t in terms], any_term=params[1:] == ("or",), limit=MAX_HITS)
+    hits = [
+        {"name": _text(h.name), "version": _text(h.version), "summary": _text(h.summary or ""), "_pypi_ordering": 0}
+        for h in listings
+    ]
+    return _xml((hits,))
