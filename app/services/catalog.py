@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import catalog, repo
-from app.db.models import File
+from app.db.models import File, Project
 from app.errors import NotFoundError, ProjectNotFoundError
 from app.services.metadata import core_metadata
 from app.storage.base import Storage
@@ -430,6 +430,32 @@ class CatalogService:
             merged = {key: listing for key, listing in found[0].items() if all(key in hits for hits in found)}
         return [merged[key] for key in sorted(merged)]
 
+    @staticmethod
+    async def _find(
+        session: AsyncSession, name: str, version: str | None
+    ) -> tuple[Project, list[File], dict[str, str], list[ReleaseView], str, ReleaseView]:
+        """A project's files (oldest first), their release labels, its releases (newest first),
+        its latest release, and the release asked for (``version``; None: the latest).
+
+        Raises:
+            ProjectNotFoundError: no such project, or it has no files.
+            NotFoundError: the project has no such version.
+        """
+        project = await catalog.project_by_name(session, name)
+        files = list(await catalog.files_without_description(session, project.id)) if project else []
+        if project is None or not files:
+            raise ProjectNotFoundError(f"No project named {name!r} on this index.")
+        # Files come oldest first: a release is named as first uploaded (dists.release_labels).
+        labels = dists.release_labels(f.version for f in files)
+        releases = _releases(files, labels)
+        latest = dists.pick_latest([r.version for r in releases], {r.version for r in releases if r.yanked})
+        shown = version or latest
+        wanted = _version(shown)  # 1.0 finds 1.0.0: PEP 440 equality, not string equality
+        release = next((r for r in releases if r.version == shown or _version(r.version) == wanted), None)
+        if release is None:
+            raise NotFoundError(f"{project.name} has no version {version!r} on this index.")
+        return project, files, labels, releases, latest, release
+
     async def project(self, name: str, version: str | None = None) -> ProjectView:
         """The project page (latest release) or a release page.
 
@@ -438,20 +464,7 @@ class CatalogService:
             NotFoundError: the project has no such version.
         """
         async with self.sessions() as session:
-            project = await catalog.project_by_name(session, name)
-            files = list(await catalog.files_without_description(session, project.id)) if project else []
-            if project is None or not files:
-                raise ProjectNotFoundError(f"No project named {name!r} on this index.")
-            # Files come oldest first: a release is named as first uploaded (dists.release_labels).
-            labels = dists.release_labels(f.version for f in files)
-            releases = _releases(files, labels)
-            yanked = {r.version for r in releases if r.yanked}
-            latest = dists.pick_latest([r.version for r in releases], yanked)
-            shown = version or latest
-            wanted = _version(shown)  # 1.0 finds 1.0.0: PEP 440 equality, not string equality
-            release = next((r for r in releases if r.version == shown or _version(r.version) == wanted), None)
-            if release is None:
-                raise NotFoundError(f"{project.name} has no version {version!r} on this index.")
+            project, files, labels, releases, latest, release = await self._find(session, name, version)
             shown = release.version
             chosen = [f for f in files if labels[f.version] == shown]
             # The README and metadata of the release: a wheel's (it has stored METADATA), else any.
@@ -482,18 +495,7 @@ class CatalogService:
             NotFoundError: the project has no such version.
         """
         async with self.sessions() as session:
-            project = await catalog.project_by_name(session, name)
-            files = list(await catalog.files_without_description(session, project.id)) if project else []
-            if project is None or not files:
-                raise ProjectNotFoundError(f"No project named {name!r} on this index.")
-            labels = dists.release_labels(f.version for f in files)
-            releases = _releases(files, labels)
-            latest = dists.pick_latest([r.version for r in releases], {r.version for r in releases if r.yanked})
-            shown = version or latest
-            wanted = _version(shown)
-            release = next((r for r in releases if r.version == shown or _version(r.version) == wanted), None)
-            if release is None:
-                raise NotFoundError(f"{project.name} has no version {version!r} on this index.")
+            project, files, labels, releases, latest, release = await self._find(session, name, version)
             grouped: dict[str, list[File]] = {r.version: [] for r in reversed(releases)}
             for f in files:
                 grouped[labels[f.version]].append(f)
