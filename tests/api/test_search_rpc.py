@@ -99,6 +99,15 @@ def test_a_body_that_is_not_an_xml_rpc_call_is_a_400(seeded, body):
     assert "not an XML-RPC method call" in r.json()["detail"]
 
 
+def test_an_upload_sent_to_the_search_address_says_where_uploads_go(seeded, tmp_path):
+    data, files = upload_form(make_wheel(tmp_path, "demo", "1.0"))
+    for path in ("/pypi", "/RPC2"):
+        r = seeded.post(path, data=data, files=files)
+        assert r.status_code == 400, r.text
+        assert "not uploads: upload to the server's root" in r.json()["detail"]
+    assert seeded.get("/simple/demo/").status_code == 404
+
+
 def test_entity_expansion_is_refused_and_a_large_body_is_a_413(seeded):
     laughs = (
         b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa">'

@@ -111,6 +111,12 @@ _BODY = {
 async def search_rpc(request: Request, catalog: CatalogDep, _who: ListIdentity) -> Response:
     """`pip search --index http://host:port TERM`: the XML-RPC method `search`, by name and summary
     (`"or"` or `"and"` between terms). Needs `list`."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        # An upload sent here (PyPI's upload address was once .../pypi): say where uploads go.
+        raise InvalidRequestError(
+            "This address answers pip search (XML-RPC), not uploads: upload to the server's root "
+            "(repository = http://HOST:PORT in ~/.pypirc) or to /legacy/."
+        )
     try:
         params, method = xmlrpc.client.loads(await request.body())
     except Exception:  # expat's errors, and xmlrpc.client's own on an unexpected structure
