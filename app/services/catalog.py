@@ -168,7 +168,7 @@ class _Lru(OrderedDict[K, V]):
         return value
 
 
-def _utc(value: datetime) -> datetime:
+def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value  # SQLite hands back naive UTC
 
 
@@ -185,7 +185,7 @@ def _version_key(text: str) -> tuple[int, Version | str]:
 
 
 def _listing(row: catalog.ListingRow) -> Listing:
-    return Listing(row.name, row.normalized_name, row.version, row.summary, _utc(row.upload_time))
+    return Listing(row.name, row.normalized_name, row.version, row.summary, as_utc(row.upload_time))
 
 
 #: Longest README rendered as reStructuredText / markdown; a longer one is shown as plain text.
@@ -344,7 +344,7 @@ def _file_view(f: File, project: str) -> FileView:
         kind="wheel" if f.filename.endswith(".whl") else "sdist",
         size=f.size,
         sha256=f.sha256,
-        upload_time=_utc(f.upload_time),
+        upload_time=as_utc(f.upload_time),
         requires_python=f.requires_python,
         yanked=f.yanked,
         yanked_reason=f.yanked_reason,
@@ -361,7 +361,7 @@ def _releases(files: list[File], labels: dict[str, str]) -> list[ReleaseView]:
         yanked = all(f.yanked for f in group)
         reason = next((f.yanked_reason for f in group if f.yanked_reason), None) if yanked else None
         parsed = _version(version)
-        first = min(_utc(f.upload_time) for f in group)
+        first = min(as_utc(f.upload_time) for f in group)
         out.append(ReleaseView(version, first, yanked, reason, bool(parsed and parsed.is_prerelease)))
     return sorted(out, key=lambda r: _version_key(r.version), reverse=True)
 

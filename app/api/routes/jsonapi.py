@@ -18,7 +18,6 @@ pypiserver and the browsing UI do.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -29,10 +28,11 @@ from pydantic import BaseModel, Field
 from app import dists
 from app.api.deps import CatalogDep, ListIdentity
 from app.api.errors import problem_response
+from app.api.routes.simple import query_suffix
 from app.api.routes.ui import send_cached
 from app.db.models import File
 from app.errors import InvalidDistributionError, NotFoundError
-from app.services.catalog import ProjectJson
+from app.services.catalog import ProjectJson, as_utc
 
 router = APIRouter(tags=["json"])
 
@@ -116,12 +116,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _time(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _file(base: str, project: str, f: File) -> dict[str, Any]:
-    uploaded = _time(f.upload_time)
+    uploaded = as_utc(f.upload_time)
     digests = {"sha256": f.sha256, "md5": f.md5, "blake2b_256": f.blake2_256}
     return {
         "filename": f.filename,
@@ -202,8 +198,7 @@ def _answer(request: Request, body: dict[str, Any]) -> Response:
 
 
 def _redirect(request: Request, url: str) -> Response:
-    query = f"?{request.url.query}" if request.url.query else ""
-    return RedirectResponse(url + query, status_code=301)
+    return RedirectResponse(url + query_suffix(request), status_code=301)
 
 
 @router.get(
@@ -212,9 +207,17 @@ def _redirect(request: Request, url: str) -> Response:
     responses=_RESPONSES,
     summary="A project as PyPI's JSON API describes it",
 )
+@router.get(
+    "/{project}/json",
+    response_model=PypiserverJson,
+    responses=_RESPONSES,
+    summary="A project's versions and files (pypiserver compatibility)",
+)
 async def project_json(request: Request, project: str, catalog: CatalogDep, _who: ListIdentity) -> Response:
     """The latest release's metadata (`info`), its files (`urls`) and every release's files
-    (`releases`). Needs `list`."""
+    (`releases`). At `/<project>/json`, pypiserver's address, the same answer carries the keys
+    pypiserver's has: `info.version` (the latest release) and `releases` (each version's files'
+    `url`s). Needs `list`."""
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../{quote(name)}/json")
     return _answer(request, _body(request, await catalog.json_api(name), releases=True))
@@ -238,18 +241,3 @@ async def release_json(
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../../{quote(name)}/{quote(version)}/json")
     return _answer(request, _body(request, await catalog.json_api(name, version), releases=False))
-
-
-@router.get(
-    "/{project}/json",
-    response_model=PypiserverJson,
-    responses=_RESPONSES,
-    summary="A project's versions and files (pypiserver compatibility)",
-)
-async def pypiserver_json(request: Request, project: str, catalog: CatalogDep, _who: ListIdentity) -> Response:
-    """pypiserver's `/<project>/json`: `info.version` is the latest release, `releases` maps each
-    version to its files' `url`s. The answer is PyPI's (`/pypi/<project>/json`), which has those
-    keys. Needs `list`."""
-    if (name := dists.normalize(project)) != project:
-        return _redirect(request, f"../{quote(name)}/json")
-    return _answer(request, _body(request, await catalog.json_api(name), releases=True))

@@ -25,8 +25,7 @@ FormatQuery = Query(
     alias="format",
     description="Override content negotiation with a media type.",
     json_schema_extra={
-        "enum": [m.value for m in MediaType]
-        + [f"application/vnd.pypi.simple.latest+{k}" for k in ("json", "html")]
+        "enum": [m.value for m in MediaType] + [f"application/vnd.pypi.simple.latest+{k}" for k in ("json", "html")]
     },
 )  # documented values; anything else answers 406
 
@@ -131,16 +130,14 @@ def _normalized(project: str) -> str:
         ) from None
 
 
-def _query(request: Request) -> str:
+def query_suffix(request: Request) -> str:
     return f"?{request.url.query}" if request.url.query else ""
 
 
-async def _project(
-    request: Request, index: IndexDep, project: str, format: str | None, base: str
-) -> Response:
+async def _project(request: Request, index: IndexDep, project: str, format: str | None, base: str) -> Response:
     if (name := _normalized(project)) != project:
         # PEP 503: redirect to the normalised URL (relative, so it survives reverse proxies).
-        return RedirectResponse(f"../{name}/{_query(request)}", status_code=301)
+        return RedirectResponse(f"../{name}/{query_suffix(request)}", status_code=301)
     return await project_response(index, request.headers, name, _fmt(request, format), base)
 
 
@@ -170,12 +167,12 @@ async def simple_project(
 
 @router.get("/simple", include_in_schema=False)
 async def simple_no_slash(request: Request) -> Response:
-    return RedirectResponse(f"simple/{_query(request)}", status_code=301)
+    return RedirectResponse(f"simple/{query_suffix(request)}", status_code=301)
 
 
 @router.get("/simple/{project}", include_in_schema=False)
 async def simple_project_no_slash(request: Request, project: str) -> Response:
-    return RedirectResponse(f"{_normalized(project)}/{_query(request)}", status_code=301)
+    return RedirectResponse(f"{_normalized(project)}/{query_suffix(request)}", status_code=301)
 
 
 root_router = APIRouter(tags=["simple"])
@@ -193,4 +190,4 @@ async def root_project(
 
 @root_router.get("/{project}", include_in_schema=False)
 async def root_project_no_slash(request: Request, project: str) -> Response:
-    return RedirectResponse(f"{_normalized(project)}/{_query(request)}", status_code=301)
+    return RedirectResponse(f"{_normalized(project)}/{query_suffix(request)}", status_code=301)
