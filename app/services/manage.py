@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,6 +30,7 @@ from app.errors import (
     PermissionDeniedError,
     ProjectNotFoundError,
 )
+from app.services.catalog import as_utc
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.manage")
@@ -81,19 +82,15 @@ class EventState:
     detail: str | None
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
-
-
 def file_state(f: File, release: str | None = None) -> FileState:
     """``release``: the name of the file's release, if not its own spelling (see FileState.version)."""
     return FileState(
-        f.filename, release or f.version, f.sha256, f.size, _utc(f.upload_time), f.uploader, f.yanked, f.yanked_reason
+        f.filename, release or f.version, f.sha256, f.size, as_utc(f.upload_time), f.uploader, f.yanked, f.yanked_reason
     )
 
 
 def event_state(e: Event) -> EventState:
-    return EventState(e.id, _utc(e.time), e.action, e.project, e.version, e.filename, e.sha256, e.actor, e.detail)
+    return EventState(e.id, as_utc(e.time), e.action, e.project, e.version, e.filename, e.sha256, e.actor, e.detail)
 
 
 def check_actor(actor: str | None) -> None:
