@@ -82,6 +82,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
         type=float,
         help="seconds to send a request head (default 10; env PACKHOUSE_HEADER_TIMEOUT)",
     )
+    p.add_argument("--login-failures", type=int, metavar="N",
+                   help="wrong passwords a client may give for one user within the window before that "
+                   "user's logins from that client are refused with a 429 (default 10; 0: no limit; "
+                   "env PACKHOUSE_LOGIN_FAILURES)")  # fmt: skip
+    p.add_argument("--login-failure-window", type=float, metavar="SECONDS",
+                   help="seconds over which failed logins are counted (default 300; "
+                   "env PACKHOUSE_LOGIN_FAILURE_WINDOW)")  # fmt: skip
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1; env PACKHOUSE_WORKERS)")
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, metavar="LEVEL",
                    help=f"log level: {', '.join(LOG_LEVELS)} (default info; env PACKHOUSE_LOG_LEVEL)")  # fmt: skip
@@ -157,6 +164,7 @@ def serve(args: argparse.Namespace) -> int:
         "access_log", "log_format", "files_dir", "realm", "extra_packages_dirs",
     ]  # fmt: skip
     names += ["body_timeout", "max_header_size", "header_timeout"]  # request limits (issue 3)
+    names += ["login_failures", "login_failure_window"]
     try:
         return launch(build_settings({name: getattr(args, name, None) for name in names}, args.config))
     except ConfigError as exc:

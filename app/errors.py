@@ -33,6 +33,16 @@ class AuthenticationRequiredError(PackageIndexError):
     title = "Authentication required"
 
 
+class TooManyLoginFailuresError(AuthenticationRequiredError):
+    """A client and user name with too many wrong passwords of late (app/auth/throttle.py)."""
+
+    title = "Too many failed logins"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class PermissionDeniedError(PackageIndexError):
     title = "Forbidden"
 

@@ -30,6 +30,7 @@ from app.api.head import HeadAsGet
 from app.api.routes import files, health, jsonapi, manage, packages, search, search_rpc, simple, ui, upload
 from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
+from app.auth.throttle import LoginThrottle
 from app.db.engine import build_engine, build_sessionmaker, sqlite_path, sqlite_write_problem
 from app.db.migrate import upgrade_to_head
 from app.db.serials import SessionSerials, SqliteSerials
@@ -70,7 +71,13 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     flat = isinstance(storage, FlatLocalStorage)
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
-    authenticator = HtpasswdAuthenticator(settings.passwords_file) if settings.passwords_file else None
+    authenticator = (
+        HtpasswdAuthenticator(
+            settings.passwords_file, LoginThrottle(settings.login_failures, settings.login_failure_window)
+        )
+        if settings.passwords_file
+        else None
+    )
     readers, writers = build_sessionmaker(engine), build_sessionmaker(writer)
 
     async def readiness() -> str | None:

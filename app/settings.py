@@ -88,6 +88,16 @@ class Settings(BaseSettings):
         description="Actions that need a password: update, download, list, comma-separated, or '.' "
         "for none (pypiserver: -a). Default: 'update' when a passwords file is given.",
     )
+    login_failures: int = Field(
+        10,
+        ge=0,
+        description="Wrong passwords one client may give for one user within LOGIN_FAILURE_WINDOW "
+        "seconds; past that, that user's logins from that client are refused (429) until the window "
+        "moves on. 0: no limit. Counted per worker process.",
+    )
+    login_failure_window: float = Field(
+        300.0, gt=0, description="Seconds over which failed logins are counted (LOGIN_FAILURES)."
+    )
     max_upload_size: ByteSize = Field(1024**3, gt=0, description="Largest accepted upload, e.g. 1G.")
     overwrite: bool = Field(False, description="Allow replacing a file with other bytes (pypiserver: -o).")
     body_timeout: float = Field(

@@ -34,10 +34,17 @@ def basic_credentials_from(headers: Mapping[str, str]) -> tuple[str, str] | None
     return (user, password) if sep else None
 
 
+def client_address(scope: Mapping[str, object]) -> str | None:
+    """The peer's address (the proxy's X-Forwarded-For where uvicorn trusts the proxy: its
+    --forwarded-allow-ips, FORWARDED_ALLOW_IPS, loopback by default)."""
+    client = scope.get("client")
+    return client[0] if isinstance(client, tuple | list) and client else None
+
+
 def require(action: Action) -> Callable[[Request], Awaitable[Identity | None]]:
     async def dependency(request: Request) -> Identity | None:
         policy: Policy = request.app.state.policy
-        return await policy.authorize(action, basic_credentials(request))
+        return await policy.authorize(action, basic_credentials(request), client_address(request.scope))
 
     return dependency
 

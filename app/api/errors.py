@@ -29,6 +29,7 @@ from app.errors import (
     RequestTimeoutError,
     StorageFullError,
     StorageUnavailableError,
+    TooManyLoginFailuresError,
     UnsupportedMediaTypeError,
     UploadTooLargeError,
 )
@@ -39,6 +40,9 @@ STATUS: dict[type[PackageIndexError], int] = {
     NotFoundError: 404,
     NotAcceptableError: 406,
     AuthenticationRequiredError: 401,  # + WWW-Authenticate (pip retries with credentials only on 401)
+    # No WWW-Authenticate (no login is asked for), and no Retry-After: pip's urllib3 would sleep
+    # that long before each of its 5 retries, a silent hang of up to 25 minutes; the detail says it.
+    TooManyLoginFailuresError: 429,
     PermissionDeniedError: 403,
     FileExistsInIndexError: 409,  # detail starts "File already exists" (twine --skip-existing)
     GoneError: 410,

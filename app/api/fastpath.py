@@ -6,8 +6,9 @@ lookup and the cache hit) 12 %. This ASGI middleware answers ``GET``/``HEAD /sim
 itself in the plain case: a normalised name, no query string, a listing the policy allows for
 these credentials, a media type the client accepts, a project that exists. It answers through the
 route's own function (``routes.simple.project_response``), so the bytes and headers are the same.
-Anything else -- a redirect, ``?format=``, a 401/403/404/406, the fallback index -- goes on to the
-route, which answers it as always.
+A 401 or 429 is answered here too, through the error table's function (the route would check the
+password again). Anything else -- a redirect, ``?format=``, a 403/404/406, the fallback index --
+goes on to the route, which answers it as always.
 
 Uploads (``POST /``, ``/legacy/``, ``/legacy``) are answered here whole, through the route's own
 function (``routes.upload.upload_response``) after the same policy check, and their errors through
@@ -27,11 +28,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import dists
 from app.api.conditional import field
-from app.api.deps import basic_credentials_from
+from app.api.deps import basic_credentials_from, client_address
 from app.api.errors import disconnected, domain_problem
 from app.api.routes import simple, upload
 from app.auth.policy import Action
-from app.errors import PackageIndexError, StorageUnavailableError
+from app.errors import AuthenticationRequiredError, PackageIndexError, StorageUnavailableError
 from app.simple.negotiate import negotiate
 
 PREFIX = "/simple/"
@@ -59,7 +60,7 @@ class FastPath:
             if path.startswith(PREFIX) and path.endswith("/"):
                 name = path[len(PREFIX) : -1]
                 if name and "/" not in name and dists.normalize(name) == name:
-                    response = await self._answer(scope, name)
+                    response = await self._answer(scope, name, self.realm)
                     if response is not None:
                         scope["route"] = self.route
                         await response(scope, receive, send)
@@ -67,11 +68,16 @@ class FastPath:
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _answer(scope: Scope, name: str) -> Any:
+    async def _answer(scope: Scope, name: str, realm: str) -> Any:
         state = scope["app"].state
         headers = Headers(scope=scope)
         try:
-            await state.policy.authorize(Action.LIST, basic_credentials_from(headers))
+            await state.policy.authorize(Action.LIST, basic_credentials_from(headers), client_address(scope))
+        except AuthenticationRequiredError as exc:
+            # Answered here, as the route would: asking it would check the password a second time
+            # (and count a wrong one twice against the client's failed logins).
+            return domain_problem(exc, realm)
+        try:
             fmt = negotiate(field(headers, "accept"))
             return await simple.project_response(state.index, headers, name, fmt, FILES_BASE)
         except StorageUnavailableError as exc:
@@ -85,7 +91,9 @@ class FastPath:
         request = Request(scope, receive)
         state = scope["app"].state
         try:
-            who = await state.policy.authorize(Action.UPDATE, basic_credentials_from(request.headers))
+            who = await state.policy.authorize(
+                Action.UPDATE, basic_credentials_from(request.headers), client_address(scope)
+            )
             return await upload.upload_response(state.uploads, request, who)
         except PackageIndexError as exc:
             return domain_problem(exc, self.realm)

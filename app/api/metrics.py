@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.deps import basic_credentials
+from app.api.deps import basic_credentials, client_address
 from app.auth.policy import Authenticator
 from app.errors import AuthenticationRequiredError
 
@@ -136,13 +136,15 @@ router = APIRouter(tags=["operations"])
 async def metrics(request: Request) -> Response:
     state = request.app.state
     if state.metrics_auth:  # Settings.metrics_login_required: as private as the index's pages by default
-        await check_login(state.policy.authenticator, basic_credentials(request))
+        await check_login(state.policy.authenticator, basic_credentials(request), client_address(request.scope))
     m: Metrics = state.metrics
     projects, files = await state.stats.counts()
     return Response(m.render(projects, files), media_type=CONTENT_TYPE_LATEST)
 
 
-async def check_login(authenticator: Authenticator | None, credentials: tuple[str, str] | None) -> None:
+async def check_login(
+    authenticator: Authenticator | None, credentials: tuple[str, str] | None, client: str | None = None
+) -> None:
     """Any user of the passwords file may read /metrics (Prometheus sends one with ``basic_auth``).
 
     Raises:
@@ -154,7 +156,7 @@ async def check_login(authenticator: Authenticator | None, credentials: tuple[st
             "file (Prometheus: basic_auth in the scrape config). The server's operator can leave "
             "/metrics open with --no-metrics-auth (PACKHOUSE_METRICS_AUTH=false)."
         )
-    if authenticator is None or not await authenticator.verify(*credentials):
+    if authenticator is None or not await authenticator.verify(*credentials, client):
         raise AuthenticationRequiredError(
             f"Invalid username or password for {credentials[0]!r}: /metrics takes the login of any user "
             "of this server's passwords file."

@@ -25,6 +25,8 @@ from pathlib import Path
 import anyio
 import bcrypt
 
+from app.auth.throttle import LoginThrottle
+
 log = logging.getLogger("packhouse.auth")  # under the server's logging setup (level, JSON)
 
 # Checked for unknown users when the file has no users at all (see HtpasswdAuthenticator._stand_in).
@@ -250,8 +252,9 @@ def parse_htpasswd(text: str, source: str = "htpasswd") -> dict[str, str]:
 class HtpasswdAuthenticator:
     """An Authenticator over an htpasswd file, reloaded when the file changes."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, throttle: LoginThrottle | None = None) -> None:
         self.path = path
+        self.throttle = throttle if throttle is not None else LoginThrottle(0, 0.0)
         self._stamp: tuple[int, int, int] | None = None
         self._users: dict[str, str] = {}
         self._cache: dict[bytes, float] = {}
@@ -302,22 +305,33 @@ class HtpasswdAuthenticator:
         self._reload()
         return sorted(self._users)
 
-    async def verify(self, username: str, password: str) -> bool:
+    async def verify(self, username: str, password: str, client: str | None = None) -> bool:
+        """Whether the password is the user's. ``client`` (the peer's address) counts failures.
+
+        Raises:
+            TooManyLoginFailuresError: this client has given this user too many wrong passwords of
+                late (app/auth/throttle.py); the password is not checked.
+        """
         self._reload()
         hashed = self._users.get(username)
         key = hashlib.sha256(f"{username}\0{password}\0{hashed}".encode()).digest()
         now = time.monotonic()
         if hashed is not None and self._cache.get(key, 0.0) > now:
             return True
-        if hashed is None:
-            await anyio.to_thread.run_sync(verify_hash, password, self._stand_in(username), limiter=self._hashing)
+        client = client or "unknown"
+        self.throttle.check(client, username)
+        # An unknown user's password is checked too, against a stand-in: the answer takes as long.
+        ok = await anyio.to_thread.run_sync(
+            verify_hash, password, hashed if hashed is not None else self._stand_in(username), limiter=self._hashing
+        )
+        if hashed is None or not ok:
+            self.throttle.failed(client, username)
             return False
-        ok = await anyio.to_thread.run_sync(verify_hash, password, hashed, limiter=self._hashing)
-        if ok:
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[key] = now + _CACHE_SECONDS
-        return ok
+        self.throttle.succeeded(client, username)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = now + _CACHE_SECONDS
+        return True
 
     def _stand_in(self, username: str) -> str:
         """The hash an unknown user's password is checked against (and refused whatever it gives),

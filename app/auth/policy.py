@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from app.errors import AuthenticationRequiredError, PermissionDeniedError
+from app.errors import AuthenticationRequiredError, PermissionDeniedError, TooManyLoginFailuresError
 
 
 class Action(enum.StrEnum):
@@ -40,7 +40,7 @@ class Identity:
 
 
 class Authenticator(Protocol):
-    async def verify(self, username: str, password: str) -> bool: ...
+    async def verify(self, username: str, password: str, client: str | None = None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +51,15 @@ class Policy:
     anonymous_upload: bool
     authenticator: Authenticator | None
 
-    async def authorize(self, action: Action, credentials: tuple[str, str] | None) -> Identity | None:
-        """Return who is acting (None for anonymous).
+    async def authorize(
+        self, action: Action, credentials: tuple[str, str] | None, client: str | None = None
+    ) -> Identity | None:
+        """Return who is acting (None for anonymous). ``client``: the peer's address, by which
+        failed logins are counted.
 
         Raises:
             AuthenticationRequiredError: credentials are needed and missing or wrong (-> 401).
+            TooManyLoginFailuresError: too many wrong passwords for this user from this client (-> 429).
             PermissionDeniedError: anonymous uploads are refused by the safe default (-> 403).
         """
         if action not in self.required:
@@ -70,15 +74,20 @@ class Policy:
                 return None
             if action is Action.UPDATE and self.authenticator is not None:
                 # A passwords file says who the users are: the name recorded as the uploader and in
-                # the journal is one whose password was given. A wrong one uploads anonymously.
-                return Identity(credentials[0]) if await self.authenticator.verify(*credentials) else None
+                # the journal is one whose password was given. A wrong one uploads anonymously, and
+                # so does one whose pair is blocked (nothing to refuse: anyone may upload).
+                try:
+                    ok = await self.authenticator.verify(*credentials, client)
+                except TooManyLoginFailuresError:
+                    return None
+                return Identity(credentials[0]) if ok else None
             return Identity(credentials[0])
         if credentials is None:
             raise AuthenticationRequiredError(
                 f"This server requires a username and password to {_VERB[action]}."
             )
         username, password = credentials
-        if self.authenticator is not None and await self.authenticator.verify(username, password):
+        if self.authenticator is not None and await self.authenticator.verify(username, password, client):
             return Identity(username)
         raise AuthenticationRequiredError(
             f"Invalid username or password for {username!r}: check the credentials in your "

@@ -65,7 +65,8 @@ def test_a_wrong_password_answers_as_fast_for_an_unknown_user_as_for_a_real_one(
     """No timing oracle for user names. Apache's htpasswd writes bcrypt at cost 5 (~2 ms), SHA1 and
     apr1 in microseconds: checking unknown users against a fixed bcrypt hash of cost 10 (~60 ms)
     made every unknown name answer an order of magnitude slower than a real one."""
-    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="list")
+    # 12 wrong passwords for one user: past the failed-login limit, which would answer 429 unchecked.
+    client = make_client(passwords=str(tmp_path / "htpasswd"), authenticate="list", login_failures=0)
     real, unknown = [], []
     for i in range(12):
         for name, times in ((users["bcrypt"][0], real), (f"ghost{i}", unknown)):
@@ -83,7 +84,9 @@ def test_a_flood_of_wrong_passwords_does_not_hold_up_downloads(live_server, tmp_
     and wait their turn without a thread."""
     passwords = tmp_path / "htpasswd"
     passwords.write_text(f"alice:{hash_password('pw')}\n")
-    server = live_server("--passwords", str(passwords), "--no-access-log")
+    # No failed-login limit: it would answer the flood with 429s and check no password at all
+    # (tests/api/test_login_throttle.py); this is about the checks that do run.
+    server = live_server("--passwords", str(passwords), "--no-access-log", "--login-failures", "0")
     wheel = make_wheel(tmp_path, "secret-pkg", "1.0")
     with httpx.Client(base_url=server.url) as http:
         assert upload(http, wheel, basic("alice", "pw")).status_code == 200

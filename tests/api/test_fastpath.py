@@ -22,8 +22,8 @@ def answered(monkeypatch):
     calls: list[tuple[str, bool]] = []
     real = fastpath.FastPath._answer
 
-    async def spy(scope, name):
-        response = await real(scope, name)
+    async def spy(scope, name, realm):
+        response = await real(scope, name, realm)
         calls.append((name, response is not None))
         return response
 
@@ -101,8 +101,14 @@ def test_listing_behind_a_password_is_checked_on_the_fast_path(make_client, tmp_
     client.headers.clear()
     anonymous = client.get("/simple/secret/")
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == 'Basic realm="packhouse"'
-    assert client.get("/simple/secret/", headers=basic(user, "wrong")).status_code == 401
-    assert answered == [("secret", False), ("secret", False)]  # the route refused both
+    wrong = client.get("/simple/secret/", headers=basic(user, "wrong"))
+    assert wrong.status_code == 401
+    # The fast path refused both itself (the route would check the password a second time, and
+    # count a wrong one twice), with the route's answer: a query string takes the request there.
+    assert answered == [("secret", True), ("secret", True)]
+    _same(anonymous, client.get("/simple/secret/?via=route"))
+    _same(wrong, client.get("/simple/secret/?via=route", headers=basic(user, "wrong")))
+    assert len(answered) == 2
     ok = client.get("/simple/secret/", headers=basic(user, password))
     assert ok.status_code == 200 and answered[-1] == ("secret", True)
 
