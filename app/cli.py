@@ -21,9 +21,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     )
     p.add_argument("--host", help="interface to bind (default 127.0.0.1; env PACKHOUSE_HOST)")
     p.add_argument("--port", type=int, help="TCP port (default 8080; env PACKHOUSE_PORT)")
-    p.add_argument(
-        "--data-dir", help="folder for packhouse.db and files/ (default ./data; env PACKHOUSE_DATA_DIR)"
-    )
+    p.add_argument("--data-dir", help="folder for packhouse.db and files/ (default ./data; env PACKHOUSE_DATA_DIR)")
     p.add_argument("--database-url", help="SQLAlchemy async URL (env PACKHOUSE_DATABASE_URL)")
     p.add_argument("--storage", help="s3://BUCKET/PREFIX for object storage (env PACKHOUSE_STORAGE)")
     p.add_argument("--s3-endpoint-url", help="S3 endpoint; unset: AWS (env PACKHOUSE_S3_ENDPOINT_URL)")
@@ -42,9 +40,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--s3-public-endpoint-url",
                    help="host used in presigned URLs, if clients reach S3 by another name "
                    "(env PACKHOUSE_S3_PUBLIC_ENDPOINT_URL)")  # fmt: skip
-    p.add_argument(
-        "--files-dir", help="where files are stored (default DATA_DIR/files; env PACKHOUSE_FILES_DIR)"
-    )
+    p.add_argument("--files-dir", help="where files are stored (default DATA_DIR/files; env PACKHOUSE_FILES_DIR)")
     p.add_argument("--realm", help="HTTP Basic realm (default packhouse; env PACKHOUSE_REALM)")
     p.add_argument(
         "--passwords",

@@ -66,9 +66,7 @@ class Settings(BaseSettings):
         description="Where files are stored: s3://BUCKET/PREFIX for S3-compatible object storage "
         "(AWS S3, MinIO, Ceph, R2; credentials and region the standard AWS way); default: FILES_DIR.",
     )
-    s3_endpoint_url: str | None = Field(
-        None, description="S3 endpoint, e.g. http://minio:9000 (unset: AWS S3 itself)."
-    )
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint, e.g. http://minio:9000 (unset: AWS S3 itself).")
     s3_delivery: Literal["stream", "redirect"] = Field(
         "stream",
         description="Downloads from S3: 'stream' through Packhouse (Range supported), or 'redirect' "
@@ -134,12 +132,8 @@ class Settings(BaseSettings):
         description="Redirect unknown projects here (pypiserver: --fallback-url). Off by default: a "
         "fallback to a public index invites dependency confusion.",
     )
-    health_endpoint: str = Field(
-        "/health", pattern=r"^/", description="Liveness path (pypiserver: --health-endpoint)."
-    )
-    hash_algo: str = Field(
-        "sha256", description="Link hash (pypiserver: --hash-algo); Packhouse always links sha256."
-    )
+    health_endpoint: str = Field("/health", pattern=r"^/", description="Liveness path (pypiserver: --health-endpoint).")
+    hash_algo: str = Field("sha256", description="Link hash (pypiserver: --hash-algo); Packhouse always links sha256.")
     metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
     metrics_auth: bool | None = Field(
         None,
@@ -223,9 +217,7 @@ class Settings(BaseSettings):
                 "(an htpasswd file), or --authenticate . for an open server"
             )
         if self.metrics_auth and self.passwords_file is None:
-            raise ValueError(
-                "--metrics-auth needs a passwords file (--passwords FILE) to check logins against"
-            )
+            raise ValueError("--metrics-auth needs a passwords file (--passwords FILE) to check logins against")
         return self
 
     @property

@@ -78,9 +78,7 @@ def _wheel(name: str, version: str, tag: str, metadata: str, payload: bytes) -> 
     members = {
         f"{under}/__init__.py": f'"""{name}"""\n__version__ = "{version}"\n'.encode(),
         f"{info_dir}/METADATA": metadata.encode(),
-        f"{info_dir}/WHEEL": (
-            f"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()
-        ),
+        f"{info_dir}/WHEEL": (f"Wheel-Version: 1.0\nGenerator: bench\nRoot-Is-Purelib: true\nTag: {tag}\n".encode()),
     }
     if payload:
         members[f"{under}/_data.bin"] = payload
@@ -187,9 +185,7 @@ def build(out: Path, *, projects: int, versions: int, many_versions: int, big_mb
     for v in range(many_versions):
         version = f"{v // 10}.{v % 10}.0"
         dists.append(make_dist(out, "phx-many", version, "bdist_wheel"))
-        dists.append(
-            make_dist(out, "phx-many", version, "bdist_wheel", tag="cp311-cp311-manylinux_2_17_x86_64")
-        )
+        dists.append(make_dist(out, "phx-many", version, "bdist_wheel", tag="cp311-cp311-manylinux_2_17_x86_64"))
         dists.append(make_dist(out, "phx-many", version, "sdist"))
     # One big file (random bytes, stored: a realistic compiled wheel does not compress either).
     payload = random.Random(50).randbytes(big_mb * 1024 * 1024)
@@ -204,9 +200,7 @@ def build(out: Path, *, projects: int, versions: int, many_versions: int, big_mb
     return dists
 
 
-def build_uploads(
-    out: Path, *, big: int, big_mb: int, small: int, huge_bytes: int = 0
-) -> dict[str, list[Dist]]:
+def build_uploads(out: Path, *, big: int, big_mb: int, small: int, huge_bytes: int = 0) -> dict[str, list[Dist]]:
     """Files that are uploaded during the run (not in the index beforehand)."""
     out.mkdir(parents=True, exist_ok=True)
     big_files = [

@@ -50,9 +50,7 @@ def seed(db: Path, projects: int) -> None:
         for v in range(3):
             sha = f"{p:032x}{v:032x}"
             fn = f"project_{p:05d}-1.{v}-py3-none-any.whl"
-            conn.execute(
-                insert_file, (pid, f"1.{v}", fn, 5000, sha, sha[:32], sha, f"Project number {p}", STAMP)
-            )
+            conn.execute(insert_file, (pid, f"1.{v}", fn, 5000, sha, sha[:32], sha, f"Project number {p}", STAMP))
     conn.commit()
     conn.close()
 

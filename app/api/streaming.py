@@ -27,11 +27,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | Liter
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first_text, dash, last_text = (part.strip() for part in spec.partition("-"))
-    if (
-        not dash
-        or not (first_text or last_text)
-        or not all(t.isdigit() for t in (first_text, last_text) if t)
-    ):
+    if not dash or not (first_text or last_text) or not all(t.isdigit() for t in (first_text, last_text) if t):
         return None  # malformed: ignore the header (RFC 9110 allows it)
     if not first_text:  # suffix: the last N bytes
         length = int(last_text)
@@ -59,6 +55,4 @@ def stream_response(request: Request, stream: ObjectStream, headers: dict[str, s
     headers["Content-Length"] = str(last - first + 1)
     if request.method == "HEAD" or last < first:
         return Response(status_code=status, headers=headers, media_type=MEDIA_TYPE)
-    return StreamingResponse(
-        stream.read(first, last), status_code=status, headers=headers, media_type=MEDIA_TYPE
-    )
+    return StreamingResponse(stream.read(first, last), status_code=status, headers=headers, media_type=MEDIA_TYPE)

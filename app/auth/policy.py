@@ -83,9 +83,7 @@ class Policy:
                 return Identity(credentials[0]) if ok else None
             return Identity(credentials[0])
         if credentials is None:
-            raise AuthenticationRequiredError(
-                f"This server requires a username and password to {_VERB[action]}."
-            )
+            raise AuthenticationRequiredError(f"This server requires a username and password to {_VERB[action]}.")
         username, password = credentials
         if self.authenticator is not None and await self.authenticator.verify(username, password, client):
             return Identity(username)

@@ -96,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     extra = p.add_argument_group("Packhouse additions")
     extra.add_argument("--config", metavar="FILE", help="TOML settings file (env PACKHOUSE_CONFIG)")
-    extra.add_argument(
-        "--rescan-interval", type=float, metavar="SECONDS", help="rescan the folder (default 30)"
-    )
+    extra.add_argument("--rescan-interval", type=float, metavar="SECONDS", help="rescan the folder (default 30)")
     extra.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     extra.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     extra.add_argument("--no-access-log", dest="access_log", action="store_const", const=False)

@@ -101,10 +101,7 @@ async def _copy_blob(source: Storage, dest: Storage, key: str, sha256: str) -> i
 
 def _utc(row: dict[str, Any]) -> dict[str, Any]:
     """SQLite hands back naive datetimes (stored in UTC); say so before writing them elsewhere."""
-    return {
-        k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v
-        for k, v in row.items()
-    }
+    return {k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v for k, v in row.items()}
 
 
 async def _insert_rows(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]]) -> None:
@@ -168,9 +165,7 @@ def _fit_table(table: Table, rows: list[dict[str, Any]], notes: list[str]) -> li
 
 async def _check_empty(engine: AsyncEngine) -> None:
     async with engine.connect() as conn:
-        counts = {
-            t.name: (await conn.execute(select(func.count()).select_from(t))).scalar_one() for t in TABLES
-        }
+        counts = {t.name: (await conn.execute(select(func.count()).select_from(t))).scalar_one() for t in TABLES}
     if any(counts.values()):
         raise TransferError(
             "the destination database is not empty ("
@@ -297,9 +292,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--from-database-url", help="source database (default: DATA_DIR/packhouse.db)")
     p.add_argument("--from-files-dir", help="source files folder (default: DATA_DIR/files)")
     p.add_argument("--from-storage", help="source s3://BUCKET/PREFIX instead of a files folder")
-    p.add_argument(
-        "--to-database-url", required=True, help="destination database, e.g. postgresql+asyncpg://..."
-    )
+    p.add_argument("--to-database-url", required=True, help="destination database, e.g. postgresql+asyncpg://...")
     p.add_argument("--to-storage", help="destination s3://BUCKET/PREFIX (credentials the standard AWS way)")
     p.add_argument("--to-files-dir", help="destination files folder (instead of --to-storage)")
     p.add_argument(

@@ -107,11 +107,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         a = sub.add_parser(action, help=help_)
         if action != "list":
             a.add_argument("name", metavar="NAME")
-        a.add_argument(
-            "--passwords", "-P", metavar="FILE", help="the htpasswd file (env PACKHOUSE_PASSWORDS)"
-        )
+        a.add_argument("--passwords", "-P", metavar="FILE", help="the htpasswd file (env PACKHOUSE_PASSWORDS)")
         if action in ("add", "passwd"):
-            a.add_argument(
-                "--password-stdin", action="store_true", help="read the password from one line of stdin"
-            )
+            a.add_argument("--password-stdin", action="store_true", help="read the password from one line of stdin")
         a.set_defaults(func=handle)

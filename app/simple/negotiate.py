@@ -81,9 +81,7 @@ def negotiate(accept: str | None, format_param: str | None = None) -> MediaType:
         if q > best_q:
             best, best_q = candidate, q
     if best is None:
-        raise NotAcceptableError(
-            f"None of the requested media types is available; use one of: {_supported()}."
-        )
+        raise NotAcceptableError(f"None of the requested media types is available; use one of: {_supported()}.")
     return best
 
 

@@ -277,10 +277,7 @@ def test_metadata_file_not_compressed(client):
     assert head.status_code == 200 and head.content == b""
     assert int(head.headers["content-length"]) == len(r.content)
     assert (
-        client.get(
-            f"/files/demo/{filename}.metadata", headers={"If-None-Match": r.headers["etag"]}
-        ).status_code
-        == 304
+        client.get(f"/files/demo/{filename}.metadata", headers={"If-None-Match": r.headers["etag"]}).status_code == 304
     )
     assert client.get("/files/demo/demo-9.0.tar.gz.metadata").status_code == 404
     assert client.get(f"/files/other/{filename}.metadata").status_code == 404

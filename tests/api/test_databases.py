@@ -22,9 +22,7 @@ from tests.support.forms import upload_form
 
 def test_each_variant_runs_on_its_database(make_settings, db_backend, request):
     url = make_settings().effective_database_url
-    assert url.startswith(
-        {"sqlite": "sqlite+aiosqlite://", "postgresql": "postgresql+asyncpg://"}[db_backend]
-    )
+    assert url.startswith({"sqlite": "sqlite+aiosqlite://", "postgresql": "postgresql+asyncpg://"}[db_backend])
 
 
 def test_uploads_are_rows_in_the_configured_database(make_client, db_query, db_backend, tmp_path):
@@ -52,9 +50,7 @@ def test_migrations_build_exactly_the_models_and_downgrade_cleanly(make_settings
         try:
             await upgrade_to_head(engine)
             async with engine.connect() as conn:
-                diff = await conn.run_sync(
-                    lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
-                )
+                diff = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
             async with engine.begin() as conn:
                 await conn.run_sync(lambda c: command.downgrade(alembic_config(c), "base"))
             async with engine.connect() as conn:
@@ -62,9 +58,7 @@ def test_migrations_build_exactly_the_models_and_downgrade_cleanly(make_settings
             await upgrade_to_head(engine)
             await upgrade_to_head(engine)  # idempotent
             async with engine.connect() as conn:
-                again = await conn.run_sync(
-                    lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata)
-                )
+                again = await conn.run_sync(lambda c: compare_metadata(MigrationContext.configure(c), Base.metadata))
                 await conn.execute(text("SELECT count(*) FROM files"))
             return diff, left, again
         finally:
@@ -191,9 +185,7 @@ async def _waiting_for_lock(conn, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.parametrize("db_backend", ["postgresql"], indirect=True)
-def test_requests_beyond_a_busy_pool_answer_503_in_time_and_the_rest_complete(
-    make_client, database_url_for, tmp_path
-):
+def test_requests_beyond_a_busy_pool_answer_503_in_time_and_the_rest_complete(make_client, database_url_for, tmp_path):
     """Every pooled connection waits on a lock held elsewhere (a migration, a VACUUM FULL, a stuck
     transaction): the requests beyond the pool answer 503 within POOL_TIMEOUT, before pip's own
     15 s timeout (was: 500 after SQLAlchemy's 30 s), and those waiting complete once it is freed."""

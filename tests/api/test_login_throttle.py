@@ -23,6 +23,7 @@ pytestmark = pytest.mark.sqlite_only  # every refusal here is answered before th
 @pytest.fixture
 def passwords(tmp_path):
     path = tmp_path / "htpasswd"
+
     # Cost 4: the checks here are about counting, not hashing (and 'packhouse user add' writes 12).
     def quick(password: str) -> str:
         return "$2y$" + bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()[4:]

@@ -192,9 +192,7 @@ def test_pypiserver_flags_parse_as_pypiserver_does():
     args, warnings = run_cmd.parse(["run", "-P", ".", "-a", ".", "--server", "auto", "/data/packages"])
     assert (args.passwords, args.authenticate, args.packages_dirs) == (".", ".", ["/data/packages"])
     assert warnings == ["pypiserver's --server is ignored: Packhouse always runs on uvicorn"]
-    args, _ = run_cmd.parse(
-        ["-i", "0.0.0.0", "-p", "8080", "-o", "--hash-algo", "sha256", "--disable-fallback"]
-    )
+    args, _ = run_cmd.parse(["-i", "0.0.0.0", "-p", "8080", "-o", "--hash-algo", "sha256", "--disable-fallback"])
     assert (args.host, args.port, args.overwrite, args.packages_dirs) == ("0.0.0.0", 8080, True, [])
     _, warnings = run_cmd.parse(["--hash-algo", "md5", "x"])
     assert "always links files with #sha256=" in warnings[0]
@@ -235,9 +233,7 @@ def test_import_command_reports_broken_archives_and_serves_the_rest(tmp_path, ma
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     assert "imported 0 file(s); 2 already in the index" in again.stderr
     client = make_client(data_dir=data_dir)
-    page = client.get(
-        "/simple/imported-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    ).json()
+    page = client.get("/simple/imported-lib/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
     assert page["files"][0]["core-metadata"]
     filename = page["files"][0]["filename"]
     assert client.get(f"/files/imported-lib/{filename}").content == (source / filename).read_bytes()

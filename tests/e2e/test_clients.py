@@ -57,9 +57,7 @@ def dists(tmp_path: Path) -> dict[str, Path]:
     out = tmp_path / "dist"
     out.mkdir()
     return {
-        "app_whl": make_wheel(
-            out, "Team-App", "1.2.0", requires_dist=("team-util>=0.3",), requires_python=">=3.8"
-        ),
+        "app_whl": make_wheel(out, "Team-App", "1.2.0", requires_dist=("team-util>=0.3",), requires_python=">=3.8"),
         "app_sdist": make_sdist(out, "Team-App", "1.2.0", requires_dist=("team-util>=0.3",)),
         "util_whl": make_wheel(out, "team_util", "0.3.1"),
     }
@@ -108,9 +106,7 @@ def test_pip_extra_index_url_and_readme_pip_conf(live_server, client_env, dists,
     main_index = live_server(data_dir=tmp_path / "main")
     twine_upload(private.url, client_env, [dists["app_whl"], dists["util_whl"]])
 
-    env = dict(
-        client_env, PIP_INDEX_URL=main_index.url + "/simple/", PIP_EXTRA_INDEX_URL=private.url + "/simple/"
-    )
+    env = dict(client_env, PIP_INDEX_URL=main_index.url + "/simple/", PIP_EXTRA_INDEX_URL=private.url + "/simple/")
     py = new_venv(tmp_path / "v-extra")
     pip_install(py, env, "team-app")
     assert imports(py, "team_app") == "1.2.0\n"
@@ -170,9 +166,7 @@ def test_flit_publish_with_readme_pypirc(live_server, client_env, tmp_path, auth
     project = make_project(tmp_path / "proj", "podsearch", "0.4.0", "flit")
     run([tool("flit"), "publish", "--repository", "private"], client_env, cwd=project)
 
-    page = httpx.get(
-        server.url + "/simple/podsearch/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-    )
+    page = httpx.get(server.url + "/simple/podsearch/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     assert sorted(f["filename"] for f in page.json()["files"]) == [
         "podsearch-0.4.0-py3-none-any.whl",
         "podsearch-0.4.0.tar.gz",
@@ -216,9 +210,7 @@ def test_private_index_with_every_hash_format(live_server, client_env, dists, tm
     refused = pip_install(py, client_env, "--index-url", server.url + "/simple/", "team-app", check=False)
     assert refused.returncode != 0
 
-    authed = server.url.replace(
-        "http://", f"http://{user}:{password.replace(':', '%3A').replace(' ', '%20')}@"
-    )
+    authed = server.url.replace("http://", f"http://{user}:{password.replace(':', '%3A').replace(' ', '%20')}@")
     pip_install(py, client_env, "--index-url", authed + "/simple/", "team-app")
     assert imports(py, "team_app") == "1.2.0\n"
     vpath = tmp_path / "v-uv"

@@ -93,9 +93,7 @@ def test_image_and_compose_service_end_to_end(engine, tmp_path, client_env):
     wheels = tmp_path / "wheelhouse"
     shutil.copytree(_image_wheels(), wheels, ignore=shutil.ignore_patterns(".complete"))
     port = free_port()
-    host_index = RunServer(
-        ["-P", ".", "-a", ".", str(wheels)], clean_env(tmp_path / "idx"), tmp_path / "idx.log", port
-    )
+    host_index = RunServer(["-P", ".", "-a", ".", str(wheels)], clean_env(tmp_path / "idx"), tmp_path / "idx.log", port)
     host_index.start(timeout=60)
     image = "packhouse-e2e:test"
     try:

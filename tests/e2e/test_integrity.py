@@ -59,9 +59,7 @@ def test_twenty_concurrent_distinct_uploads_all_land(live_server, tmp_path, work
     out.mkdir()
     paths = [make_wheel(out, f"pkg{i % 4}", f"1.{i}") for i in range(20)]
     responses = concurrent_posts(server.url, paths)
-    assert [r.status_code for r in responses] == [200] * 20, [
-        r.text for r in responses if r.status_code != 200
-    ]
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
     for i, path in enumerate(paths):
         r = httpx.get(f"{server.url}/files/pkg{i % 4}/{path.name}")
         assert r.status_code == 200 and r.content == path.read_bytes()
@@ -121,8 +119,7 @@ def _start_upload(url: str, body: bytes, content_type: str, declared: int) -> so
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
     head = (
-        f"POST /legacy/ HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {declared}\r\n\r\n"
+        f"POST /legacy/ HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {declared}\r\n\r\n"
     )
     sock.sendall(head.encode() + body)
     return sock

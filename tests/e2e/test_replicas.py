@@ -109,9 +109,7 @@ def test_concurrent_same_filename_through_two_replicas_one_wins(replicas, s3, tm
         t.join(120)
 
     statuses = sorted(r.status_code for r in results.values())
-    assert statuses == [200] + [409] * (len(variants) - 1), [
-        (i, r.status_code, r.text) for i, r in results.items()
-    ]
+    assert statuses == [200] + [409] * (len(variants) - 1), [(i, r.status_code, r.text) for i, r in results.items()]
     (winner,) = [i for i, r in results.items() if r.status_code == 200]
     assert all(r.text.lstrip().startswith("File already exists") or "already exists" in r.text
                for r in results.values() if r.status_code == 409)  # fmt: skip
@@ -141,9 +139,7 @@ def test_replica_killed_mid_upload_loses_nothing(replicas, s3, tmp_path):
     kept_sha = hashlib.sha256(kept.read_bytes()).hexdigest()
     keys_before = sorted(s3.keys())
 
-    big = make_wheel(
-        tmp_path, "survivor", "2.0", extra_files={"survivor/blob.bin": os.urandom(6 * 1024 * 1024)}
-    )
+    big = make_wheel(tmp_path, "survivor", "2.0", extra_files={"survivor/blob.bin": os.urandom(6 * 1024 * 1024)})
     sock = _start_partial_upload(a, big)
     staging = tmp_path / "a" / "staging"
     deadline = time.monotonic() + 20
@@ -202,9 +198,7 @@ def test_concurrent_twine_uploads_of_one_filename_through_both_replicas(replicas
     codes = [p.returncode for p in procs]
     assert sorted(codes) == [0, 1, 1, 1], outputs
     winner = codes.index(0)
-    assert all("409" in out or "already exists" in out for i, out in enumerate(outputs) if i != winner), (
-        outputs
-    )
+    assert all("409" in out or "already exists" in out for i, out in enumerate(outputs) if i != winner), outputs
     want = hashlib.sha256(variants[winner].read_bytes()).hexdigest()
     assert _files(a, "raced") == {variants[winner].name: want} == _files(b, "raced")
 

@@ -27,9 +27,7 @@ def run_server(tmp_path: Path):
 
     def factory(*args: str, env: dict[str, str] | None = None) -> RunServer:
         port = free_port()
-        server = RunServer(
-            list(args), clean_env(tmp_path / "server-home", env), tmp_path / f"run-{port}.log", port
-        )
+        server = RunServer(list(args), clean_env(tmp_path / "server-home", env), tmp_path / f"run-{port}.log", port)
         servers.append(server)
         return server.start()
 
@@ -94,9 +92,7 @@ def test_existing_folder_is_served_in_place(run_server, tmp_path, client_env):
          "classic-lib"],
         client_env,
     )  # fmt: skip
-    out = run(
-        [str(venv / "bin" / "python"), "-c", "import classic_lib; print(classic_lib.VALUE)"], client_env
-    )
+    out = run([str(venv / "bin" / "python"), "-c", "import classic_lib; print(classic_lib.VALUE)"], client_env)
     assert out.stdout.strip() == "42"
 
 
@@ -209,9 +205,7 @@ def test_json_logs_and_metrics(run_server, tmp_path):
     server.stop()
     lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
     access = [rec for rec in lines if rec["logger"] == "uvicorn.access"]
-    assert any(
-        rec["path"] == "/packages/counted-1.0-py3-none-any.whl" and rec["status"] == 200 for rec in access
-    )
+    assert any(rec["path"] == "/packages/counted-1.0-py3-none-any.whl" and rec["status"] == 200 for rec in access)
     assert any(rec["logger"] == "packhouse.scan" for rec in lines)
 
 

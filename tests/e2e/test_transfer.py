@@ -44,9 +44,7 @@ def _transfer(tmp_path, s3, dest_url, *extra):
     return run(cmd, env, cwd=ROOT, check=False)
 
 
-def test_transfer_to_postgresql_and_s3_then_serve_from_there(
-    embedded, postgres_cluster, s3, live_server, tmp_path
-):
+def test_transfer_to_postgresql_and_s3_then_serve_from_there(embedded, postgres_cluster, s3, live_server, tmp_path):
     # The local store writes a wheel's PEP 658 metadata file on the first request for it (derived
     # data: app/services/metadata.py), so the source has none: each is built from its wheel on the
     # way and stored beside it in the bucket; the source itself is only read.
@@ -80,19 +78,14 @@ def test_transfer_to_postgresql_and_s3_then_serve_from_there(
     new = make_wheel(tmp_path, "moving-b", "0.2")
     data, files = upload_form(new)
     assert httpx.post(f"{server.url}/legacy/", data=data, files=files).status_code == 200
-    assert (
-        postgres_cluster.psql("SELECT count(*) FROM files", database=dest_url.rsplit("/", 1)[1]).strip()
-        == "4"
-    )
+    assert postgres_cluster.psql("SELECT count(*) FROM files", database=dest_url.rsplit("/", 1)[1]).strip() == "4"
 
     # Transferring again into the now non-empty database is refused.
     again = _transfer(tmp_path, s3, dest_url)
     assert again.returncode == 1 and "not empty" in again.stderr
 
 
-def test_transfer_refuses_a_file_whose_bytes_do_not_match_its_sha256(
-    embedded, postgres_cluster, s3, tmp_path
-):
+def test_transfer_refuses_a_file_whose_bytes_do_not_match_its_sha256(embedded, postgres_cluster, s3, tmp_path):
     (damaged,) = [p for p in (tmp_path / "data" / "files").rglob(f"*{embedded[1].name}")]
     original = damaged.read_bytes()
     damaged.write_bytes(bytes([original[0] ^ 0xFF]) + original[1:])

@@ -35,12 +35,8 @@ class Engine:
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         return {**(base if base is not None else os.environ), "DOCKER_HOST": self.host}
 
-    def docker(
-        self, *args: str, timeout: float = 300, check: bool = True, **kw
-    ) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            ["docker", *args], env=self.env(), capture_output=True, text=True, timeout=timeout, **kw
-        )
+    def docker(self, *args: str, timeout: float = 300, check: bool = True, **kw) -> subprocess.CompletedProcess:
+        proc = subprocess.run(["docker", *args], env=self.env(), capture_output=True, text=True, timeout=timeout, **kw)
         if check and proc.returncode != 0:
             raise AssertionError(f"docker {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
         return proc

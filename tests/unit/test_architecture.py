@@ -1,4 +1,4 @@
-"""The house rules that tools can check: layering (import-linter) and lint (ruff)."""
+"""The house rules that tools can check: layering (import-linter), lint and layout (ruff)."""
 
 import subprocess
 import sys
@@ -16,6 +16,17 @@ def test_imports_point_down_and_only_api_knows_the_web_framework():
 def test_ruff_is_clean():
     proc = subprocess.run(
         [str(BIN / "ruff"), "check", "app", "tests", "migrations", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_format_is_clean():
+    """One layout, the formatter's (``ruff format .``); a line it must not touch says ``# fmt: skip``."""
+    proc = subprocess.run(
+        [str(BIN / "ruff"), "format", "--check", "app", "tests", "migrations", "bench"],
         cwd=ROOT,
         capture_output=True,
         text=True,

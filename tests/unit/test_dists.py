@@ -44,9 +44,7 @@ def test_bad_filenames(filename):
 
 
 def test_read_metadata_from_wheel_and_sdist(tmp_path):
-    whl = make_wheel(
-        tmp_path, "Demo", "1.0", requires_dist=("dep>=1",), requires_python=">=3.9", description="# Hi"
-    )
+    whl = make_wheel(tmp_path, "Demo", "1.0", requires_dist=("dep>=1",), requires_python=">=3.9", description="# Hi")
     meta = read_metadata(whl, parse_dist_filename(whl.name), whl.name)
     assert (meta.name, meta.version, meta.requires_python, meta.requires_dist) == (
         "Demo",

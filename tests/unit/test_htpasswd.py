@@ -44,9 +44,7 @@ def test_bcrypt_refuses_passwords_over_72_bytes():
 
 
 def test_unsupported_hashes_are_ignored_with_a_warning(caplog):
-    users = parse_htpasswd(
-        "des:abJnggxhB/yWI\nplain:plaintext\nok:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nbroken\n"
-    )
+    users = parse_htpasswd("des:abJnggxhB/yWI\nplain:plaintext\nok:{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\nbroken\n")
     assert list(users) == ["ok"]
     assert "DES crypt" in caplog.text
 

@@ -49,7 +49,8 @@ def test_database_urls_that_cannot_work(url, expected):
 
 
 @pytest.mark.parametrize(
-    "url", ["sqlite+aiosqlite:///data/packhouse.db", "sqlite+aiosqlite:////abs/x.db", "postgresql+asyncpg://u:p@db:5432/x"]
+    "url",
+    ["sqlite+aiosqlite:///data/packhouse.db", "sqlite+aiosqlite:////abs/x.db", "postgresql+asyncpg://u:p@db:5432/x"],
 )
 def test_async_database_urls_pass(url):
     assert database_url_problem(url) is None

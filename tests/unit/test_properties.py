@@ -17,9 +17,7 @@ from packaging.version import Version
 from app import dists
 from app.errors import InvalidDistributionError
 
-SETTINGS = settings(
-    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 alnum = st.sampled_from(string.ascii_letters + string.digits)
 separators = st.text(alphabet="-_.", min_size=1, max_size=3)

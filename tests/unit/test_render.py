@@ -79,6 +79,4 @@ def test_index_bytes():
         b'    <a href="zed/">Zed</a><br />\n'
         b"  </body>\n</html>\n"
     )
-    assert render_json.index(page) == (
-        b'{"meta":{"api-version":"1.1"},"projects":[{"name":"A&B<x>"},{"name":"Zed"}]}'
-    )
+    assert render_json.index(page) == (b'{"meta":{"api-version":"1.1"},"projects":[{"name":"A&B<x>"},{"name":"Zed"}]}')

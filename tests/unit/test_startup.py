@@ -40,9 +40,7 @@ def test_upgrade_then_noop_and_serials_see_other_connections(tmp_path):
                 "INSERT INTO projects (name, normalized_name, created, serial) VALUES ('Demo', 'demo', "
                 "'2024-01-01 00:00:00', 7)"
             )
-            conn.execute(
-                "INSERT INTO events (time, action, project) VALUES ('2024-01-01 00:00:00', 'x', 'demo')"
-            )
+            conn.execute("INSERT INTO events (time, action, project) VALUES ('2024-01-01 00:00:00', 'x', 'demo')")
         assert asyncio.run(serials.project("demo")) == 7
         assert asyncio.run(serials.last()) == 1
     finally:

@@ -66,9 +66,7 @@ def test_large_upload_is_multipart_and_round_trips(s3, tmp_path):
         try:
             await stage_and_commit(storage, payload, "aa/bb/big.whl")
             got = b"".join([chunk async for chunk in storage.open("aa/bb/big.whl")])
-            ranged = b"".join(
-                [c async for c in storage.read_range("aa/bb/big.whl", 5 * MiB - 2, 5 * MiB + 1)]
-            )
+            ranged = b"".join([c async for c in storage.read_range("aa/bb/big.whl", 5 * MiB - 2, 5 * MiB + 1)])
             keys = await storage.keys()
             etag = (await storage.client.head_object(Bucket=s3.bucket, Key="pkgs/aa/bb/big.whl"))["ETag"]
             await storage.delete("aa/bb/big.whl")

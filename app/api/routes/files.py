@@ -99,9 +99,7 @@ def deliver(request: Request, found: FileDownload) -> Response:
     return RedirectResponse(found.delivery.url, status_code=302, headers={"Cache-Control": "no-store"})
 
 
-async def download(
-    request: Request, project: str, filename: str, files: FileDep, _who: DownloadIdentity
-) -> Response:
+async def download(request: Request, project: str, filename: str, files: FileDep, _who: DownloadIdentity) -> Response:
     """A distribution file, or with ``.metadata`` appended its core metadata (PEP 658).
     HEAD and Range requests (206) are answered too: uv reads wheel metadata that way."""
     return deliver(request, await files.find(project, filename))

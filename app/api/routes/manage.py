@@ -111,9 +111,7 @@ async def project(project: ProjectName, manage: ManageDep, _who: ListIdentity) -
     return ProjectOut.of(await manage.project(project))
 
 
-@router.get(
-    "/projects/{project}/events", response_model=list[EventOut], responses=_READ, summary="Audit journal"
-)
+@router.get("/projects/{project}/events", response_model=list[EventOut], responses=_READ, summary="Audit journal")
 async def events(
     project: ProjectName,
     manage: ManageDep,
@@ -137,17 +135,13 @@ async def yank_release(
 
 
 @router.post("/projects/{project}/releases/{version}/unyank", response_model=ChangeOut, responses=_WRITE)
-async def unyank_release(
-    project: ProjectName, version: Version, manage: ManageDep, who: UploadIdentity
-) -> ChangeOut:
+async def unyank_release(project: ProjectName, version: Version, manage: ManageDep, who: UploadIdentity) -> ChangeOut:
     """Un-yank every file of a release."""
     return ChangeOut.of(await manage.unyank(project, version=version, actor=_actor(who)))
 
 
 @router.delete("/projects/{project}/releases/{version}", response_model=ChangeOut, responses=_WRITE)
-async def delete_release(
-    project: ProjectName, version: Version, manage: ManageDep, who: UploadIdentity
-) -> ChangeOut:
+async def delete_release(project: ProjectName, version: Version, manage: ManageDep, who: UploadIdentity) -> ChangeOut:
     """Delete every file of a release. The filenames can not be reused with other bytes."""
     return ChangeOut.of(await manage.delete(project, version=version, actor=_actor(who)))
 
@@ -162,16 +156,12 @@ async def yank_file(
 
 
 @router.post("/projects/{project}/files/{filename}/unyank", response_model=ChangeOut, responses=_WRITE)
-async def unyank_file(
-    project: ProjectName, filename: Filename, manage: ManageDep, who: UploadIdentity
-) -> ChangeOut:
+async def unyank_file(project: ProjectName, filename: Filename, manage: ManageDep, who: UploadIdentity) -> ChangeOut:
     """Un-yank one file."""
     return ChangeOut.of(await manage.unyank(project, filename=filename, actor=_actor(who)))
 
 
 @router.delete("/projects/{project}/files/{filename}", response_model=ChangeOut, responses=_WRITE)
-async def delete_file(
-    project: ProjectName, filename: Filename, manage: ManageDep, who: UploadIdentity
-) -> ChangeOut:
+async def delete_file(project: ProjectName, filename: Filename, manage: ManageDep, who: UploadIdentity) -> ChangeOut:
     """Delete one file. Its filename can not be reused with other bytes (unless --overwrite)."""
     return ChangeOut.of(await manage.delete(project, filename=filename, actor=_actor(who)))

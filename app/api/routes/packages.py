@@ -19,9 +19,7 @@ router = APIRouter(tags=["files"])
 _YANKED = ' data-yanked=""'  # PEP 592, which pip honours on --find-links pages too
 
 
-async def pypiserver_file(
-    request: Request, filename: str, files: FileDep, _who: DownloadIdentity
-) -> Response:
+async def pypiserver_file(request: Request, filename: str, files: FileDep, _who: DownloadIdentity) -> Response:
     """A file by its name alone, as pypiserver served it."""
     return deliver(request, await find_by_filename(files, filename))
 

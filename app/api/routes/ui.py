@@ -177,9 +177,7 @@ async def project(request: Request, project: str, catalog: CatalogDep, _who: Lis
 
 
 @router.get("/ui/project/{project}/{version}/", response_class=HTMLResponse)
-async def release(
-    request: Request, project: str, version: str, catalog: CatalogDep, _who: ListIdentity
-) -> Response:
+async def release(request: Request, project: str, version: str, catalog: CatalogDep, _who: ListIdentity) -> Response:
     try:
         canonical = str(dists.parse_version(version))
     except InvalidDistributionError:  # an unparsable version is simply not on this index

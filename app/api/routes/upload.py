@@ -68,9 +68,7 @@ async def upload_response(uploads: UploadService, request: Request, who: Identit
         PackageIndexError subclasses (the error table maps them), ClientDisconnect.
     """
     uploads.check_content_length(request.headers.get("content-length"))
-    result = await uploads.handle(
-        request.headers.get("content-type"), request.stream(), who.username if who else None
-    )
+    result = await uploads.handle(request.headers.get("content-type"), request.stream(), who.username if who else None)
     # Once the answer is sent, the store prepares for the next upload (Storage.replenish).
     return PlainTextResponse(result.message, background=BackgroundTask(uploads.replenish))
 
