@@ -99,7 +99,7 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     units = SqliteUnits(url) if db_file else SessionUnits(readers, writers)
     state.index = IndexService(readers, serials=serials)
     state.files = FileService(readers, storage, serials=serials)
-    state.catalog = CatalogService(readers, storage)
+    state.catalog = CatalogService(readers, storage, serials=serials)
     state.uploads = UploadService(
         writers, storage, max_upload_size=settings.max_upload_size, overwrite=settings.overwrite,
         body_timeout=settings.body_timeout, flat=flat, units=units,

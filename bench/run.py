@@ -291,6 +291,8 @@ def small_phase(ctx: Ctx, srv: Server, dists: list[corpus.Dist]) -> None:
     page = f"{srv.url}{srv.simple}phx-many/"
     ctx.put("project_200_files", name, wrk(page, d))
     ctx.put("project_200_files_json", name, wrk(page, d, headers={"Accept": JSON_ACCEPT}))
+    if name.startswith(("packhouse", "pypiserver")):  # pypiserver's /<project>/json, served by both
+        ctx.put("project_json_api", name, wrk(f"{srv.url}/phx-many/json", d))
     huge = next(x for x in dists if x.project == "phx-huge")
     url = file_url(srv, huge)
     ctx.put("get_50mb_file", name, wrk(url, d, conns=4))
@@ -536,6 +538,7 @@ def rss_during_upload(ctx: Ctx, srv: Server, path: Path, dist: corpus.Dist) -> N
 ROWS = [
     ("project_200_files", "GET /simple/<project>/ (200+ files)", "rps", True, 50),
     ("project_200_files_json", "  same, PEP 691 JSON", "rps", True, 50),
+    ("project_json_api", "GET /<project>/json, JSON API (200+ files)", "rps", True, None),
     ("index_10k", "GET /simple/ (10,000 projects)", "rps", True, 10),
     ("index_10k_304", "  same, If-None-Match -> 304", "rps", True, 10),
     ("project_at_10k", "GET /simple/<project>/ (10,000 projects)", "rps", True, 300),

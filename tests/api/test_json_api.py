@@ -186,3 +186,56 @@ def test_the_json_api_needs_the_list_permission_when_listing_is_protected(make_c
             assert r.status_code == 401, (url, r.text)
             assert r.headers["www-authenticate"] == 'Basic realm="packhouse"'
         assert client.get(url, headers=basic("alice", "secret")).status_code == 200
+
+
+def test_an_answer_is_made_once_per_change_and_followed_by_every_process(seeded, make_client, tmp_path):
+    """Answers are kept while the project's serial is unchanged (a 200-file project's takes ~100 ms
+    to build), so each worker must see a change made by another: two apps over one database."""
+    client, _ = seeded
+    other = make_client()  # a second worker or replica: the same database and files
+    made = []
+    real = client.app.state.catalog.json_api
+
+    async def counting(*args, **kwargs):
+        made.append(args)
+        return await real(*args, **kwargs)
+
+    client.app.state.catalog.json_api = counting
+    first = [client.get("/pypi/demo-pkg/json").content for _ in range(3)]
+    assert len(made) == 1 and first[0] == first[1] == first[2]
+    client.get("/pypi/demo-pkg/2.0/json")
+    client.get("/demo-pkg/json")  # the same answer as /pypi/demo-pkg/json (releases included)
+    assert len(made) == 2
+    assert other.get("/pypi/demo-pkg/json").json()["info"]["version"] == "2.0"
+    _upload(other, make_wheel(tmp_path, "Demo_Pkg", "2.5"))
+    assert client.get("/pypi/demo-pkg/json").json()["info"]["version"] == "2.5"
+    r = other.post("/api/projects/demo-pkg/releases/2.5/yank", json={"reason": "bad"})
+    assert r.status_code == 200
+    assert client.get("/pypi/demo-pkg/json").json()["info"]["version"] == "2.0"
+    assert len(made) == 4
+
+
+def test_links_follow_the_address_asked_for(seeded):
+    client, _ = seeded
+    urls = {}
+    for host in ("pypi.example.org", "10.1.2.3:8080"):
+        body = client.get("/pypi/demo-pkg/json", headers={"Host": host}).json()
+        urls[host] = body["urls"][0]["url"]
+    assert urls["pypi.example.org"].startswith("http://pypi.example.org/files/demo-pkg/")
+    assert urls["10.1.2.3:8080"].startswith("http://10.1.2.3:8080/files/demo-pkg/")
+
+
+def test_a_wheel_whose_metadata_cannot_be_read_is_described_again_once_it_can(seeded, tmp_path):
+    """Its fields are missing from that answer, which is not kept: the bytes may come back
+    (restored from a backup, `packhouse check`), with no change to the project's serial."""
+    client, _ = seeded
+    stored = [p for p in (tmp_path / "data" / "files").rglob("*") if p.is_file() and "2.0" in p.name]
+    assert stored, "the 2.0 wheel and its .metadata are under DATA_DIR/files"
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for p in stored:
+        p.rename(aside / p.name)
+    assert client.get("/pypi/demo-pkg/json").json()["info"]["author"] is None
+    for p in stored:
+        (aside / p.name).rename(p)
+    assert client.get("/pypi/demo-pkg/json").json()["info"]["author"] == "Ada Lovelace"

@@ -32,7 +32,7 @@ from app.api.routes.simple import query_suffix
 from app.api.routes.ui import send_cached
 from app.db.models import File
 from app.errors import InvalidDistributionError, NotFoundError
-from app.services.catalog import ProjectJson, as_utc
+from app.services.catalog import CatalogService, ProjectJson, as_utc
 
 router = APIRouter(tags=["json"])
 
@@ -137,8 +137,7 @@ def _file(base: str, project: str, f: File) -> dict[str, Any]:
     }
 
 
-def _body(request: Request, view: ProjectJson, *, releases: bool) -> dict[str, Any]:
-    base = str(request.base_url)
+def _body(base: str, view: ProjectJson, *, releases: bool) -> dict[str, Any]:
     meta = view.metadata
     main = view.main
     keywords = meta.get("keywords")
@@ -190,11 +189,22 @@ def _requires_dist(stored: str | None) -> list[str] | None:
     return value or None
 
 
-def _answer(request: Request, body: dict[str, Any]) -> Response:
+async def _answer(
+    request: Request, catalog: CatalogService, name: str, version: str | None, *, releases: bool
+) -> Response:
     """The JSON, with an ETag of its bytes (a 304 when the client has them: a tool polling for a
-    new release downloads nothing until there is one) and gzip when asked for."""
-    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-    return send_cached(request, data, "application/json", {"Cache-Control": CACHE_CONTROL})
+    new release downloads nothing until there is one) and gzip when asked for. Made once per
+    project serial and base URL (the links are absolute)."""
+    base = str(request.base_url)
+
+    def render(view: ProjectJson) -> bytes:
+        body = _body(base, view, releases=releases)
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+    page = await catalog.json_page(name, version, f"{base} {releases}", render)
+    return send_cached(
+        request, page.body, "application/json", {"Cache-Control": CACHE_CONTROL}, gzipped=page.gzipped, etag=page.etag
+    )
 
 
 def _redirect(request: Request, url: str) -> Response:
@@ -220,7 +230,7 @@ async def project_json(request: Request, project: str, catalog: CatalogDep, _who
     `url`s). Needs `list`."""
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../{quote(name)}/json")
-    return _answer(request, _body(request, await catalog.json_api(name), releases=True))
+    return await _answer(request, catalog, name, None, releases=True)
 
 
 @router.get(
@@ -240,4 +250,4 @@ async def release_json(
         raise NotFoundError(f"{version!r} is not a version on this index.") from None
     if (name := dists.normalize(project)) != project:
         return _redirect(request, f"../../{quote(name)}/{quote(version)}/json")
-    return _answer(request, _body(request, await catalog.json_api(name, version), releases=False))
+    return await _answer(request, catalog, name, version, releases=False)
