@@ -26,10 +26,14 @@ from app.errors import TooManyLoginFailuresError
 
 log = logging.getLogger("packhouse.auth")
 
-#: Pairs tracked at most. Each is a few hundred bytes; past this the pair whose last failure is
-#: the oldest is forgotten first (an attacker cycling through addresses or names cannot make the
-#: process grow without bound).
-MAX_TRACKED = 50_000
+#: Pairs tracked at most. Each is under a kilobyte (names are cut to NAME_CHARS); past this the
+#: pair whose last failure is the oldest is forgotten first, so an attacker cycling through
+#: addresses or names cannot make the process grow without bound (and each of those failures
+#: costs them a password check: the slow hash runs a few at a time).
+MAX_TRACKED = 20_000
+#: The part of a user name or an address a pair is keyed by: a Basic header may carry a name of
+#: tens of kilobytes, and no real one is this long.
+NAME_CHARS = 256
 
 
 class LoginThrottle:
@@ -47,7 +51,7 @@ class LoginThrottle:
         """Raises TooManyLoginFailuresError when this pair has used up its failures."""
         if not self.enabled:
             return
-        times = self._seen.get((client, username))
+        times = self._seen.get(_key(client, username))
         if times is None or len(times) < self.failures:
             return
         wait = times[0] + self.window - self._clock()
@@ -66,7 +70,7 @@ class LoginThrottle:
         if not self.enabled:
             return
         now = self._clock()
-        key = (client, username)
+        key = _key(client, username)
         times = self._seen.pop(key, None)
         if times is None:
             times = deque(maxlen=self.failures)
@@ -87,12 +91,16 @@ class LoginThrottle:
     def succeeded(self, client: str, username: str) -> None:
         """A right password clears the pair's failures (a few typos are forgotten once it is right)."""
         if self._seen:
-            self._seen.pop((client, username), None)
+            self._seen.pop(_key(client, username), None)
 
     @property
     def tracked(self) -> int:
         """How many (client, user) pairs have failures on record."""
         return len(self._seen)
+
+
+def _key(client: str, username: str) -> tuple[str, str]:
+    return client[:NAME_CHARS], username[:NAME_CHARS]
 
 
 def _span(seconds: float) -> str:

@@ -180,3 +180,14 @@ def test_unknown_users_are_counted_too(tmp_path, clock, hashes):
 
     asyncio.run(scenario())
     assert len(hashes) == 2
+
+
+def test_a_huge_name_is_kept_cut_short(clock):
+    """A Basic header may carry a name of tens of kilobytes: 20,000 of those must not be kept whole."""
+    t = LoginThrottle(2, 60, clock)
+    name = "x" * 60_000
+    t.failed("c", name)
+    t.failed("c", name + "y")  # the same first 256 characters: the same pair
+    with pytest.raises(TooManyLoginFailuresError):
+        t.check("c", name)
+    assert all(len(user) <= throttle.NAME_CHARS for _, user in t._seen)
