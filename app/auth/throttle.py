@@ -1,9 +1,9 @@
 """Failed logins counted per client address and user name; past the limit, that pair's logins are
 refused (429) without checking the password, until the oldest failure leaves the window.
 
-PyPI counts failed logins the same way ("10 per 5 minutes", per user and per address). Here the
-count is per (address, user) pair and nothing else, because Basic credentials come with every
-request of every client: a count per address alone would let one build machine with a stale
+PyPI allows 10 failed logins per 5 minutes, per user and per address. Here the same figure counts
+per (address, user) pair and nothing else, because Basic credentials come with every request of
+every client: a count per address alone would let one build machine with a stale
 password, behind the same NAT or proxy as a whole office, lock out every colleague's next login;
 a count per user alone would let anyone who can reach the server lock a user out from everywhere.
 
