@@ -194,6 +194,32 @@ def test_uv_publish_and_hatch_publish(live_server, client_env, dists, tmp_path):
     assert "401" in bad.stderr or "Invalid username or password" in bad.stderr
 
 
+def test_uv_publish_check_url_skips_what_the_index_already_has(live_server, client_env, dists, tmp_path):
+    """`uv publish --check-url URL/simple/` (UV_PUBLISH_CHECK_URL), as a CI job that publishes on
+    every run uses it: files the index already has, by name and sha256, are skipped; a name taken by
+    other bytes stops the job."""
+    pw = tmp_path / "htpasswd"
+    (user, password) = write_htpasswd(pw, ("bcrypt",))["bcrypt"]
+    server = live_server("--passwords", str(pw), "--authenticate", "update,download,list")
+    publish = [tool("uv"), "publish", "--publish-url", server.url + "/legacy/", "--check-url",
+               server.url + "/simple/", "--username", user, "--password", password]  # fmt: skip
+    run([*publish, str(dists["util_whl"])], client_env)
+    again = run([*publish, str(dists["util_whl"]), str(dists["app_whl"])], client_env)
+    assert "already exists" in again.stderr, again.stderr
+    auth = (user, password)
+    page = httpx.get(
+        server.url + "/simple/team-util/", auth=auth, headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+    )
+    assert [f["filename"] for f in page.json()["files"]] == [dists["util_whl"].name]
+    assert httpx.get(server.url + "/simple/team-app/", auth=auth).status_code == 200
+    (tmp_path / "other").mkdir()
+    other = make_wheel(tmp_path / "other", "team_util", "0.3.1", module_code="VALUE = 'other bytes'\n")
+    bad = run([*publish, str(other)], client_env, check=False)
+    assert bad.returncode != 0 and "409" in bad.stderr and "with other contents" in bad.stderr, bad.stderr
+    stored = httpx.get(f"{server.url}/files/team-util/{other.name}", auth=auth)
+    assert stored.content == dists["util_whl"].read_bytes()
+
+
 @pytest.mark.parametrize("fmt", ["bcrypt", "sha1", "apr1"])
 def test_private_index_with_every_hash_format(live_server, client_env, dists, tmp_path, fmt):
     """-a update,download,list: nothing is visible without a login; pip and uv log in from the URL."""
