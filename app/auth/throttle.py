@@ -10,12 +10,14 @@ a count per user alone would let anyone who can reach the server lock a user out
 A password checked right in the last minute (the authenticator's cache) is accepted even while its
 pair is blocked: clients already logged in are not interrupted, and a blocked pair costs no hash.
 
-Counts live in the process: with ``--workers N`` (or N replicas) a client gets up to N times the
+An IPv6 client counts as its /64 network (one host or site usually has a whole /64 to pick
+addresses from). Counts live in the process: with ``--workers N`` (or N replicas) a client gets up to N times the
 limit, each process answering for the failures it saw.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import time
@@ -100,7 +102,21 @@ class LoginThrottle:
 
 
 def _key(client: str, username: str) -> tuple[str, str]:
-    return client[:NAME_CHARS], username[:NAME_CHARS]
+    return _network(client), username[:NAME_CHARS]
+
+
+def _network(client: str) -> str:
+    """An IPv6 address counts as its /64: one host or site usually holds a whole /64, and could
+    otherwise give each guess an address of its own. IPv4 (and IPv4-mapped IPv6) as it is."""
+    try:
+        ip = ipaddress.ip_address(client)
+    except ValueError:
+        return client[:NAME_CHARS]  # not an address: a Unix socket's "unknown", a proxy's odd value
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 def _span(seconds: float) -> str:

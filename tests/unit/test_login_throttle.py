@@ -191,3 +191,19 @@ def test_a_huge_name_is_kept_cut_short(clock):
     with pytest.raises(TooManyLoginFailuresError):
         t.check("c", name)
     assert all(len(user) <= throttle.NAME_CHARS for _, user in t._seen)
+
+
+def test_an_ipv6_client_counts_as_its_64(clock):
+    """A host with a /64 could send each guess from an address of its own."""
+    t = LoginThrottle(2, 60, clock)
+    t.failed("2001:db8:1:2::1", "alice")
+    t.failed("2001:db8:1:2:ffff:0:0:7", "alice")
+    with pytest.raises(TooManyLoginFailuresError) as err:
+        t.check("2001:db8:1:2::abcd", "alice")
+    assert "from 2001:db8:1:2::abcd" in err.value.detail  # the address itself is named
+    t.check("2001:db8:1:3::1", "alice")  # the next /64: another site
+    t.failed("::ffff:192.0.2.1", "bob")  # IPv4-mapped: the IPv4 address, as a dual-stack socket gives it
+    t.failed("192.0.2.1", "bob")
+    with pytest.raises(TooManyLoginFailuresError):
+        t.check("192.0.2.1", "bob")
+    t.check("192.0.2.2", "bob")  # IPv4 addresses count one by one
