@@ -379,7 +379,7 @@ class UploadService:
                 # Our copy lost the race: keep no orphan (identical bytes too: every upload has a
                 # key of its own).
                 await self.manage.forget_blobs([key])
-            return self._duplicate(winner, digests)
+            return self._duplicate(winner, digests, raced=True)
         if replaced is not None:
             await self.manage.forget_blobs([replaced])
         log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
@@ -443,9 +443,16 @@ class UploadService:
         )
         return current.storage_key
 
-    def _duplicate(self, existing: FileRef, digests: FileDigests) -> UploadResult:
+    def _duplicate(self, existing: FileRef, digests: FileDigests, *, raced: bool = False) -> UploadResult:
+        """``raced``: ``existing`` is another upload's, whose row committed while this one was stored."""
         if hmac.compare_digest(existing.sha256, digests.sha256):
             return UploadResult(existing.filename, created=False)
+        if raced and self.overwrite:
+            raise FileExistsInIndexError(
+                f"File already exists: another upload of {existing.filename} (sha256 {existing.sha256}) "
+                "was stored at the same moment as this one, and came first. This server replaces files "
+                "(--overwrite): upload again to replace it."
+            )
         raise FileExistsInIndexError(
             f"File already exists: {existing.filename} was uploaded before with other contents "
             f"(sha256 {existing.sha256}). A published file never changes: bump the version (or add a "

@@ -3,6 +3,7 @@ HEAD and Range, or redirect to presigned URLs; file URLs seen by clients stay qu
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -343,3 +344,39 @@ def test_a_delete_racing_an_identical_upload_on_another_replica_leaves_the_new_f
     keys = set(s3.keys())
     assert not old_keys & keys
     assert len(keys) == 2 and all(k.endswith((wheel.name, wheel.name + ".metadata")) for k in keys)
+
+
+def test_overwrites_racing_on_two_replicas_leave_one_file_and_no_orphan(live_server, s3, tmp_path, db_query):
+    """--overwrite, two replicas, one database, one bucket: the same filename uploaded with other
+    bytes through both at once, round after round. Whichever wins, the row, the bucket and the
+    download agree at the end, and no object of a replaced or losing upload is left behind."""
+    variants = []
+    for i in range(2):
+        (tmp_path / f"v{i}").mkdir()
+        variants.append(make_wheel(tmp_path / f"v{i}", "iota", "1.0", module_code=f"x = {i}\n"))
+    env = {**s3.env, "PACKHOUSE_OVERWRITE": "true"}
+    replicas = [live_server(env=env), live_server(env=env)]
+    bodies = {hashlib.sha256(v.read_bytes()).hexdigest(): v.read_bytes() for v in variants}
+
+    async def round_() -> list[int]:
+        async with httpx.AsyncClient(timeout=30) as http:
+
+            async def send(replica, wheel) -> int:
+                data, files = upload_form(wheel)
+                r = await http.post(replica.url + "/legacy/", data=data, files=files)
+                if r.status_code == 409:  # both were new: the first row wins, the other is told so
+                    detail = r.json()["detail"]
+                    assert "came first" in detail and "upload again to replace it" in detail, detail
+                return r.status_code
+
+            return await asyncio.gather(send(replicas[0], variants[0]), send(replicas[1], variants[1]))
+
+    for _ in range(8):
+        statuses = asyncio.run(round_())
+        assert set(statuses) <= {200, 409}, statuses  # 409: the other one's row landed in between
+        assert 200 in statuses
+    ((sha,),) = db_query("SELECT sha256 FROM files", replicas[0].data_dir)
+    key = _object_key(s3, sha, variants[0].name)
+    assert sorted(s3.keys()) == [key, key + ".metadata"]
+    for replica in replicas:
+        assert httpx.get(f"{replica.url}/files/iota/{variants[0].name}").content == bodies[sha]

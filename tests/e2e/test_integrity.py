@@ -100,6 +100,31 @@ def test_ten_concurrent_uploads_of_one_filename_exactly_one_wins(live_server, tm
     assert stored(server.data_dir) == {key: winner.read_bytes(), key + ".metadata": meta.content}
 
 
+@WORKERS
+def test_ten_concurrent_uploads_of_one_filename_under_overwrite_leave_one_file(live_server, tmp_path, workers):
+    """--overwrite: each upload that finds the file replaces it; one that raced another's first
+    row is told to upload again (not to bump the version: this server replaces files). One file
+    is left, whole, with no blob of a replaced or losing upload behind it."""
+    server = live_server("--workers", workers, "--overwrite")
+    paths = []
+    for i in range(10):
+        (tmp_path / f"v{i}").mkdir()
+        paths.append(make_wheel(tmp_path / f"v{i}", "race", "1.0", module_code=f"variant = {i}\n"))
+    responses = concurrent_posts(server.url, paths)
+    assert {r.status_code for r in responses} <= {200, 409} and 200 in {r.status_code for r in responses}
+    for r in responses:
+        if r.status_code == 409:
+            assert "came first" in r.json()["detail"] and "upload again to replace it" in r.json()["detail"]
+    name = paths[0].name
+    body = httpx.get(f"{server.url}/files/race/{name}").content
+    assert body in {p.read_bytes() for p in paths}
+    page = httpx.get(server.url + "/simple/race/", headers=JSON).json()
+    assert [f["hashes"]["sha256"] for f in page["files"]] == [hashlib.sha256(body).hexdigest()]
+    blobs = stored(server.data_dir)
+    assert list(blobs.values()) == [body], sorted(blobs)
+    assert not list((server.data_dir / "files" / ".tmp").iterdir())
+
+
 def test_ten_concurrent_identical_uploads_all_succeed_and_one_copy_is_kept(live_server, tmp_path):
     """Identical bytes racing: every client gets 200 (twine retries must not fail), one row, and
     the losers' copies (each upload is staged under a key of its own) are all removed."""
