@@ -11,8 +11,8 @@ A password checked right in the last minute (the authenticator's cache) is accep
 pair is blocked: clients already logged in are not interrupted, and a blocked pair costs no hash.
 
 An IPv6 client counts as its /64 network (one host or site usually has a whole /64 to pick
-addresses from). Counts live in the process: with ``--workers N`` (or N replicas) a client gets up to N times the
-limit, each process answering for the failures it saw.
+addresses from). Counts live in the process: with ``--workers N`` (or N replicas) a client gets up
+to N times the limit, each process answering for the failures it saw.
 """
 
 from __future__ import annotations
@@ -84,8 +84,8 @@ class LoginThrottle:
             log.warning(
                 "%d failed login%s for %r from %s within %s: its logins from there are refused (429, "
                 "unchecked) for up to %s",
-                self.failures, "" if self.failures == 1 else "s", username, client, _span(self.window),
-                _span(self.window),
+                self.failures, "" if self.failures == 1 else "s", username[:NAME_CHARS], client[:NAME_CHARS],
+                _span(self.window), _span(self.window),
             )  # fmt: skip
         while len(self._seen) > MAX_TRACKED:
             self._seen.popitem(last=False)
