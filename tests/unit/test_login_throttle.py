@@ -128,10 +128,14 @@ def hashes(monkeypatch):
     return calls
 
 
-def test_a_blocked_pair_costs_no_hash_and_a_cached_login_goes_on(tmp_path, clock, hashes):
+def _authenticator(tmp_path, throttle: LoginThrottle, **users: str) -> HtpasswdAuthenticator:
     path = tmp_path / "htpasswd"
-    path.write_text(f"alice:{hash_password('right')}\nbob:{hash_password('bobs')}\n")
-    auth = HtpasswdAuthenticator(path, LoginThrottle(3, 300, clock))
+    path.write_text("".join(f"{user}:{hash_password(password)}\n" for user, password in users.items()))
+    return HtpasswdAuthenticator(path, throttle)
+
+
+def test_a_blocked_pair_costs_no_hash_and_a_cached_login_goes_on(tmp_path, clock, hashes):
+    auth = _authenticator(tmp_path, LoginThrottle(3, 300, clock), alice="right", bob="bobs")
 
     async def scenario() -> None:
         assert await auth.verify("alice", "right", "10.0.0.1")  # logged in: cached for a minute
@@ -152,9 +156,7 @@ def test_a_blocked_pair_costs_no_hash_and_a_cached_login_goes_on(tmp_path, clock
 
 def test_a_right_password_not_checked_before_is_refused_while_blocked(tmp_path, clock, hashes):
     """Otherwise a guesser would learn the password by the answer changing from 429 to 200."""
-    path = tmp_path / "htpasswd"
-    path.write_text(f"alice:{hash_password('right')}\n")
-    auth = HtpasswdAuthenticator(path, LoginThrottle(2, 300, clock))
+    auth = _authenticator(tmp_path, LoginThrottle(2, 300, clock), alice="right")
 
     async def scenario() -> None:
         for i in range(2):
@@ -168,9 +170,7 @@ def test_a_right_password_not_checked_before_is_refused_while_blocked(tmp_path, 
 
 
 def test_unknown_users_are_counted_too(tmp_path, clock, hashes):
-    path = tmp_path / "htpasswd"
-    path.write_text(f"alice:{hash_password('right')}\n")
-    auth = HtpasswdAuthenticator(path, LoginThrottle(2, 300, clock))
+    auth = _authenticator(tmp_path, LoginThrottle(2, 300, clock), alice="right")
 
     async def scenario() -> None:
         assert not await auth.verify("ghost", "a", "c")
