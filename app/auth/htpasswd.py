@@ -286,6 +286,9 @@ class HtpasswdAuthenticator:
             self._users = parse_htpasswd(text, str(self.path))
             self._stamp = stamp
             self._cache.clear()
+            # A new password (or user) is a fresh start: an operator lifts a block by setting the
+            # password of a user who locked themselves out ('packhouse user passwd').
+            self.throttle.clear()
             self._unreadable = False
 
     def _cannot_read(self, exc: OSError) -> None:

@@ -95,6 +95,10 @@ class LoginThrottle:
         if self._seen:
             self._seen.pop(_key(client, username), None)
 
+    def clear(self) -> None:
+        """Forget every failure (the passwords file changed)."""
+        self._seen.clear()
+
     @property
     def tracked(self) -> int:
         """How many (client, user) pairs have failures on record."""

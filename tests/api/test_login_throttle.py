@@ -7,6 +7,7 @@ Addresses other than 127.0.0.1 come through X-Forwarded-For, which uvicorn trust
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import bcrypt
@@ -109,6 +110,21 @@ def test_metrics_logins_are_counted_too(live_server, passwords):
         for i in range(2):
             assert http.get("/metrics", headers=basic("bob", f"g{i}")).status_code == 401
         assert_429(http.get("/metrics", headers=basic("bob", "bobs")), "bob", "127.0.0.1", 300)
+
+
+def test_setting_the_users_password_lifts_the_block(live_server, tmp_path, passwords, client_env):
+    server = live_server("--passwords", str(passwords), "--login-failures", "2")
+    wheel = make_wheel(tmp_path, "team-app", "1.0")
+    with httpx.Client(base_url=server.url) as http:
+        for i in range(2):
+            assert upload(http, wheel, basic("alice", f"g{i}")).status_code == 401
+        assert_429(upload(http, wheel, basic("alice", "alices")), "alice", "127.0.0.1", 300)
+        proc = subprocess.run(
+            [tool("packhouse"), "user", "passwd", "alice", "--passwords", str(passwords), "--password-stdin"],
+            input="brand-new\n", env=client_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert upload(http, wheel, basic("alice", "brand-new")).status_code == 200
 
 
 def test_the_block_ends_when_the_window_moves_on(live_server, tmp_path, passwords):

@@ -207,3 +207,18 @@ def test_an_ipv6_client_counts_as_its_64(clock):
     with pytest.raises(TooManyLoginFailuresError):
         t.check("192.0.2.1", "bob")
     t.check("192.0.2.2", "bob")  # IPv4 addresses count one by one
+
+
+def test_a_changed_passwords_file_lifts_every_block(tmp_path, clock, hashes):
+    """The operator's way to unblock a user who locked themselves out: set their password."""
+    auth = _authenticator(tmp_path, LoginThrottle(2, 300, clock), alice="old")
+
+    async def scenario() -> None:
+        for i in range(2):
+            assert not await auth.verify("alice", f"guess{i}", "c")
+        with pytest.raises(TooManyLoginFailuresError):
+            await auth.verify("alice", "old", "c")
+        (tmp_path / "htpasswd").write_text(f"alice:{hash_password('new')}\n")
+        assert await auth.verify("alice", "new", "c")
+
+    asyncio.run(scenario())
