@@ -101,7 +101,10 @@ def test_the_fast_path_counts_a_wrong_password_once(live_server, passwords):
     server = live_server("--passwords", str(passwords), "--authenticate", "list", "--login-failures", "3")
     with httpx.Client(base_url=server.url) as http:
         codes = [http.get("/simple/anything/", headers=basic("bob", f"g{i}")).status_code for i in range(4)]
-    assert codes == [401, 401, 401, 429]
+        assert codes == [401, 401, 401, 429]
+        metrics = http.get("/metrics", headers=basic("alice", "alices")).text  # where an operator sees them
+    assert 'route="/simple/{project}/",status="429"} 1.0' in metrics
+    assert 'route="/simple/{project}/",status="401"} 3.0' in metrics
 
 
 def test_metrics_logins_are_counted_too(live_server, passwords):
