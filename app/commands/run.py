@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
     extra.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     extra.add_argument("--no-access-log", dest="access_log", action="store_const", const=False)
+    extra.add_argument("--login-failures", type=int, metavar="N",
+                       help="wrong passwords per client and user before a 429 (default 10; 0: no limit)")  # fmt: skip
+    extra.add_argument("--login-failure-window", type=float, metavar="SECONDS",
+                       help="seconds over which failed logins are counted (default 300)")  # fmt: skip
     # Neither flag: /metrics needs a login exactly when listing does (-a with list).
     metrics_auth = extra.add_mutually_exclusive_group()
     metrics_auth.add_argument(
@@ -173,6 +177,7 @@ def handle(ns: argparse.Namespace) -> int:
         "workers": args.workers,
         "log_format": args.log_format, "access_log": args.access_log, "metrics_auth": args.metrics_auth,
         "log_level": "debug" if args.verbose > 1 else None,
+        "login_failures": args.login_failures, "login_failure_window": args.login_failure_window,
     }  # fmt: skip
     try:
         # pypiserver's defaults, below PACKHOUSE_* variables and the config file.

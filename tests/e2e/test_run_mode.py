@@ -173,6 +173,19 @@ def test_auth_compose_command_with_htpasswd_and_live_user_edits(run_server, tmp_
     assert httpx.get(server.url + "/simple/", headers=basic("bob", "builder")).status_code == 401
 
 
+def test_the_failed_login_limit_in_run_mode(run_server, tmp_path, client_env):
+    """The classic guide's auth command (SHA1 file from `htpasswd -sc`), with the limit set lower by
+    the Packhouse flag (the default, 10, is PACKHOUSE_LOGIN_FAILURES's too)."""
+    auth = tmp_path / "htpasswd.txt"
+    run(["htpasswd", "-sbc", str(auth), "alice", "wonderland"], client_env)
+    packages = _dir(tmp_path / "packages")
+    server = run_server("-P", str(auth), "-a", "update,download,list", "--login-failures", "2", str(packages))
+    codes = [httpx.get(server.url + "/simple/", headers=basic("alice", f"guess{i}")).status_code for i in range(2)]
+    blocked = httpx.get(server.url + "/simple/", headers=basic("alice", "wonderland"))
+    assert codes == [401, 401] and blocked.status_code == 429, blocked.text
+    assert "Too many failed logins for 'alice'" in blocked.json()["detail"]
+
+
 def test_several_package_folders_as_pypiserver(run_server, tmp_path, client_env):
     """`packhouse run DIR1 DIR2`: both are served; uploads go to the first (as pypiserver)."""
     first, second = _dir(tmp_path / "first"), _dir(tmp_path / "second" / "nested")
