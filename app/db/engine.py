@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -173,12 +174,38 @@ async def sqlite_write_problem(engine: AsyncEngine) -> str | None:
 _PROBE = "packhouse_write_probe"  # sqlite_write_problem's statements: their errors are its own
 
 
+#: How long a new connection keeps trying to switch a database to WAL while others hold it.
+WAL_SWITCH_SECONDS = 60.0
+
+
+def _use_wal(cur: Any) -> None:
+    """Put the database in WAL mode (it stays so: later connections only read the mode).
+
+    The switch needs the database to itself. On a database not yet in WAL (the first start),
+    another process's migration may be writing: waiting in SQLite's busy handler, this connection
+    held a shared lock that the other needed to commit, and both waited (60 s, then "database is
+    locked": replicas or workers starting together on a new file). So the switch is tried without
+    a busy timeout, holding nothing between tries."""
+    cur.execute("PRAGMA busy_timeout=0")
+    deadline = time.monotonic() + WAL_SWITCH_SECONDS
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode")
+            if str(cur.fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3's, or the async driver's adaptation of it
+            if "database is locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _sqlite_events(engine: Engine, immediate: bool) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        _use_wal(cur)
         cur.execute("PRAGMA synchronous=FULL")  # an answered upload survives a power cut
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=60000")
