@@ -134,6 +134,14 @@ def _authenticator(tmp_path, throttle: LoginThrottle, **users: str) -> HtpasswdA
     return HtpasswdAuthenticator(path, throttle)
 
 
+async def _block(auth: HtpasswdAuthenticator, user: str, right: str) -> None:
+    """Two wrong passwords from client "c" (the limit in these tests), then the right one refused."""
+    for i in range(2):
+        assert not await auth.verify(user, f"guess{i}", "c")
+    with pytest.raises(TooManyLoginFailuresError):
+        await auth.verify(user, right, "c")
+
+
 def test_a_blocked_pair_costs_no_hash_and_a_cached_login_goes_on(tmp_path, clock, hashes):
     auth = _authenticator(tmp_path, LoginThrottle(3, 300, clock), alice="right", bob="bobs")
 
@@ -159,10 +167,7 @@ def test_a_right_password_not_checked_before_is_refused_while_blocked(tmp_path, 
     auth = _authenticator(tmp_path, LoginThrottle(2, 300, clock), alice="right")
 
     async def scenario() -> None:
-        for i in range(2):
-            assert not await auth.verify("alice", f"guess{i}", "c")
-        with pytest.raises(TooManyLoginFailuresError):
-            await auth.verify("alice", "right", "c")
+        await _block(auth, "alice", "right")
         clock.now += 300
         assert await auth.verify("alice", "right", "c")
 
@@ -214,10 +219,7 @@ def test_a_changed_passwords_file_lifts_every_block(tmp_path, clock, hashes):
     auth = _authenticator(tmp_path, LoginThrottle(2, 300, clock), alice="old")
 
     async def scenario() -> None:
-        for i in range(2):
-            assert not await auth.verify("alice", f"guess{i}", "c")
-        with pytest.raises(TooManyLoginFailuresError):
-            await auth.verify("alice", "old", "c")
+        await _block(auth, "alice", "old")
         (tmp_path / "htpasswd").write_text(f"alice:{hash_password('new')}\n")
         assert await auth.verify("alice", "new", "c")
 
