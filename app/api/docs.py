@@ -20,8 +20,9 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
 
-from app.api.routes.ui import gzip_bytes, send_cached
+from app.api.routes.ui import send_cached
 from app.errors import NotFoundError
+from app.services.compressed import gzip_bytes
 
 STATIC = Path(fastapi_offline.__file__).resolve().parent / "static"
 FILES = {

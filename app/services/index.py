@@ -8,7 +8,6 @@ conditional GET is answered without rendering anything.
 
 from __future__ import annotations
 
-import gzip
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from app.db import repo
 from app.db.models import File
 from app.db.serials import Serials, SessionSerials
 from app.errors import ProjectNotFoundError
+from app.services.compressed import gzip_bytes
 from app.simple import render_html, render_json
 from app.simple.model import DistFile, ProjectDetail, ProjectEntry, ProjectList
 from app.simple.negotiate import MediaType
@@ -163,5 +163,5 @@ def _etag(kind: str, serial: int, fmt: MediaType, files_base: str) -> str:
 
 
 def _page(body: bytes, fmt: MediaType, etag: str) -> Page:
-    gz = gzip.compress(body, compresslevel=6, mtime=0) if len(body) >= _GZIP_MIN else None
+    gz = gzip_bytes(body) if len(body) >= _GZIP_MIN else None
     return Page(body, fmt, etag, gz)

@@ -12,7 +12,6 @@ Every page needs the ``list`` permission; downloads keep their own (``download``
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 from datetime import datetime
 from functools import cache
@@ -27,7 +26,8 @@ from app.api.conditional import accepts_coding, field, none_match
 from app.api.deps import CatalogDep, ListIdentity
 from app.api.errors import problem, status_for
 from app.errors import InvalidDistributionError, NotFoundError
-from app.services.catalog import ProjectView, weak_etag
+from app.services.catalog import ProjectView
+from app.services.compressed import gzip_bytes, weak_etag
 
 if TYPE_CHECKING:
     from fastapi.templating import Jinja2Templates
@@ -133,10 +133,6 @@ def send_cached(
         body = gzipped or gzip_bytes(body)
         headers["Content-Encoding"] = "gzip"
     return Response(body, status_code=status_code, headers=headers, media_type=media_type)
-
-
-def gzip_bytes(body: bytes) -> bytes:
-    return gzip.compress(body, compresslevel=6, mtime=0)
 
 
 def install_error_pages(app: FastAPI) -> None:
