@@ -8,8 +8,6 @@ HTML sanitiser) after readme_renderer, so a README can't carry scripts, event ha
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import logging
 import re
@@ -32,6 +30,7 @@ from app.db import catalog, repo
 from app.db.models import File, Project
 from app.db.serials import Serials, SessionSerials
 from app.errors import NotFoundError, ProjectNotFoundError
+from app.services.compressed import gzip_bytes, weak_etag
 from app.services.metadata import core_metadata
 from app.storage.base import Storage
 
@@ -213,11 +212,6 @@ class _PageBudget(OrderedDict[K, "JsonPage"]):
         self.bytes += page.size
         while self.bytes > self.max_bytes and self:
             self.bytes -= self.popitem(last=False)[1].size
-
-
-def weak_etag(body: bytes) -> str:
-    """A weak ETag of a body: its gzip and plain forms are the same content."""
-    return f'W/"{hashlib.sha256(body).hexdigest()[:32]}"'
 
 
 def as_utc(value: datetime) -> datetime:
@@ -418,6 +412,12 @@ def _releases(files: list[File], labels: dict[str, str]) -> list[ReleaseView]:
     return sorted(out, key=lambda r: _version_key(r.version), reverse=True)
 
 
+def _describing(files: list[File]) -> File:
+    """The file whose README and metadata describe a release (its project page, the JSON API's
+    ``info``): a wheel's, which has stored METADATA, else the last one uploaded."""
+    return next((f for f in files if f.metadata_sha256), files[-1])
+
+
 class CatalogService:
     def __init__(
         self,
@@ -529,8 +529,7 @@ class CatalogService:
             project, files, labels, releases, latest, release = await self._find(session, name, version)
             shown = release.version
             chosen = [f for f in files if labels[f.version] == shown]
-            # The README and metadata of the release: a wheel's (it has stored METADATA), else any.
-            main = next((f for f in chosen if f.metadata_sha256), chosen[-1])
+            main = _describing(chosen)
             readme = await self._readme(session, main)
         urls = await self._project_urls(main)
         return ProjectView(
@@ -562,7 +561,7 @@ class CatalogService:
             for f in files:
                 grouped[labels[f.version]].append(f)
             chosen = grouped[release.version]
-            main = next((f for f in chosen if f.metadata_sha256), chosen[-1])
+            main = _describing(chosen)
             description = await catalog.description(session, main.id)
         return ProjectJson(
             name=project.name,
@@ -594,7 +593,7 @@ class CatalogService:
             return page
         view = await self.json_api(name, version)
         body = render(view)
-        page = JsonPage(view.serial, body, gzip.compress(body, compresslevel=6, mtime=0), weak_etag(body))
+        page = JsonPage(view.serial, body, gzip_bytes(body), weak_etag(body))
         # A wheel whose METADATA could not be read gave no fields: not kept, the bytes may come back.
         if view.metadata or not view.main.metadata_sha256:
             self._json_pages.remember(key, page)
