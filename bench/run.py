@@ -10,6 +10,7 @@ bench/results/<UTC time>.json. Everything binds to 127.0.0.1 on free ports. See 
 from __future__ import annotations
 
 import argparse
+import html
 import http.client
 import json
 import os
@@ -239,6 +240,33 @@ def local_floor(corpus_dir: Path) -> tuple[str, list[str]]:
         for path in corpus_dir.glob(name.replace("-", "_") + "-*"):
             os.link(path, folder / path.name)
     return "no server (local --find-links)", ["--no-index", "--find-links", str(folder)]
+
+
+STATIC_INDEX = "static files on nginx"
+
+
+def static_index(dists: list[corpus.Dist], corpus_dir: Path) -> Path:
+    """The client packages as a PEP 503 tree of plain files (each project's page, its files, and
+    the wheels' PEP 658 ``.metadata`` beside them), for nginx to serve: an index that does no work
+    per request. pip and uv on it spend what an HTTP index costs them; no server can answer below
+    it."""
+    root = WORK / "static-index"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "files").mkdir(parents=True)
+    for name in corpus.CLIENT_PACKAGES:
+        links = []
+        for d in (x for x in dists if x.normalized == name):
+            os.link(corpus_dir / d.filename, root / "files" / d.filename)
+            attrs = f' data-requires-python="{html.escape(d.requires_python)}"' if d.requires_python else ""
+            if d.metadata_sha256:
+                (root / "files" / f"{d.filename}.metadata").write_bytes(d.metadata.encode())
+                attrs += f' data-dist-info-metadata="sha256={d.metadata_sha256}"'
+                attrs += f' data-core-metadata="sha256={d.metadata_sha256}"'
+            links.append(f'<a href="../../files/{d.filename}#sha256={d.sha256}"{attrs}>{d.filename}</a><br>')
+        page = root / "simple" / name / "index.html"
+        page.parent.mkdir(parents=True)
+        page.write_text("<!DOCTYPE html>\n<html><body>\n" + "\n".join(links) + "\n</body></html>\n")
+    return root
 
 
 def clients_phase(
@@ -699,6 +727,8 @@ def main() -> int:
                 running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
             if devpi_dir is not None:
                 running.append(servers.devpi(peer_bin, devpi_copy(devpi_dir, "devpi-clients")).start())
+            if ng := servers.nginx(static_index(small, WORK / "corpus-small"), probe, name=STATIC_INDEX):
+                running.append(ng.start())
             clients_phase(ctx, running, peer_bin, args.runs, floor=local_floor(WORK / "corpus-small"))
         finally:
             for srv in running:
@@ -828,6 +858,10 @@ def main() -> int:
     for row, label in (("upload_50mb", "50 MB upload"), ("upload_small_seq", "small upload")):
         for srv_name, v in ctx.out.get(row, {}).items():
             if srv_name in ("upload-floor", "fsyncs alone", "disk alone"):
+                print(f"{label} floor ({srv_name}): {_show(v)}")
+    for row, label in (("pip_install_dry_run", "pip"), ("uv_pip_compile", "uv")):
+        for srv_name in ("no server (local --find-links)", STATIC_INDEX):
+            if v := ctx.out.get(row, {}).get(srv_name):
                 print(f"{label} floor ({srv_name}): {_show(v)}")
     for row in ("cold_start", "rss_growth_1gb_upload"):
         for srv_name, v in ctx.out.get(row, {}).items():

@@ -319,6 +319,8 @@ user root;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
+    types {{ text/html html; }}
+    default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
     client_body_temp_path {work}/nginx-tmp;
@@ -334,16 +336,16 @@ http {{
 """
 
 
-def nginx(root: Path, probe: str) -> Server | None:
+def nginx(root: Path, probe: str, name: str = "nginx") -> Server | None:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not Path(binary).exists():
         return None
     port = free_port()
-    work = WORK / "nginx"
+    work = WORK / name.replace(" ", "-")
     (work / "nginx-tmp").mkdir(parents=True, exist_ok=True)
     conf = work / "nginx.conf"
     conf.write_text(NGINX_CONF.format(work=work, port=port, root=root))
-    return Server("nginx", [binary, "-c", str(conf), "-p", str(work)], port, probe)
+    return Server(name, [binary, "-c", str(conf), "-p", str(work)], port, probe)
 
 
 def devpi(bin_dir: Path, serverdir: Path) -> Server:
