@@ -217,15 +217,19 @@ def client_env(kind: str) -> dict[str, str]:
 # --- phases --------------------------------------------------------------------------------------
 
 
-def client_commands(index: list[str], peer_bin: Path) -> dict[str, list[str]]:
-    """``index``: the options that point the clients at a server (or, for the floor, at a folder)."""
+def client_commands(index: list[str], peer_bin: Path, search: str | None = None) -> dict[str, list[str]]:
+    """``index``: the options that point the clients at a server (or, for the floor, at a folder).
+    ``search``: the server's root, for ``pip search`` (XML-RPC at ``/RPC2``, as pypiserver's quick
+    start runs it); None leaves it out."""
     reqs = WORK / "requirements.in"
     reqs.write_text("\n".join(corpus.CLIENT_PACKAGES) + "\n")
     uv = str(Path(sys.executable).parent / "uv")
-    return {
+    pip = str(peer_bin / "pip")
+    found = {"pip_search": [pip, "search", "--index", search, "phx"]} if search else {}
+    return found | {
         "uv_pip_compile": [uv, "pip", "compile", "-q", "--no-cache", *index, "--python-version",
                            "3.11", "--output-file", str(WORK / "compiled.txt"), str(reqs)],
-        "pip_install_dry_run": [str(peer_bin / "pip"), "install", "--dry-run", "--ignore-installed",
+        "pip_install_dry_run": [pip, "install", "--dry-run", "--ignore-installed",
                                 "--no-cache-dir", "-q", *index, *corpus.CLIENT_PACKAGES],
     }  # fmt: skip
 
@@ -270,12 +274,23 @@ def static_index(dists: list[corpus.Dist], corpus_dir: Path) -> Path:
 
 
 def clients_phase(
-    ctx: Ctx, running: list[Server], peer_bin: Path, runs: int, *, suffix: str = "", floor: tuple | None = None
+    ctx: Ctx,
+    running: list[Server],
+    peer_bin: Path,
+    runs: int,
+    *,
+    suffix: str = "",
+    floor: tuple | None = None,
+    search: bool = False,
 ) -> None:
     """The real clients against every server, runs interleaved (A B C A B C ...): a few seconds of
     other load on the machine then slows every server alike instead of whichever ran then.
-    ``floor``: (name, options) of a serverless reference run interleaved the same way."""
-    commands = {srv.name: client_commands(["--index-url", srv.url + srv.simple], peer_bin) for srv in running}
+    ``floor``: (name, options) of a serverless reference run interleaved the same way. ``search``:
+    ``pip search`` too."""
+    commands = {
+        srv.name: client_commands(["--index-url", srv.url + srv.simple], peer_bin, srv.url if search else None)
+        for srv in running
+    }
     if floor is not None:
         commands[floor[0]] = client_commands(floor[1], peer_bin)
     times: dict[tuple[str, str], list[float]] = {}
@@ -584,6 +599,7 @@ ROWS = [
     ("pip_install_dry_run", "pip install --dry-run, 10 packages (s)", "seconds", False, 0.5),
     ("uv_pip_compile_10k", "  uv pip compile, same, 10,000-project index (s)", "seconds", False, 0.5),
     ("pip_install_dry_run_10k", "  pip install --dry-run, same, 10,000-project index (s)", "seconds", False, 0.5),
+    ("pip_search_10k", "pip search phx, 10,000-project index, 12 hits (s)", "seconds", False, None),
 ]
 
 
@@ -747,7 +763,7 @@ def main() -> int:
             if "gunicorn" in which:
                 servers.load_pypiserver(big, WORK / f"corpus-{args.projects}", pdir)
                 running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
-            clients_phase(ctx, running, peer_bin, max(1, args.runs // 2), suffix="_10k")
+            clients_phase(ctx, running, peer_bin, max(1, args.runs // 2), suffix="_10k", search=True)
         finally:
             for srv in running:
                 srv.stop()
