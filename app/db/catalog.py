@@ -143,13 +143,23 @@ def _matching(stmt: Select, query: str, normalized_query: str) -> Select:  # typ
 
 
 async def search(
-    session: AsyncSession, query: str, normalized_query: str, *, offset: int, limit: int, by_recent: bool
-) -> tuple[int, list[ListingRow]]:
+    session: AsyncSession,
+    query: str,
+    normalized_query: str,
+    *,
+    offset: int,
+    limit: int,
+    by_recent: bool,
+    count: bool = True,
+) -> tuple[int | None, list[ListingRow]]:
     """(total matches, one page of rows): name or newest summary contains the query.
 
-    A to Z, except that the project named exactly as asked comes first."""
+    A to Z, except that the project named exactly as asked comes first. ``count=False``: no total
+    (None), one scan of the index fewer."""
     stmt = _matching(_listing(), query, normalized_query)
-    total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    total = None
+    if count:
+        total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     exact_first = case((Project.normalized_name == normalized_query, 0), else_=1)
     order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
     rows = (await session.execute(stmt.add_columns(File.id).order_by(*order).offset(offset).limit(limit))).all()

@@ -230,6 +230,11 @@ def _version_key(text: str) -> tuple[int, Version | str]:
     return (1, parsed) if parsed is not None else (0, text)
 
 
+def _clean_query(query: str) -> str:
+    """A search's text: whitespace runs made one space, at most 200 characters."""
+    return " ".join(query.split())[:200]
+
+
 def _listing(row: catalog.ListingRow) -> Listing:
     return Listing(row.name, row.normalized_name, row.version, row.summary, as_utc(row.upload_time))
 
@@ -455,35 +460,37 @@ class CatalogService:
 
     async def search(self, query: str, page: int = 1, per_page: int = 50, sort: str = "name") -> SearchResult:
         """Projects whose name or summary contains ``query``, by name (or most recently updated)."""
-        query = " ".join(query.split())[:200]
+        query = _clean_query(query)
         per_page = min(max(per_page, 1), MAX_PER_PAGE)
         page = max(page, 1)
         sort = "updated" if sort == "updated" else "name"
+        total, rows = await self._search(query, (page - 1) * per_page, per_page, by_recent=sort == "updated")
+        assert total is not None
+        return SearchResult(query, page, per_page, total, sort, tuple(rows))
+
+    async def _search(
+        self, query: str, offset: int, limit: int, *, by_recent: bool, count: bool = True
+    ) -> tuple[int | None, list[Listing]]:
         async with self.sessions() as session:
             total, rows = await catalog.search(
                 session,
                 query,
                 dists.normalize(query) if query else "",
-                offset=(page - 1) * per_page,
-                limit=per_page,
-                by_recent=sort == "updated",
+                offset=offset,
+                limit=limit,
+                by_recent=by_recent,
+                count=count,
             )
-        return SearchResult(query, page, per_page, total, sort, tuple(_listing(r) for r in rows))
+        return total, [_listing(r) for r in rows]
 
     async def search_terms(self, terms: list[str], *, any_term: bool, limit: int = 1000) -> list[Listing]:
         """The projects that any (or every) term finds by name or summary, as ``search`` finds
         them, ordered by normalised name; at most ``limit`` a term (``pip search``)."""
         found: list[dict[str, Listing]] = []
         for term in terms:
-            hits: dict[str, Listing] = {}
-            page = 1
-            while len(hits) < limit:
-                result = await self.search(term, page, MAX_PER_PAGE)
-                hits.update((listing.normalized_name, listing) for listing in result.results)
-                if page >= result.pages:
-                    break
-                page += 1
-            found.append(hits)
+            # One query for up to ``limit`` hits, and no total: each query scans the index once.
+            _, rows = await self._search(_clean_query(term), 0, limit, by_recent=False, count=False)
+            found.append({listing.normalized_name: listing for listing in rows})
         if not found:
             return []
         if any_term:

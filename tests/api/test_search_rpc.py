@@ -7,6 +7,7 @@ import xmlrpc.client
 
 import pytest
 
+from app.api.routes import search_rpc
 from app.auth.htpasswd import hash_password
 from tests.conftest import basic
 from tests.support.builders import make_wheel
@@ -62,6 +63,17 @@ def test_or_finds_any_term_and_and_every_term(seeded):
     assert [h["name"] for h in hits(call(seeded, "search", spec, "or"))] == ["Team-App", "team_util"]
     assert hits(call(seeded, "search", spec, "and")) == []
     assert [h["name"] for h in hits(call(seeded, "search", {"name": ["team", "app"]}))] == ["Team-App", "team_util"]
+
+
+def test_each_term_brings_back_at_most_max_hits_projects_by_name(client, tmp_path, monkeypatch):
+    """One query per term, cut at MAX_HITS (1000; 3 here), the first by normalised name."""
+    monkeypatch.setattr(search_rpc, "MAX_HITS", 3)
+    for name in ["bulk-e", "bulk-b", "bulk-d", "bulk-a", "bulk-c"]:
+        data, files = upload_form(make_wheel(tmp_path, name, "1.0"))
+        assert client.post("/legacy/", data=data, files=files).status_code == 200
+    assert [h["name"] for h in hits(call(client, "search", {"name": "bulk"}, "or"))] == ["bulk-a", "bulk-b", "bulk-c"]
+    both = hits(call(client, "search", {"name": ["bulk", "bulk-e"]}, "or"))
+    assert [h["name"] for h in both] == ["bulk-a", "bulk-b", "bulk-c", "bulk-e"]
 
 
 def test_pypis_address_answers_too_and_the_answer_is_always_well_formed_xml(seeded):
