@@ -376,23 +376,28 @@ class FolderIndexer:
             batch.append(prepared)
             held += len(prepared.row["description"] or "")
             if copy or len(batch) >= BATCH or held >= BATCH_TEXT:
-                await self._insert(batch, report)
+                await self._insert(batch, report, copied=copy)
                 batch, held = [], 0
         if batch:
-            await self._insert(batch, report)
+            await self._insert(batch, report, copied=copy)
 
-    async def _insert(self, batch: list[_Prepared], report: ScanReport) -> None:
+    async def _insert(self, batch: list[_Prepared], report: ScanReport, *, copied: bool = False) -> None:
         """The rows of ``batch``, in one transaction. If one of them is indexed already (another
-        worker's scan got there first), each is inserted on its own and that one is a duplicate."""
+        worker's scan got there first), each is inserted on its own and that one is a duplicate.
+        ``copied``: the files were copied into the store for these rows (``packhouse import``): a
+        duplicate's copy is removed, unless a row refers to its key (a package folder's name)."""
         try:
             async with self.sessions() as session, session.begin():
                 await session.run_sync(_insert_rows, batch)
         except IntegrityError:
             if len(batch) == 1:
+                # Uploaded (or imported by another run) since this import listed the index.
                 report.duplicates.append(batch[0].rel)
+                if copied:
+                    await self.manage.forget_blobs([batch[0].key])
                 return
             for one in batch:
-                await self._insert([one], report)
+                await self._insert([one], report, copied=copied)
             return
         for done in batch:
             report.added.append(done.rel)

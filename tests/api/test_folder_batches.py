@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from app.db.models import Event, File, Project
 from app.services import scan
 from app.services.scan import FolderIndexer, ScanReport
+from app.services.upload import new_storage_key
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.forms import upload_form
 
@@ -123,12 +124,12 @@ def test_a_file_another_worker_indexed_first_is_a_duplicate_and_the_rest_of_its_
     monkeypatch.setattr(scan, "BATCH", 10)
 
     class _OtherWorkerFirst(FolderIndexer):
-        async def _insert(self, batch, report):
+        async def _insert(self, batch, report, **kw):
             if len(batch) > 1:  # the batch, not the one-by-one retries
                 other = ScanReport()
                 await FolderIndexer(sessions, storage)._insert([batch[raced]], other)
                 assert other.added == [wheels[raced].name]
-            await super()._insert(batch, report)
+            await super()._insert(batch, report, **kw)
 
     report = client.portal.call(_OtherWorkerFirst(sessions, storage).sync_in_place, [packages])
     assert report.duplicates == [wheels[raced].name]
@@ -152,9 +153,9 @@ def test_a_batch_is_committed_early_once_its_readmes_add_up(make_client, tmp_pat
     batches: list[int] = []
 
     class _Counting(FolderIndexer):
-        async def _insert(self, batch, report):
+        async def _insert(self, batch, report, **kw):
             batches.append(len(batch))
-            await super()._insert(batch, report)
+            await super()._insert(batch, report, **kw)
 
     report = client.portal.call(_Counting(sessions, storage).sync_in_place, [packages])
     assert batches == [2, 2, 1]
@@ -251,3 +252,43 @@ def test_a_large_folder_read_by_worker_processes_is_indexed_as_one_file_at_a_tim
     for expected in ("Requires-Python '>= three' is not a version specifier", "pool_broken-1.0.tar.gz",
                      "pool_empty-1.0-py3-none-any.whl", "pool_liar-1.0-py3-none-any.whl", "notes.txt"):  # fmt: skip
         assert expected in said, said
+
+
+@pytest.mark.parametrize("store", ["local", "s3"])
+def test_a_file_imported_by_someone_else_first_leaves_no_copy_behind(make_client, tmp_path, request, store):
+    """``packhouse import`` lists the index, then copies each file in under a key of its own and
+    inserts its row. If the filename is indexed meanwhile (an upload, another import run), the row
+    is a duplicate, and its copy, which no row refers to, is removed at once (not left as an orphan
+    for ``check --repair``)."""
+    if store == "s3":
+        s3 = request.getfixturevalue("s3")
+        client = make_client(storage=s3.storage_url, s3_endpoint_url=s3.server.endpoint)
+    else:
+        client = make_client()
+    sessions, storage = client.app.state.manage.sessions, client.app.state.manage.storage
+    source = tmp_path / "old-folder"
+    source.mkdir()
+    wheel = make_wheel(source, "raced-import", "1.0")
+    first, ours = ScanReport(), []
+
+    def key_for(sha: str, filename: str, _rel: str) -> str:
+        return new_storage_key(sha, filename)
+
+    class _ImportedMeanwhile(FolderIndexer):
+        async def _insert(self, batch, report, **kw):
+            ours.append(batch[0].key)
+            first.added += (await FolderIndexer(sessions, storage).import_folder(source, key_for)).added
+            await super()._insert(batch, report, **kw)
+
+    report = client.portal.call(_ImportedMeanwhile(sessions, storage).import_folder, source, key_for)
+    assert (first.added, report.added, report.duplicates) == ([wheel.name], [], [wheel.name])
+    (row_key,) = client.portal.call(_storage_keys, sessions)
+    stored = client.portal.call(storage.keys)
+    assert row_key in stored and ours[0] != row_key
+    assert not [key for key in stored if key.startswith(ours[0])], stored  # the copy, its metadata
+    assert client.get(f"/files/raced-import/{wheel.name}").content == wheel.read_bytes()
+
+
+async def _storage_keys(sessions) -> list[str]:
+    async with sessions() as session:
+        return list((await session.execute(select(File.storage_key))).scalars())
