@@ -10,6 +10,7 @@ bench/results/<UTC time>.json. Everything binds to 127.0.0.1 on free ports. See 
 from __future__ import annotations
 
 import argparse
+import compileall
 import html
 import http.client
 import json
@@ -677,7 +678,7 @@ def main() -> int:
     ap.add_argument("--projects", type=int, default=10_000, help="projects in the big index (default 10000)")
     ap.add_argument("--versions", type=int, default=2, help="versions per filler project (default 2: 3 files)")
     ap.add_argument("--workers", type=int, default=2, help="uvicorn workers for Packhouse (default 2)")
-    ap.add_argument("--runs", type=int, default=5, help="timed runs per client command (default 5)")
+    ap.add_argument("--runs", type=int, default=15, help="timed runs per client command (default 15)")
     ap.add_argument("--big-mb", type=int, default=50)
     ap.add_argument("--huge-upload-mb", type=int, default=1000, help="RSS test upload size (0 to skip)")
     ap.add_argument(
@@ -697,6 +698,10 @@ def main() -> int:
         sys.exit("wrk is not installed: apt-get install -y wrk (see bench/README.md)")
     WORK.mkdir(parents=True, exist_ok=True)
     peer_bin = servers.ensure_peer_venv()
+    # Packhouse's bytecode, as every peer has its own: pip compiles each module it installs (and the
+    # Docker image's), but `make venv` installs `app/` editable, and with PYTHONDONTWRITEBYTECODE=1
+    # set (this VM sets it for every process) each start would compile its ~80 modules again.
+    compileall.compile_dir(servers.ROOT / "app", quiet=1)
     t0 = time.perf_counter()
     small = corpus.build(
         WORK / "corpus-small", projects=100, versions=args.versions, many_versions=70, big_mb=args.big_mb
@@ -763,7 +768,7 @@ def main() -> int:
             if "gunicorn" in which:
                 servers.load_pypiserver(big, WORK / f"corpus-{args.projects}", pdir)
                 running.append(servers.pypiserver_gunicorn(peer_bin, pdir, probe).start())
-            clients_phase(ctx, running, peer_bin, max(1, args.runs // 2), suffix="_10k", search=True)
+            clients_phase(ctx, running, peer_bin, max(1, args.runs // 5), suffix="_10k", search=True)
         finally:
             for srv in running:
                 srv.stop()
