@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from packaging.version import Version
-from sqlalchemy import Select, case, distinct, func, or_, select
+from sqlalchemy import Select, case, distinct, func, null, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
@@ -157,12 +157,17 @@ async def search(
     A to Z, except that the project named exactly as asked comes first. ``count=False``: no total
     (None), one scan of the index fewer."""
     stmt = _matching(_listing(), query, normalized_query)
-    total = None
-    if count:
-        total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     exact_first = case((Project.normalized_name == normalized_query, 0), else_=1)
     order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
-    rows = (await session.execute(stmt.add_columns(File.id).order_by(*order).offset(offset).limit(limit))).all()
+    # The total rides on the page's rows (a window over every match, counted before the LIMIT):
+    # one scan of the index instead of two. A page past the end has no row to carry it.
+    page = stmt.add_columns(File.id, func.count().over() if count else null())
+    rows = (await session.execute(page.order_by(*order).offset(offset).limit(limit))).all()
+    total = None
+    if count:
+        total = rows[0][7] if rows else 0
+        if not rows and offset:
+            total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     found = await _latest_releases(session, [row[0] for row in rows])
     # The fallback: a project deleted between the queries (PostgreSQL, read committed).
     latest = [found.get(row[0], (row[3], row[6])) for row in rows]
@@ -170,7 +175,7 @@ async def search(
         session, [file_id for (_, file_id), row in zip(latest, rows, strict=True) if file_id != row[6]]
     )
     out = []
-    for (label, file_id), (_, name, normalized, _version, summary, time, _newest) in zip(latest, rows, strict=True):
+    for (label, file_id), (_, name, normalized, _version, summary, time, _newest, _) in zip(latest, rows, strict=True):
         out.append(ListingRow(name, normalized, label, summaries.get(file_id, summary), time))
     return total, out
 

@@ -189,6 +189,13 @@ def test_project_list_paginates_many_projects(make_client, tmp_path: Path):
     assert "proj-0119" in page3 and 'rel="prev"' in page3 and 'rel="next"' not in page3
     hits = client.get("/api/search", params={"q": "number 11", "per_page": 5}).json()
     assert hits["total"] == 11 and hits["pages"] == 3 and len(hits["results"]) == 5  # 11, 110..119
+    # The total comes with the page's rows; the last page has one, a page past the end none.
+    last = client.get("/api/search", params={"q": "number 11", "per_page": 5, "page": 3}).json()
+    assert (last["total"], [h["name"] for h in last["results"]]) == (11, ["proj-0119"])
+    past = client.get("/api/search", params={"q": "number 11", "per_page": 5, "page": 9}).json()
+    assert (past["total"], past["pages"], past["results"]) == (11, 3, [])
+    by_recent = client.get("/api/search", params={"q": "number 11", "sort": "updated", "per_page": 5}).json()
+    assert by_recent["total"] == 11 and by_recent["results"][0]["name"] == "proj-0119"
 
 
 def test_list_permission_guards_every_page(make_client, tmp_path: Path):
