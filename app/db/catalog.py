@@ -161,11 +161,13 @@ async def search(
     order = (File.id.desc(),) if by_recent else (exact_first, Project.normalized_name)
     # The total rides on the page's rows (a window over every match, counted before the LIMIT):
     # one scan of the index instead of two. A page past the end has no row to carry it.
-    page = stmt.add_columns(File.id, func.count().over() if count else null())
-    rows = (await session.execute(page.order_by(*order).offset(offset).limit(limit))).all()
+    matches = (func.count().over() if count else null()).label("matches")
+    rows = (
+        await session.execute(stmt.add_columns(File.id, matches).order_by(*order).offset(offset).limit(limit))
+    ).all()
     total = None
     if count:
-        total = rows[0][7] if rows else 0
+        total = rows[0].matches if rows else 0
         if not rows and offset:
             total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     found = await _latest_releases(session, [row[0] for row in rows])
