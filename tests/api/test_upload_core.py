@@ -142,6 +142,19 @@ def test_flit_style_sdist_without_pyversion(client, tmp_path):
     assert r.status_code == 200, r.text
 
 
+def test_pep_740_attestations_are_accepted_and_dropped(client, tmp_path):
+    """twine upload --attestations sends them as a JSON form field; Packhouse verifies none, so it
+    serves none (no ``provenance`` on the JSON page): the upload itself goes through."""
+    wheel = make_wheel(tmp_path, "attested", "1.0")
+    attestation = '[{"version": 1, "verification_material": {}, "envelope": {}}]'
+    r = post(client, wheel, attestations=attestation)
+    assert r.status_code == 200, r.text
+    (entry,) = client.get("/simple/attested/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()[
+        "files"
+    ]
+    assert entry["filename"] == wheel.name and "provenance" not in entry
+
+
 @pytest.mark.parametrize("metadata_version", ["1.0", "1.1", "1.2", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5", "2.6"])
 def test_every_core_metadata_version_is_accepted(client, tmp_path, data_dir, metadata_version):
     """1.0 to 2.4 and every 2.x after them: a backend newer than this server writes a higher minor
