@@ -149,9 +149,8 @@ def test_pep_740_attestations_are_accepted_and_dropped(client, tmp_path):
     attestation = '[{"version": 1, "verification_material": {}, "envelope": {}}]'
     r = post(client, wheel, attestations=attestation)
     assert r.status_code == 200, r.text
-    (entry,) = client.get("/simple/attested/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()[
-        "files"
-    ]
+    page = client.get("/simple/attested/", headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    (entry,) = page.json()["files"]
     assert entry["filename"] == wheel.name and "provenance" not in entry
 
 
