@@ -18,7 +18,7 @@ import errno
 import hmac
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from functools import partial
 
@@ -85,6 +85,8 @@ class RegisterResult:
 
 # Archives up to this size are read on the event loop (see _check_file).
 INLINE_ARCHIVE_BYTES = 64 * 1024
+#: --overwrite: the tries of an upload whose filename a racing upload took first, to replace it.
+RACED_OVERWRITE_TRIES = 5
 
 
 def new_storage_key(sha256_hex: str, filename: str) -> str:
@@ -348,10 +350,9 @@ class UploadService:
         # lock then), waited for before it commits.
         commit_file = (lambda: self.storage.start_commit(staged, sidecars)) if together else None
 
-        def replace_and_insert(session: Session) -> str | None:
-            assert existing is not None
+        def replace_and_insert(session: Session, old: FileRef) -> str | None:
             project_id = repo.ensure_project(session, upload.name, upload.normalized_name)
-            replaced = self._replace(session, existing, project_id, dist.name, uploader)
+            replaced = self._replace(session, old, project_id, dist.name, uploader)
             repo.add_upload(session, upload, project_id)
             return replaced
 
@@ -362,7 +363,7 @@ class UploadService:
                     replaced = None
                 else:
                     replaced = await self.units.write(
-                        lambda session: run_with_file_commit(commit_file, lambda: replace_and_insert(session))
+                        lambda session: run_with_file_commit(commit_file, lambda: replace_and_insert(session, existing))
                     )
             except BaseException as exc:
                 if not isinstance(exc, IntegrityError):
@@ -370,20 +371,57 @@ class UploadService:
                 raise
             form.staged = None  # committed (a worker thread's result comes back even if cancelled)
         except IntegrityError:
-            # Another upload of the same filename committed first: same bytes is fine, else 409.
+            # Another upload of the same filename committed first: same bytes is fine, else 409 (or,
+            # under --overwrite, this one replaces it: _replace_raced).
             winner = await self.units.read(lambda session: repo.file_ref(session, filename))
             if winner is None:  # another constraint: nothing refers to what was stored either
                 await self._forget_stored(key, sidecars, rolled_back=together)
                 raise
-            if winner.storage_key != key:
-                # Our copy lost the race: keep no orphan (identical bytes too: every upload has a
-                # key of its own).
-                await self.manage.forget_blobs([key])
-            return self._duplicate(winner, digests, raced=True)
+            inserted, replaced = False, None
+            if winner.storage_key != key and self.overwrite and winner.sha256 != digests.sha256:
+                inserted, replaced, winner = await self._replace_raced(key, digests, winner, replace_and_insert)
+            if not inserted:
+                if winner.storage_key != key:
+                    # Our copy lost the race: keep no orphan (identical bytes too: every upload has
+                    # a key of its own).
+                    await self.manage.forget_blobs([key])
+                return self._duplicate(winner, digests, raced=True)
+            form.staged = None  # its row is in, under this key: handle() must not remove it
         if replaced is not None:
             await self.manage.forget_blobs([replaced])
         log.info("upload %s (%d bytes, sha256 %s) by %s", filename, digests.size, digests.sha256, uploader or "-")
         return UploadResult(filename, created=True)
+
+    async def _replace_raced(
+        self,
+        key: str,
+        digests: FileDigests,
+        winner: FileRef,
+        replace_and_insert: Callable[[Session, FileRef], str | None],
+    ) -> tuple[bool, str | None, FileRef]:
+        """--overwrite: another upload of the same filename committed its row (``winner``) while
+        this one was stored under ``key``, which is durable by now. This one, the later, replaces
+        it, as it would have a moment later: both clients get their 200 and the file is the last
+        one's (a client told to upload again would only have replaced it then).
+
+        Tried a few times: on PostgreSQL two replacements can race in turn. Returns whether this
+        upload's row is in, the key of the row it replaced (None if that was deleted meanwhile),
+        and the row that won last (the caller answers for it when this one's is not in: the same
+        bytes, or every try lost)."""
+        filename = winner.filename
+        for _ in range(RACED_OVERWRITE_TRIES):
+            try:
+                replaced = await self.units.write(partial(replace_and_insert, old=winner))
+                return True, replaced, winner
+            except IntegrityError:
+                found = await self.units.read(lambda session: repo.file_ref(session, filename))
+                if found is None or found.sha256 == digests.sha256:
+                    return False, None, found or winner
+                winner = found
+            except BaseException:
+                await self._forget_stored(key, {}, rolled_back=False)
+                raise
+        return False, None, winner
 
     async def _forget_stored(self, key: str, sidecars: dict[str, bytes], *, rolled_back: bool) -> None:
         """The row's insert failed after the store wrote the file: remove what no row refers to.

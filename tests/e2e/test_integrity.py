@@ -16,6 +16,7 @@ import pytest
 
 from app.storage.local import is_spare_part
 from tests.conftest import run, tool
+from tests.support import dbaccess
 from tests.support.builders import make_wheel
 from tests.support.forms import upload_form
 from tests.support.integrity import db_rows, digest_fields, multipart
@@ -102,19 +103,19 @@ def test_ten_concurrent_uploads_of_one_filename_exactly_one_wins(live_server, tm
 
 @WORKERS
 def test_ten_concurrent_uploads_of_one_filename_under_overwrite_leave_one_file(live_server, tmp_path, workers):
-    """--overwrite: each upload that finds the file replaces it; one that raced another's first
-    row is told to upload again (not to bump the version: this server replaces files). One file
-    is left, whole, with no blob of a replaced or losing upload behind it."""
+    """--overwrite: each upload that finds the file replaces it, and so does one that raced
+    another's first row (it is the later one): every client gets its 200. One file is left, whole,
+    one of the ten, with no blob of a replaced upload behind it, and the journal has one upload
+    and nine overwrites."""
     server = live_server("--workers", workers, "--overwrite")
     paths = []
     for i in range(10):
         (tmp_path / f"v{i}").mkdir()
         paths.append(make_wheel(tmp_path / f"v{i}", "race", "1.0", module_code=f"variant = {i}\n"))
     responses = concurrent_posts(server.url, paths)
-    assert {r.status_code for r in responses} <= {200, 409} and 200 in {r.status_code for r in responses}
-    for r in responses:
-        if r.status_code == 409:
-            assert "came first" in r.json()["detail"] and "upload again to replace it" in r.json()["detail"]
+    assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
+    actions = dbaccess.query("SELECT action FROM events", server.data_dir)
+    assert sorted(action for (action,) in actions) == ["overwrite"] * 9 + ["upload"] * 10
     name = paths[0].name
     body = httpx.get(f"{server.url}/files/race/{name}").content
     assert body in {p.read_bytes() for p in paths}
