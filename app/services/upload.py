@@ -405,9 +405,10 @@ class UploadService:
         one's (a client told to upload again would only have replaced it then).
 
         Tried a few times: on PostgreSQL two replacements can race in turn. Returns whether this
-        upload's row is in, the key of the row it replaced (None if that was deleted meanwhile),
-        and the row that won last (the caller answers for it when this one's is not in: the same
-        bytes, or every try lost)."""
+        upload's row is in, the key of the row it replaced (None if that was deleted meanwhile:
+        ``_replace`` finds no row to replace, and the insert alone goes in), and the row that won
+        last (the caller answers for it when this one's is not in: the same bytes, or every try
+        lost)."""
         filename = winner.filename
         for _ in range(RACED_OVERWRITE_TRIES):
             try:
@@ -415,9 +416,9 @@ class UploadService:
                 return True, replaced, winner
             except IntegrityError:
                 found = await self.units.read(lambda session: repo.file_ref(session, filename))
-                if found is None or found.sha256 == digests.sha256:
-                    return False, None, found or winner
-                winner = found
+                if found is not None and found.sha256 == digests.sha256:
+                    return False, None, found  # the same bytes are in: this upload's answer is theirs
+                winner = found or winner  # deleted meanwhile: the next try only inserts
             except BaseException:
                 await self._forget_stored(key, {}, rolled_back=False)
                 raise

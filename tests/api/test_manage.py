@@ -7,11 +7,13 @@ import hashlib
 import os
 import subprocess
 import time
+from functools import partial
 from pathlib import Path
 from urllib.parse import urljoin
 
 import bcrypt
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from tests.conftest import basic
 from tests.support.builders import make_sdist, make_wheel
@@ -664,3 +666,45 @@ def test_cli_refuses_bad_settings_with_a_clear_message(loaded, tmp_path):
     r = cli("delete", "demo", "2.0", "--storage", "ftp://bucket/files", data_dir=data)
     assert r.returncode == 2 and "use s3://BUCKET/PREFIX" in r.stderr, r.stderr
     assert W2 in yanked(loaded)  # nothing was deleted
+
+
+@pytest.mark.parametrize("meanwhile", ["nothing", "deleted"])
+def test_an_overwrite_that_raced_a_new_upload_replaces_it(make_client, dists, tmp_path, monkeypatch, meanwhile):
+    """--overwrite: the filename looked free, then another upload's row went in first (the insert
+    fails on the unique filename): this upload replaces that row and answers 200. ``deleted``: the
+    first replacement fails as a racing one would, the row having been deleted meanwhile; the next
+    try only inserts."""
+    client = make_client(overwrite=True)
+    state = client.app.state
+    units = state.uploads.units
+    assert post(client, dists / W1).status_code == 200  # the racer's row, in first
+    (dists / "ours").mkdir()
+    ours = make_wheel(dists / "ours", "demo", "1.0", module_code="mine = 1\n")
+
+    async def looked_free(filename):
+        return None, None
+
+    monkeypatch.setattr(units, "lookup", looked_free)  # as if checked just before the racer's row
+    if meanwhile == "deleted":
+        real_write, tries = units.write, []
+
+        async def write(fn):
+            if isinstance(fn, partial):  # a replacement of the raced row (UploadService._replace_raced)
+                tries.append(fn)
+                if len(tries) == 1:
+                    await state.manage.delete("demo", filename=W1, actor="ops")
+                    raise IntegrityError("INSERT INTO files", {}, Exception("UNIQUE constraint failed"))
+            return await real_write(fn)
+
+        monkeypatch.setattr(units, "write", write)
+    r = post(client, ours)
+    assert r.status_code == 200 and r.text.startswith("Stored"), r.text
+    if meanwhile == "deleted":
+        assert len(tries) == 2
+    assert client.get(f"/files/demo/{W1}").content == ours.read_bytes()
+    actions = [e["action"] for e in client.get("/api/projects/demo/events").json()]
+    assert actions == (
+        ["upload", "overwrite", "upload"] if meanwhile == "nothing" else ["upload", "delete", "upload"]
+    ), actions
+    stored = list((tmp_path / "data" / "files").rglob(f"*{W1}"))
+    assert [p.read_bytes() for p in stored] == [ours.read_bytes()]  # no blob of the replaced row
