@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
-from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -31,6 +29,7 @@ from app.db.models import File, Project
 from app.db.serials import Serials, SessionSerials
 from app.errors import NotFoundError, ProjectNotFoundError
 from app.services.compressed import gzip_bytes, weak_etag
+from app.services.lru import Lru
 from app.services.metadata import core_metadata
 from app.storage.base import Storage
 
@@ -160,8 +159,8 @@ class JsonPage:
     gzipped: bytes
     etag: str
 
-    @property
-    def size(self) -> int:
+    def weight(self) -> int:
+        """Its bytes in memory, as the JSON pages' budget counts them."""
         return len(self.body) + len(self.gzipped)
 
 
@@ -171,47 +170,6 @@ JSON_METADATA_FIELDS = (
     "author", "author_email", "maintainer", "maintainer_email", "license", "license_expression",
     "keywords", "classifiers", "home_page", "download_url", "platforms", "provides_extra", "project_urls",
 )  # fmt: skip
-
-
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _Lru(OrderedDict[K, V]):
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def remember(self, key: K, value: V) -> V:
-        self[key] = value
-        if len(self) > self.size:
-            self.popitem(last=False)
-        return value
-
-
-class _PageBudget(OrderedDict[K, "JsonPage"]):
-    """JSON pages kept within a total size (their links are absolute, so a page is kept per base
-    URL, and a client choosing Host headers must not be able to grow the process), the least
-    recently used dropped first."""
-
-    def __init__(self, max_bytes: int) -> None:
-        super().__init__()
-        self.max_bytes = max_bytes
-        self.bytes = 0
-
-    def recall(self, key: K) -> JsonPage | None:
-        page = self.get(key)
-        if page is not None:
-            self.move_to_end(key)
-        return page
-
-    def remember(self, key: K, page: JsonPage) -> None:
-        if (old := self.pop(key, None)) is not None:
-            self.bytes -= old.size
-        self[key] = page
-        self.bytes += page.size
-        while self.bytes > self.max_bytes and self:
-            self.bytes -= self.popitem(last=False)[1].size
 
 
 def as_utc(value: datetime) -> datetime:
@@ -436,12 +394,12 @@ class CatalogService:
         self.serials: Serials = serials or SessionSerials(sessions)
         # JSON API answers by (project, version asked for, variant): reused while the project's
         # serial is the one they were made at, as the simple pages are (app/services/index.py).
-        self._json_pages: _PageBudget[tuple[str, str | None, str]] = _PageBudget(JSON_PAGES_BYTES)
+        self._json_pages: Lru[tuple[str, str | None, str], JsonPage] = Lru(JSON_PAGES_BYTES, JsonPage.weight)
         # Keyed by (file id, sha256): a file row never changes, and an id reused after a deletion
         # comes with other bytes.
-        self._readmes: _Lru[tuple[int, str], str | None] = _Lru(cache_size)  # -> sanitised HTML
-        self._urls: _Lru[tuple[int, str], tuple[tuple[str, str], ...]] = _Lru(cache_size)
-        self._json_fields: _Lru[tuple[int, str], dict[str, object]] = _Lru(cache_size)
+        self._readmes: Lru[tuple[int, str], str | None] = Lru(cache_size)  # -> sanitised HTML
+        self._urls: Lru[tuple[int, str], tuple[tuple[str, str], ...]] = Lru(cache_size)
+        self._json_fields: Lru[tuple[int, str], dict[str, object]] = Lru(cache_size)
         self._home: tuple[int, int, Home] | None = None  # (journal serial, recent, the page's figures)
 
     async def home(self, recent: int = 10) -> Home:

@@ -8,7 +8,6 @@ conditional GET is answered without rendering anything.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import quote
@@ -22,6 +21,7 @@ from app.db.models import File
 from app.db.serials import Serials, SessionSerials
 from app.errors import ProjectNotFoundError
 from app.services.compressed import gzip_bytes
+from app.services.lru import Lru
 from app.simple import render_html, render_json
 from app.simple.model import DistFile, ProjectDetail, ProjectEntry, ProjectList
 from app.simple.negotiate import MediaType
@@ -68,24 +68,6 @@ def dist_file(f: File, files_base: str, project: str) -> DistFile:
 _GZIP_MIN = 1024
 
 
-class _PageCache:
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.pages: OrderedDict[tuple[object, ...], Page] = OrderedDict()
-
-    def get(self, key: tuple[object, ...]) -> Page | None:
-        page = self.pages.get(key)
-        if page is not None:
-            self.pages.move_to_end(key)
-        return page
-
-    def put(self, key: tuple[object, ...], page: Page) -> None:
-        self.pages[key] = page
-        self.pages.move_to_end(key)
-        while len(self.pages) > self.size:
-            self.pages.popitem(last=False)
-
-
 class IndexService:
     def __init__(
         self,
@@ -94,7 +76,7 @@ class IndexService:
         serials: Serials | None = None,
     ) -> None:
         self.sessions = sessions
-        self._cache = _PageCache(cache_size)
+        self._cache: Lru[tuple[object, ...], Page] = Lru(cache_size)
         # The one database read of a cached request; see app/db/serials.py.
         self.serials: Serials = serials or SessionSerials(sessions)
 
@@ -125,7 +107,7 @@ class IndexService:
         serial = await self.serials.project(name)
         if serial is None:
             raise ProjectNotFoundError(f"No project named {name!r} on this index.")
-        if (page := self._cache.get(("p", name, serial, fmt, files_base))) is not None:
+        if (page := self._cache.recall(("p", name, serial, fmt, files_base))) is not None:
             return page
         async with self.sessions() as session:
             # Read the serial again in the rendering transaction: the page is keyed by exactly the
@@ -137,14 +119,14 @@ class IndexService:
             model = await self.project_detail(session, name, files_base)
         body = render_json.detail(model) if fmt.is_json else render_html.detail(model)
         page = _page(body, fmt, _etag("p", serial, fmt, files_base))
-        self._cache.put(key, page)
+        self._cache.remember(key, page)
         return page
 
     async def index_etag(self, fmt: MediaType) -> str:
         return _etag("i", await self.serials.last(), fmt, "")
 
     async def index_page(self, fmt: MediaType) -> Page:
-        if (page := self._cache.get(("i", await self.serials.last(), fmt))) is not None:
+        if (page := self._cache.recall(("i", await self.serials.last(), fmt))) is not None:
             return page
         async with self.sessions() as session:
             serial = await repo.last_serial(session)  # the snapshot the page is rendered from
@@ -152,7 +134,7 @@ class IndexService:
             model = await self.project_list(session)
         body = render_json.index(model) if fmt.is_json else render_html.index(model)
         page = _page(body, fmt, _etag("i", serial, fmt, ""))
-        self._cache.put(key, page)
+        self._cache.remember(key, page)
         return page
 
 

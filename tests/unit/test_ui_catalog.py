@@ -146,18 +146,19 @@ def test_readme_ids_never_take_the_pages_own():
 
 
 def test_json_pages_are_kept_within_their_byte_budget():
-    from app.services.catalog import JsonPage, _PageBudget
+    from app.services.catalog import JsonPage
+    from app.services.lru import Lru
 
     def page(n: int) -> JsonPage:
         return JsonPage(serial=1, body=b"x" * n, gzipped=b"y" * 10, etag="e")
 
-    kept: _PageBudget[str] = _PageBudget(max_bytes=1000)
+    kept: Lru[str, JsonPage] = Lru(1000, JsonPage.weight)
     kept.remember("a", page(390))
     kept.remember("b", page(390))
     assert kept.recall("a") is not None  # now the most recently used
     kept.remember("c", page(390))  # 1200 bytes: the least recently used (b) goes
-    assert list(kept) == ["a", "c"] and kept.bytes == 800
+    assert list(kept) == ["a", "c"] and kept.used == 800
     kept.remember("a", page(90))  # replaced: its old size no longer counts
-    assert kept.bytes == 500
+    assert kept.used == 500
     kept.remember("huge", page(5000))  # larger than the budget: not kept, and nothing else either
-    assert list(kept) == [] and kept.bytes == 0
+    assert list(kept) == [] and kept.used == 0
