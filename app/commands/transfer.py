@@ -16,7 +16,7 @@ import hashlib
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.commands._server import ConfigError, fail, open_database, reason
 from app.db import limits
+from app.db.base import as_utc
 from app.db.engine import database_url_problem
 from app.db.models import Event, File, Project
 from app.services.metadata import METADATA_SUFFIX, core_metadata
@@ -101,7 +102,7 @@ async def _copy_blob(source: Storage, dest: Storage, key: str, sha256: str) -> i
 
 def _utc(row: dict[str, Any]) -> dict[str, Any]:
     """SQLite hands back naive datetimes (stored in UTC); say so before writing them elsewhere."""
-    return {k: v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v for k, v in row.items()}
+    return {k: as_utc(v) if isinstance(v, datetime) else v for k, v in row.items()}
 
 
 async def _insert_rows(engine: AsyncEngine, rows: dict[str, list[dict[str, Any]]]) -> None:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -17,3 +17,8 @@ NAMING = {
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every one Packhouse stores is in UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

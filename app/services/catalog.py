@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import Message
 from urllib.parse import quote, urlsplit
 
@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import catalog, repo
+from app.db.base import as_utc
 from app.db.models import File, Project
 from app.db.serials import Serials, SessionSerials
 from app.errors import NotFoundError, ProjectNotFoundError
@@ -170,10 +171,6 @@ JSON_METADATA_FIELDS = (
     "author", "author_email", "maintainer", "maintainer_email", "license", "license_expression",
     "keywords", "classifiers", "home_page", "download_url", "platforms", "provides_extra", "project_urls",
 )  # fmt: skip
-
-
-def as_utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value  # SQLite hands back naive UTC
 
 
 def _version(text: str) -> Version | None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import repo
+from app.db.base import as_utc
 from app.db.models import File
 from app.db.serials import Serials, SessionSerials
 from app.errors import ProjectNotFoundError
@@ -37,9 +38,7 @@ class Page:
 
 def upload_time(value: datetime) -> str:
     """PEP 700: ISO 8601 in UTC, 'yyyy-mm-ddThh:mm:ss.ffffffZ'."""
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return as_utc(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _version_key(text: str) -> tuple[int, Version | str]:

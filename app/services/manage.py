@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import repo
+from app.db.base import as_utc
 from app.db.limits import USERNAME_CHARS
 from app.db.models import Event, File, Project
 from app.errors import (
@@ -30,7 +31,6 @@ from app.errors import (
     PermissionDeniedError,
     ProjectNotFoundError,
 )
-from app.services.catalog import as_utc
 from app.storage.base import Storage
 
 log = logging.getLogger("packhouse.manage")

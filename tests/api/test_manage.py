@@ -15,6 +15,7 @@ import bcrypt
 import pytest
 from sqlalchemy.exc import IntegrityError
 
+from app.services.upload import RACED_OVERWRITE_TRIES
 from tests.conftest import basic
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.cli import packhouse
@@ -668,12 +669,14 @@ def test_cli_refuses_bad_settings_with_a_clear_message(loaded, tmp_path):
     assert W2 in yanked(loaded)  # nothing was deleted
 
 
-@pytest.mark.parametrize("meanwhile", ["nothing", "deleted"])
+@pytest.mark.parametrize("meanwhile", ["nothing", "deleted", "always lost"])
 def test_an_overwrite_that_raced_a_new_upload_replaces_it(make_client, dists, tmp_path, monkeypatch, meanwhile):
     """--overwrite: the filename looked free, then another upload's row went in first (the insert
     fails on the unique filename): this upload replaces that row and answers 200. ``deleted``: the
     first replacement fails as a racing one would, the row having been deleted meanwhile; the next
-    try only inserts."""
+    try only inserts. ``always lost``: every replacement loses to yet another racer (other bytes):
+    after RACED_OVERWRITE_TRIES tries, a 409 that says to upload again, the racer's file kept and
+    this upload's copy removed."""
     client = make_client(overwrite=True)
     state = client.app.state
     units = state.uploads.units
@@ -697,6 +700,23 @@ def test_an_overwrite_that_raced_a_new_upload_replaces_it(make_client, dists, tm
             return await real_write(fn)
 
         monkeypatch.setattr(units, "write", write)
+    if meanwhile == "always lost":
+        racer, tries, real_write = (dists / W1).read_bytes(), [], units.write
+
+        async def lose(fn):
+            if not isinstance(fn, partial):  # the first insert (PostgreSQL's goes through write too)
+                return await real_write(fn)
+            tries.append(fn)
+            raise IntegrityError("INSERT INTO files", {}, Exception("UNIQUE constraint failed"))
+
+        monkeypatch.setattr(units, "write", lose)
+        r = post(client, ours)
+        assert r.status_code == 409 and "at the same moment" in r.text and "upload again" in r.text, r.text
+        assert len(tries) == RACED_OVERWRITE_TRIES
+        assert client.get(f"/files/demo/{W1}").content == racer
+        stored = list((tmp_path / "data" / "files").rglob(f"*{W1}*"))
+        assert [p.read_bytes() for p in stored] == [racer]  # this upload's copy is gone, none half-written
+        return
     r = post(client, ours)
     assert r.status_code == 200 and r.text.startswith("Stored"), r.text
     if meanwhile == "deleted":

@@ -30,9 +30,10 @@ from app.api.deps import CatalogDep, ListIdentity
 from app.api.errors import problem_response
 from app.api.routes.simple import query_suffix
 from app.api.routes.ui import send_cached
+from app.db.base import as_utc
 from app.db.models import File
 from app.errors import InvalidDistributionError, NotFoundError
-from app.services.catalog import CatalogService, ProjectJson, as_utc
+from app.services.catalog import CatalogService, ProjectJson
 
 router = APIRouter(tags=["json"])
 
