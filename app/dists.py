@@ -98,6 +98,13 @@ class CoreMetadata:
     raw: bytes  # the METADATA / PKG-INFO file, served as-is for PEP 658
 
 
+# PEP 792 project status markers. A project has exactly one; ``active`` is stored as no status.
+# archived and quarantined take no new files; quarantined ones offer none of theirs for download.
+PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")
+CLOSED_TO_UPLOADS = frozenset({"archived", "quarantined"})
+MAX_STATUS_REASON = 1000
+
+
 def normalize(name: str) -> NormalizedName:
     """PEP 503 normalisation."""
     return canonicalize_name(name)

@@ -47,6 +47,19 @@ class PermissionDeniedError(PackageIndexError):
     title = "Forbidden"
 
 
+class ProjectClosedError(PermissionDeniedError):
+    """PEP 792: an upload to an archived or quarantined project (403: the index forbids it,
+    whoever asks)."""
+
+    title = "Project closed to uploads"
+
+
+class ProjectQuarantinedError(PermissionDeniedError):
+    """PEP 792: a download of a quarantined project's file (403)."""
+
+    title = "Project quarantined"
+
+
 class InvalidRequestError(PackageIndexError):
     """The request itself is malformed (form, action, content type)."""
 

@@ -1,4 +1,4 @@
-"""``packhouse check | yank | unyank | delete``: act on the data directory directly.
+"""``packhouse check | yank | unyank | delete | status``: act on the data directory directly.
 
 They open the same database and storage as the server, from the same settings (flags, the
 PACKHOUSE_* variables, ``--config``): the files folder, pypiserver's package folder
@@ -26,6 +26,8 @@ T = TypeVar("T")
 # check --grace: far longer than an upload waits between storing its bytes and committing its row
 # (SQLite's busy timeout is 60 s).
 DEFAULT_GRACE = 900.0
+# dists.PROJECT_STATUSES (PEP 792), not imported here: `packhouse --help` stays fast.
+PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")
 
 
 def _grace(text: str) -> float:
@@ -82,6 +84,23 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("delete", help="delete a release or a file (its filename is never reused)")
     _target(p)
     p.set_defaults(func=lambda a: _change(a, "delete"))
+
+    p = sub.add_parser(
+        "status",
+        help="show or set a project's status: archived, quarantined, deprecated, active (PEP 792)",
+        description="Show a project's PEP 792 status, or set it. archived: the project takes no new "
+        "files; quarantined: no new files, and none of its files is served (they are kept); deprecated: "
+        "served as usual, installers may warn; active: none of these. Clients see the status and the "
+        "reason on the project's simple pages.",
+    )
+    _common(p)
+    p.add_argument("project", help="project name (any spelling)")
+    p.add_argument(
+        "status", nargs="?", choices=PROJECT_STATUSES, help="the new status (omit it to show the current one)"
+    )
+    p.add_argument("--reason", help="why, shown to installers (with a status other than active)")
+    p.add_argument("--actor", help="who is acting, for the audit journal (default cli:<login>)")
+    p.set_defaults(func=status)
 
 
 def _run(args: argparse.Namespace, work: Callable[[object, object], Awaitable[T]], *, writes: bool = True) -> T:
@@ -151,6 +170,25 @@ def _change(args: argparse.Namespace, action: str) -> int:
         return 0
 
     return _guarded(lambda: _run(args, work))
+
+
+def status(args: argparse.Namespace) -> int:
+    from app.commands._server import fail
+    from app.services.manage import ManageService
+
+    if problem := _not_utf8(args):
+        return fail(problem)
+
+    async def work(sessions: object, storage: object) -> int:
+        manage = ManageService(sessions, storage)  # type: ignore[arg-type]
+        if args.status is None:
+            state = await manage.project(args.project)
+        else:
+            state = await manage.set_status(args.project, args.status, reason=args.reason, actor=_actor(args))
+        print(f"{state.normalized_name}: {state.status}" + (f" ({state.status_reason})" if state.status_reason else ""))
+        return 0
+
+    return _guarded(lambda: _run(args, work, writes=args.status is not None))
 
 
 def _not_utf8(args: argparse.Namespace) -> str | None:

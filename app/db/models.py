@@ -24,6 +24,9 @@ class Project(Base):
     # Bumped on every change to the project's files; caches and ETags key on it, so every worker and
     # replica agrees without talking to each other.
     serial: Mapped[int] = mapped_column(BigInteger, default=0)
+    # PEP 792 status marker (dists.PROJECT_STATUSES); None is ``active``, the default.
+    status: Mapped[str | None] = mapped_column(String(20))
+    status_reason: Mapped[str | None] = mapped_column(Text)
 
     files: Mapped[list[File]] = relationship(back_populates="project", lazy="raise")
 

@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from app.db.models import Event, File, Project
-from app.dists import CoreMetadata, DistFilename, DistKind, release_key
+from app.dists import CLOSED_TO_UPLOADS, CoreMetadata, DistFilename, DistKind, release_key
+from app.errors import ProjectClosedError
 
 _PROJECTS, _FILES, _EVENTS = (cast(Table, m.__table__) for m in (Project, File, Event))
 
@@ -73,16 +74,33 @@ def _ensure_project_stmt(dialect_name: str, *, many: bool = False) -> Insert:
         else:
             stmt = insert.on_conflict_do_update(
                 index_elements=["normalized_name"], set_={"normalized_name": bindparam("normalized_name")}
-            ).returning(_PROJECTS.c.id)
+            ).returning(_PROJECTS.c.id, _PROJECTS.c.status)
         _ENSURE_PROJECT[key] = stmt
     return stmt
 
 
 def ensure_project(session: Session, name: str, normalized_name: str) -> int:
-    """Get or create; returns the project's id. One statement: a concurrent creator wins the
-    unique constraint and the no-op update hands back its row's id (the name stays as first written)."""
+    """Get or create the project a new file goes into; returns its id. One statement: a concurrent
+    creator wins the unique constraint and the no-op update hands back its row's id (the name stays
+    as first written). In the upload's own transaction, so a status set meanwhile is seen.
+
+    Raises:
+        ProjectClosedError: the project is archived or quarantined (PEP 792; the caller rolls back).
+    """
     stmt = _ensure_project_stmt(session.get_bind().dialect.name)
-    return int(session.execute(stmt, {"name": name, "normalized_name": normalized_name}).scalar_one())
+    project_id, status = session.execute(stmt, {"name": name, "normalized_name": normalized_name}).one()
+    refuse_closed(normalized_name, status)
+    return int(project_id)
+
+
+def refuse_closed(normalized_name: str, status: str | None) -> None:
+    """PEP 792: an archived or quarantined project takes no new files. Raises ProjectClosedError."""
+    if status in CLOSED_TO_UPLOADS:
+        raise ProjectClosedError(
+            f"{normalized_name} is {status} on this index (PEP 792), so it takes no new files. "
+            f"An administrator can reopen it with 'packhouse status {normalized_name} active' "
+            "(or PUT /api/projects/<project>/status)."
+        )
 
 
 async def list_projects(session: AsyncSession) -> Sequence[tuple[str, str]]:
@@ -122,6 +140,7 @@ _DOWNLOAD_ROWS = (
         _FILES.c.size,
         _FILES.c.metadata_sha256,
         _FILES.c.upload_time,
+        _PROJECTS.c.status,
     )
     .join(_PROJECTS, _FILES.c.project_id == _PROJECTS.c.id)
     .where(_PROJECTS.c.normalized_name == bindparam("name"))
@@ -130,7 +149,8 @@ _DOWNLOAD_ROWS = (
 
 async def download_rows(session: AsyncSession, normalized_name: str) -> Sequence[Row[Any, ...]]:
     """What the download route needs of each file of a project (filename, storage_key, sha256,
-    size, metadata_sha256, upload_time): one query, only these columns, Core rows."""
+    size, metadata_sha256, upload_time, and the project's PEP 792 status): one query, only these
+    columns, Core rows."""
     result = await session.execute(_DOWNLOAD_ROWS, {"name": normalized_name})
     return result.all()
 
@@ -299,6 +319,13 @@ async def counts(session: AsyncSession) -> tuple[int, int]:
 
 
 async def folder_listing(session: AsyncSession) -> Sequence[Row[Any, ...]]:
-    """(storage_key, sha256, yanked) of every file, for pypiserver's ``/packages/`` page."""
-    result = await session.execute(select(File.storage_key, File.sha256, File.yanked).order_by(File.storage_key))
+    """(storage_key, sha256, yanked) of every file, for pypiserver's ``/packages/`` page; none of a
+    quarantined project (PEP 792)."""
+    offered = (Project.status.is_(None)) | (Project.status != "quarantined")
+    result = await session.execute(
+        select(File.storage_key, File.sha256, File.yanked)
+        .join(Project, File.project_id == Project.id)
+        .where(offered)
+        .order_by(File.storage_key)
+    )
     return result.all()

@@ -124,6 +124,8 @@ class ProjectView:
     release: ReleaseView
     releases: tuple[ReleaseView, ...]  # newest version first
     files: tuple[FileView, ...]  # of the release shown
+    status: str = "active"  # PEP 792
+    status_reason: str | None = None
 
     @property
     def is_latest(self) -> bool:
@@ -145,6 +147,7 @@ class ProjectJson:
     release: ReleaseView
     releases: dict[str, tuple[File, ...]]  # every release, oldest version first -> its files
     files: tuple[File, ...]  # of the release described
+    status: str = "active"  # PEP 792: a quarantined project's files are not offered
 
 
 #: Bytes of JSON API answers kept per process (a 200-file project's is ~160 KB with its gzip form).
@@ -508,6 +511,8 @@ class CatalogService:
             release=release,
             releases=tuple(releases),
             files=tuple(_file_view(f, project.normalized_name) for f in chosen),
+            status=project.status or "active",
+            status_reason=project.status_reason,
         )
 
     async def json_api(self, name: str, version: str | None = None) -> ProjectJson:
@@ -537,6 +542,7 @@ class CatalogService:
             release=release,
             releases={label: tuple(group) for label, group in grouped.items()},
             files=tuple(chosen),
+            status=project.status or "active",
         )
 
     async def json_page(

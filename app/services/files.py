@@ -12,7 +12,7 @@ from app import dists
 from app.db import repo
 from app.db.models import Project
 from app.db.serials import Serials, SessionSerials
-from app.errors import DistFileNotFoundError
+from app.errors import DistFileNotFoundError, ProjectQuarantinedError
 from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage.base import Delivery, Storage
 from app.storage.flat import FlatLocalStorage
@@ -43,6 +43,14 @@ class _Stored:
     upload_time: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class _Files:
+    """A project's files as of one serial (filename -> row), and whether it is quarantined."""
+
+    by_name: dict[str, _Stored]
+    quarantined: bool = False
+
+
 class FileService:
     def __init__(
         self,
@@ -62,14 +70,14 @@ class FileService:
         # a query through a session. Every upload, delete, yank and --overwrite changes the serial
         # in the database, so every worker and replica reloads on its next download.
         self.serials: Serials = serials or SessionSerials(sessions)
-        self._projects: OrderedDict[str, tuple[int, dict[str, _Stored]]] = OrderedDict()
+        self._projects: OrderedDict[str, tuple[int, _Files]] = OrderedDict()
         self._files_cached = files_cached
         self._files_kept = 0
 
-    async def _files_of(self, name: str) -> dict[str, _Stored]:
+    async def _files_of(self, name: str) -> _Files:
         serial = await self.serials.project(name)
         if serial is None:
-            return {}
+            return _Files({})
         cached = self._projects.get(name)
         if cached is not None and cached[0] == serial:
             self._projects.move_to_end(name)
@@ -79,22 +87,32 @@ class FileService:
             # the rows it holds (a later change bumps the serial, and the next download reloads).
             serial = await repo.project_serial(session, name)
             rows = await repo.download_rows(session, name) if serial is not None else ()
-        files = {r.filename: _Stored(r.storage_key, r.sha256, r.size, r.metadata_sha256, r.upload_time) for r in rows}
+        files = _Files(
+            {r.filename: _Stored(r.storage_key, r.sha256, r.size, r.metadata_sha256, r.upload_time) for r in rows},
+            quarantined=any(r.status == "quarantined" for r in rows[:1]),
+        )
         if serial is not None:
             old = self._projects.pop(name, None)
-            self._files_kept += len(files) - (len(old[1]) if old else 0)
+            self._files_kept += len(files.by_name) - (len(old[1].by_name) if old else 0)
             self._projects[name] = (serial, files)
             while self._files_kept > self._files_cached and len(self._projects) > 1:
-                self._files_kept -= len(self._projects.popitem(last=False)[1][1])
+                self._files_kept -= len(self._projects.popitem(last=False)[1][1].by_name)
         return files
 
     async def find(self, project: str, filename: str) -> FileDownload:
         """Raises DistFileNotFoundError (also when the stored bytes have gone missing)."""
         want_metadata = filename.endswith(METADATA_SUFFIX)
         dist_name = filename[: -len(METADATA_SUFFIX)] if want_metadata else filename
-        row = (await self._files_of(dists.normalize(project))).get(dist_name)
+        files = await self._files_of(dists.normalize(project))
+        row = files.by_name.get(dist_name)
         if row is None or (want_metadata and not row.metadata_sha256):
             raise DistFileNotFoundError(f"No file {filename!r} in project {project!r}.")
+        if files.quarantined:
+            raise ProjectQuarantinedError(
+                f"{dists.normalize(project)} is quarantined on this index (PEP 792): none of its files is "
+                "served. Ask the index's administrators why; they lift it with "
+                f"'packhouse status {dists.normalize(project)} active'."
+            )
         delivery: Delivery | None = None
         data = None
         try:

@@ -84,6 +84,8 @@ class IndexService:
         files = await repo.project_files(session, project.id) if project else ()
         if project is None or not files:
             raise ProjectNotFoundError(f"No project named {name!r} on this index.")
+        if project.status == "quarantined":  # PEP 792: none of its files is offered
+            return ProjectDetail(project.normalized_name, (), (), project.status, project.status_reason)
         # PEP 700: each release once. Spellings equal under PEP 440 (1.0, 1.0.0) are one release,
         # named as first uploaded (files come oldest first), as PyPI keeps its Release.version.
         versions = sorted(set(dists.release_labels(f.version for f in files).values()), key=_version_key)
@@ -91,6 +93,8 @@ class IndexService:
             name=project.normalized_name,
             files=tuple(dist_file(f, files_base, project.normalized_name) for f in files),
             versions=tuple(versions),
+            status=project.status,
+            status_reason=project.status_reason,
         )
 
     async def project_list(self, session: AsyncSession) -> ProjectList:

@@ -58,6 +58,8 @@ class ProjectState:
     name: str
     normalized_name: str
     files: tuple[FileState, ...]
+    status: str = "active"  # PEP 792
+    status_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +132,52 @@ class ManageService:
             files = await repo.project_files(session, project.id)
         labels = dists.release_labels(f.version for f in files)  # oldest first: as first uploaded
         return ProjectState(
-            project.name, project.normalized_name, tuple(file_state(f, labels[f.version]) for f in files)
+            project.name,
+            project.normalized_name,
+            tuple(file_state(f, labels[f.version]) for f in files),
+            project.status or "active",
+            project.status_reason,
         )
+
+    async def set_status(self, name: str, status: str, *, reason: str | None = None, actor: str | None) -> ProjectState:
+        """PEP 792: mark a project active, archived (no new files), quarantined (no new files, and
+        none of its files offered for download) or deprecated (as active; installers may warn),
+        with an optional reason shown to clients. Journaled; the project's serial changes, so every
+        worker's cached pages and download rows are renewed.
+
+        Raises:
+            ProjectNotFoundError (-> 404), InvalidRequestError (-> 400: an unknown status, a reason
+            too long), PermissionDeniedError (-> 403, see check_actor).
+        """
+        check_actor(actor)
+        if status not in dists.PROJECT_STATUSES:
+            raise InvalidRequestError(
+                f"Unknown project status {status!r}; use one of: {', '.join(dists.PROJECT_STATUSES)} (PEP 792)."
+            )
+        reason = (reason or "").strip() or None
+        if reason is not None and (len(reason) > dists.MAX_STATUS_REASON or "\x00" in reason):
+            raise InvalidRequestError(
+                f"The status reason must be at most {dists.MAX_STATUS_REASON} characters, with no NUL character."
+            )
+        if status == "active":
+            reason = None  # an active project has no marker to explain
+        async with self.sessions() as session, session.begin():
+            project = await _project(session, name)
+            project.status = None if status == "active" else status
+            project.status_reason = reason
+            await session.run_sync(
+                repo.record_event,
+                project.id,
+                action="status",
+                project=project.normalized_name,
+                version=None,
+                filename=None,
+                sha256=None,
+                actor=actor,
+                detail=f"{status}: {reason}" if reason else status,
+            )
+        log.info("status %s %s by %s", project.normalized_name, status, actor or "-")
+        return await self.project(project.normalized_name)
 
     async def events(self, name: str, limit: int = 100) -> list[EventState]:
         """The audit journal of a project, newest first (also for projects whose files are all gone).

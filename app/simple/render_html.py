@@ -1,4 +1,4 @@
-"""PEP 503 HTML (with PEP 629 meta, PEP 592/658/714 data attributes). Pure: model -> bytes.
+"""PEP 503 HTML (with PEP 629 and PEP 792 meta, PEP 592/658/714 data attributes). Pure: model -> bytes.
 
 Every value goes through ``_e`` (HTML-escaped, quotes included), so a filename, a
 requires-python or a yank reason containing ``<>"&`` renders inert.
@@ -15,11 +15,12 @@ def _e(value: object) -> str:
     return escape(str(value), quote=True)
 
 
-def _page(title: str, links: list[str]) -> bytes:
+def _page(title: str, links: list[str], meta: tuple[tuple[str, str], ...] = ()) -> bytes:
     body = "\n".join(links)
+    extra = "".join(f'    <meta name="{name}" content="{_e(content)}">\n' for name, content in meta)
     return (
         "<!DOCTYPE html>\n<html>\n  <head>\n"
-        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n'
+        f'    <meta name="pypi:repository-version" content="{API_VERSION}">\n{extra}'
         f"    <title>{_e(title)}</title>\n  </head>\n  <body>\n"
         f"    <h1>{_e(title)}</h1>\n{body}{chr(10) if body else ''}  </body>\n</html>\n"
     ).encode()
@@ -46,4 +47,9 @@ def _link(f: DistFile) -> str:
 
 
 def detail(page: ProjectDetail) -> bytes:
-    return _page(f"Links for {page.name}", [_link(f) for f in page.files])
+    meta: tuple[tuple[str, str], ...] = ()
+    if page.status is not None:  # PEP 792: absent means active
+        meta = (("pypi:project-status", page.status),)
+        if page.status_reason:
+            meta += (("pypi:project-status-reason", page.status_reason),)
+    return _page(f"Links for {page.name}", [_link(f) for f in page.files], meta)

@@ -1,4 +1,4 @@
-"""PEP 691 JSON (api-version 1.1: PEP 700 fields). Pure functions: model -> bytes."""
+"""PEP 691 JSON (PEP 700 fields, PEP 792 status markers). Pure functions: model -> bytes."""
 
 from __future__ import annotations
 
@@ -38,11 +38,12 @@ def _file(f: DistFile) -> dict[str, Any]:
 
 
 def detail(page: ProjectDetail) -> bytes:
-    return _dump(
-        {
-            "meta": _META,
-            "name": page.name,
-            "versions": list(page.versions),
-            "files": [_file(f) for f in page.files],
-        }
-    )
+    out: dict[str, Any] = {"meta": _META, "name": page.name}
+    if page.status is not None:  # PEP 792: absent means active
+        status = {"status": page.status}
+        if page.status_reason:
+            status["reason"] = page.status_reason
+        out["project-status"] = status
+    out["versions"] = list(page.versions)
+    out["files"] = [_file(f) for f in page.files]
+    return _dump(out)

@@ -30,12 +30,12 @@ def test_index_html_and_json(client, published):
     html = client.get("/simple/")
     assert html.headers["content-type"] == "text/html; charset=utf-8"
     assert html.headers["vary"].startswith("Accept")
-    assert '<meta name="pypi:repository-version" content="1.1">' in html.text
+    assert '<meta name="pypi:repository-version" content="1.4">' in html.text
     assert '<a href="my-project/">My.Project</a>' in html.text
     js = client.get("/simple/", headers={"Accept": JSON})
     assert js.headers["content-type"] == JSON
     assert js.json() == {
-        "meta": {"api-version": "1.1"},
+        "meta": {"api-version": "1.4"},
         "projects": [{"name": "My.Project"}, {"name": "other"}],
     }
 

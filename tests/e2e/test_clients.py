@@ -390,3 +390,43 @@ def test_every_landing_page_snippet_works_as_shown(live_server, client_env, dist
     versions = run([tool("poetry"), "run", "python", "-c", "import team_util, podsearch; print(podsearch.__version__)"],
                    client_env, cwd=app)  # fmt: skip
     assert versions.stdout.strip() == "0.4.0"
+
+
+def test_project_status_markers_with_the_real_clients(live_server, client_env, dists, tmp_path):
+    """PEP 792 with twine, pip and uv: an archived project installs as before and refuses twine's
+    upload with the server's reason; a quarantined one cannot be installed by pip or uv, its
+    pinned file URL is refused too; reopened, everything works again."""
+    server = live_server()
+    twine_upload(server.url + "/legacy/", client_env, [dists["util_whl"]])
+    status = server.url + "/api/projects/team-util/status"
+    assert httpx.put(status, json={"status": "archived", "reason": "frozen"}).status_code == 200
+
+    py = new_venv(tmp_path / "v-archived")
+    pip_install(py, client_env, "--index-url", server.url + "/simple/", "team-util")
+    assert imports(py, "team_util") == "0.3.1\n"
+    (tmp_path / "newer").mkdir()
+    newer = make_wheel(tmp_path / "newer", "team_util", "0.4.0")
+    proc = run([tool("twine"), "upload", "--disable-progress-bar", "--non-interactive", "--verbose",
+                "--repository-url", server.url + "/legacy/", "-u", "x", "-p", "x", str(newer)],
+               client_env, check=False)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "403" in out and "team-util is archived on this index" in out, out
+
+    assert httpx.put(status, json={"status": "quarantined", "reason": "malware"}).status_code == 200
+    py = new_venv(tmp_path / "v-quarantined")
+    proc = pip_install(py, client_env, "--index-url", server.url + "/simple/", "team-util", check=False)
+    assert proc.returncode != 0 and "No matching distribution found for team-util" in proc.stderr, proc.stderr
+    wheel_url = f"{server.url}/files/team-util/{dists['util_whl'].name}"
+    proc = pip_install(py, client_env, wheel_url, check=False)
+    assert proc.returncode != 0 and "403" in proc.stderr, proc.stderr
+    vpath = tmp_path / "v-uv"
+    run([tool("uv"), "venv", "-q", str(vpath)], client_env)
+    uv_install = [tool("uv"), "pip", "install", "--python", str(vpath / "bin" / "python"),
+                  "--index-url", server.url + "/simple/", "team-util"]  # fmt: skip
+    proc = run(uv_install, client_env, check=False)
+    assert proc.returncode != 0 and "team-util" in proc.stderr, proc.stderr
+
+    assert httpx.put(status, json={"status": "active"}).status_code == 200
+    run(uv_install, client_env)
+    assert imports(vpath / "bin" / "python", "team_util") == "0.3.1\n"
+    twine_upload(server.url + "/legacy/", client_env, [newer])

@@ -28,7 +28,7 @@ def test_detail_html_bytes():
         render_html.detail(DETAIL)
         == (
             "<!DOCTYPE html>\n<html>\n  <head>\n"
-            '    <meta name="pypi:repository-version" content="1.1">\n'
+            '    <meta name="pypi:repository-version" content="1.4">\n'
             "    <title>Links for x</title>\n  </head>\n  <body>\n"
             "    <h1>Links for x</h1>\n"
             f'    <a href="../../files/x/evil%3Cb%3E%22%26%27.whl#sha256={"ab" * 32}" '
@@ -48,7 +48,7 @@ def test_detail_json_bytes():
     assert (
         render_json.detail(DETAIL)
         == (
-            '{"meta":{"api-version":"1.1"},"name":"x","versions":["1.0","2.0"],"files":['
+            '{"meta":{"api-version":"1.4"},"name":"x","versions":["1.0","2.0"],"files":['
             '{"filename":"evil<b>\\"&\'.whl","url":"../../files/x/evil%3Cb%3E%22%26%27.whl",'
             f'"hashes":{{"sha256":"{"ab" * 32}"}},"requires-python":">=3.8,<\\"4\\"&",'
             f'"core-metadata":{{"sha256":"{"cd" * 32}"}},'
@@ -72,11 +72,11 @@ def test_index_bytes():
     page = ProjectList((ProjectEntry("A&B<x>", "a-b-x"), ProjectEntry("Zed", "zed")))
     assert render_html.index(page) == (
         b"<!DOCTYPE html>\n<html>\n  <head>\n"
-        b'    <meta name="pypi:repository-version" content="1.1">\n'
+        b'    <meta name="pypi:repository-version" content="1.4">\n'
         b"    <title>Simple index</title>\n  </head>\n  <body>\n"
         b"    <h1>Simple index</h1>\n"
         b'    <a href="a-b-x/">A&amp;B&lt;x&gt;</a><br />\n'
         b'    <a href="zed/">Zed</a><br />\n'
         b"  </body>\n</html>\n"
     )
-    assert render_json.index(page) == (b'{"meta":{"api-version":"1.1"},"projects":[{"name":"A&B<x>"},{"name":"Zed"}]}')
+    assert render_json.index(page) == (b'{"meta":{"api-version":"1.4"},"projects":[{"name":"A&B<x>"},{"name":"Zed"}]}')

@@ -173,14 +173,16 @@ def _body(base: str, view: ProjectJson, *, releases: bool) -> dict[str, Any]:
         "bugtrack_url": None,
         "docs_url": None,
     }
+    offered = view.status != "quarantined"  # PEP 792: a quarantined project's files are not served
     body: dict[str, Any] = {
         "info": info,
         "last_serial": view.serial,
-        "urls": [_file(base, view.normalized_name, f) for f in view.files],
+        "urls": [_file(base, view.normalized_name, f) for f in view.files if offered],
     }
     if releases:
         body["releases"] = {
-            label: [_file(base, view.normalized_name, f) for f in files] for label, files in view.releases.items()
+            label: [_file(base, view.normalized_name, f) for f in files if offered]
+            for label, files in view.releases.items()
         }
     return body
 

@@ -1,4 +1,5 @@
-"""The JSON management API: yank, un-yank and delete a file or a whole release; the audit journal.
+"""The JSON management API: yank, un-yank and delete a file or a whole release; a project's PEP 792
+status (archived, quarantined, deprecated); the audit journal.
 
 Every change needs the ``update`` permission (the same as uploading) and is journaled with who and
 when. Routes translate only: ``ManageService`` does the work.
@@ -7,7 +8,7 @@ when. Routes translate only: ``ManageService`` does the work.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, Field
@@ -17,6 +18,7 @@ from app.api.errors import problem_response
 from app.services.manage import Change, EventState, FileState, ManageService, ProjectState
 
 router = APIRouter(prefix="/api", tags=["manage"])
+ProjectStatus = Literal["active", "archived", "quarantined", "deprecated"]  # dists.PROJECT_STATUSES
 
 
 def _manage(request: Request) -> ManageService:
@@ -47,11 +49,19 @@ class FileOut(BaseModel):
 class ProjectOut(BaseModel):
     name: str = Field(description="Display name, as first uploaded.")
     normalized_name: str
+    status: ProjectStatus = Field("active", description="PEP 792 project status.")
+    status_reason: str | None = Field(None, description="Why, if a reason was given.")
     files: list[FileOut]
 
     @classmethod
     def of(cls, p: ProjectState) -> ProjectOut:
-        return cls(name=p.name, normalized_name=p.normalized_name, files=[FileOut.of(f) for f in p.files])
+        return cls(
+            name=p.name,
+            normalized_name=p.normalized_name,
+            status=p.status,  # type: ignore[arg-type]
+            status_reason=p.status_reason,
+            files=[FileOut.of(f) for f in p.files],
+        )
 
 
 class ChangeOut(BaseModel):
@@ -78,6 +88,16 @@ class EventOut(BaseModel):
     @classmethod
     def of(cls, e: EventState) -> EventOut:
         return cls(**{name: getattr(e, name) for name in cls.model_fields})
+
+
+class StatusIn(BaseModel):
+    status: ProjectStatus = Field(
+        description="active; archived: no new files; quarantined: no new files and none of its files "
+        "served; deprecated: as active, installers may warn."
+    )
+    reason: str | None = Field(
+        None, max_length=1000, pattern=r"^[^\x00]*$", description="Shown to installers (ignored for active)."
+    )
 
 
 class YankIn(BaseModel):
@@ -123,6 +143,14 @@ async def events(
     and the list permission too: the journal names every file, so it is never more open than the
     project's page (``--authenticate list`` leaves uploads open, not the listing)."""
     return [EventOut.of(e) for e in await manage.events(project, limit)]
+
+
+@router.put("/projects/{project}/status", response_model=ProjectOut, responses=_WRITE, summary="Set the status")
+async def set_status(project: ProjectName, body: StatusIn, manage: ManageDep, who: UploadIdentity) -> ProjectOut:
+    """Set a project's PEP 792 status, served on its simple pages: ``archived`` refuses new files,
+    ``quarantined`` also stops serving its files (kept, not deleted), ``deprecated`` only marks it,
+    ``active`` lifts any of them."""
+    return ProjectOut.of(await manage.set_status(project, body.status, reason=body.reason, actor=_actor(who)))
 
 
 @router.post("/projects/{project}/releases/{version}/yank", response_model=ChangeOut, responses=_WRITE)
