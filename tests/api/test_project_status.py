@@ -228,3 +228,14 @@ def test_an_upload_refused_by_an_archived_project_leaves_nothing_in_the_bucket(m
     r = post(client, dists / "demo-2.0-py3-none-any.whl")
     assert r.status_code == 403 and "archived" in r.json()["detail"], r.text
     assert sorted(s3.keys()) == before
+
+
+def test_a_pypiserver_folder_keeps_no_file_of_an_upload_an_archived_project_refused(make_client, dists, tmp_path):
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    client = make_client(packages_dir=packages, data_dir=packages / ".packhouse", rescan_interval=0)
+    assert post(client, dists / W1).status_code == 200
+    assert set_status(client, "archived").status_code == 200
+    r = post(client, dists / "demo-2.0-py3-none-any.whl")
+    assert r.status_code == 403 and "archived" in r.json()["detail"], r.text
+    assert sorted(p.name for p in packages.iterdir() if not p.name.startswith(".")) == [W1]
