@@ -32,6 +32,10 @@ def embedded(make_client, tmp_path):
         data, files = upload_form(path)
         assert client.post("/legacy/", data=data, files=files).status_code == 200
         uploaded.append(path)
+    # A PEP 792 status travels with its project (no other test here depends on it: deprecated
+    # projects are served as usual).
+    status = {"status": "deprecated", "reason": "use moving-b"}
+    assert client.put("/api/projects/moving-a/status", json=status).status_code == 200
     client.__exit__(None, None, None)
     return uploaded
 
@@ -73,6 +77,8 @@ def test_transfer_to_postgresql_and_s3_then_serve_from_there(embedded, postgres_
             assert meta.status_code == 200
             assert entry["core-metadata"] == {"sha256": hashlib.sha256(meta.content).hexdigest()}
     assert page["files"][0]["requires-python"] == ">=3.8"
+    status = httpx.get(f"{server.url}/simple/moving-a/", headers=JSON).json()["project-status"]
+    assert status == {"status": "deprecated", "reason": "use moving-b"}
 
     # New uploads work on the destination (its id sequences were moved past the copied rows).
     new = make_wheel(tmp_path, "moving-b", "0.2")
