@@ -35,6 +35,7 @@ class ListingRow:
     version: str  # the release, named by its first upload's spelling
     summary: str | None
     upload_time: datetime
+    status: str | None = None  # PEP 792; None is active
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +82,19 @@ async def _merged_spellings(session: AsyncSession) -> int:
     return len(rows) - len({(project_id, release_key(version)) for project_id, version in rows})
 
 
-_Row = tuple[int, str, str, str, str | None, datetime]  # project id, then ListingRow's fields
+_Row = tuple[int, str, str, str, str | None, datetime, str | None]  # project id, then ListingRow's fields
 
 
 def _listing() -> Select[_Row]:
     newest = select(func.max(File.id)).where(File.project_id == Project.id).correlate(Project)
     return select(
-        File.project_id, Project.name, Project.normalized_name, File.version, File.summary, File.upload_time
+        File.project_id,
+        Project.name,
+        Project.normalized_name,
+        File.version,
+        File.summary,
+        File.upload_time,
+        Project.status,
     ).join(File, File.id == newest.scalar_subquery())
 
 
@@ -95,8 +102,8 @@ async def _listing_rows(session: AsyncSession, rows: Sequence[_Row]) -> list[Lis
     """The rows, each version replaced by the name of its release (_release_names)."""
     names = await _release_names(session, [(row[0], row[3]) for row in rows])
     return [
-        ListingRow(name, normalized, names[project_id, version], summary, time)
-        for project_id, name, normalized, version, summary, time in rows
+        ListingRow(name, normalized, names[project_id, version], summary, time, status)
+        for project_id, name, normalized, version, summary, time, status in rows
     ]
 
 
@@ -172,13 +179,14 @@ async def search(
             total = (await session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
     found = await _latest_releases(session, [row[0] for row in rows])
     # The fallback: a project deleted between the queries (PostgreSQL, read committed).
-    latest = [found.get(row[0], (row[3], row[6])) for row in rows]
+    latest = [found.get(row[0], (row[3], row[7])) for row in rows]
     summaries = await _summaries(
-        session, [file_id for (_, file_id), row in zip(latest, rows, strict=True) if file_id != row[6]]
+        session, [file_id for (_, file_id), row in zip(latest, rows, strict=True) if file_id != row[7]]
     )
     out = []
-    for (label, file_id), (_, name, normalized, _version, summary, time, _newest, _) in zip(latest, rows, strict=True):
-        out.append(ListingRow(name, normalized, label, summaries.get(file_id, summary), time))
+    for (label, file_id), row in zip(latest, rows, strict=True):
+        _, name, normalized, _version, summary, time, status, _newest, _ = row
+        out.append(ListingRow(name, normalized, label, summaries.get(file_id, summary), time, status))
     return total, out
 
 
@@ -236,7 +244,15 @@ async def recent_releases(session: AsyncSession, limit: int, window: int = 500) 
     if len(chosen) < limit and len(newest) == window:
         chosen = await _recent_by_release(session, limit)
     stmt = (
-        select(File.project_id, Project.name, Project.normalized_name, File.version, File.summary, File.upload_time)
+        select(
+            File.project_id,
+            Project.name,
+            Project.normalized_name,
+            File.version,
+            File.summary,
+            File.upload_time,
+            Project.status,
+        )
         .join(File, File.project_id == Project.id)
         .where(File.id.in_(chosen))
         .order_by(File.id.desc())

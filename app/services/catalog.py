@@ -63,6 +63,7 @@ class Listing:
     version: str  # the release, named as first uploaded (1.0, for a 1.0.0 file in release 1.0)
     summary: str | None
     upload_time: datetime
+    status: str = "active"  # PEP 792
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,8 @@ def _clean_query(query: str) -> str:
 
 
 def _listing(row: catalog.ListingRow) -> Listing:
-    return Listing(row.name, row.normalized_name, row.version, row.summary, as_utc(row.upload_time))
+    status = row.status or "active"
+    return Listing(row.name, row.normalized_name, row.version, row.summary, as_utc(row.upload_time), status)
 
 
 #: Longest README rendered as reStructuredText / markdown; a longer one is shown as plain text.

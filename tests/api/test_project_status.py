@@ -239,3 +239,14 @@ def test_a_pypiserver_folder_keeps_no_file_of_an_upload_an_archived_project_refu
     r = post(client, dists / "demo-2.0-py3-none-any.whl")
     assert r.status_code == 403 and "archived" in r.json()["detail"], r.text
     assert sorted(p.name for p in packages.iterdir() if not p.name.startswith(".")) == [W1]
+
+
+def test_the_project_lists_and_the_search_api_show_the_status(loaded):
+    assert loaded.get("/api/search?q=demo").json()["results"][0]["status"] == "active"
+    assert "badge" not in loaded.get("/ui/projects/").text.split('id="list"')[1]
+    set_status(loaded, "archived", "read only")
+    assert loaded.get("/api/search?q=demo").json()["results"][0]["status"] == "archived"
+    for page in ("/ui/projects/", "/ui/projects/?q=dem&sort=updated", "/"):
+        assert '<span class="badge yank">Archived</span>' in loaded.get(page).text, page
+    set_status(loaded, "deprecated")
+    assert '<span class="badge">Deprecated</span>' in loaded.get("/ui/projects/?q=demo").text

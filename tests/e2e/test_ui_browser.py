@@ -55,6 +55,8 @@ def server(tmp_path_factory):
         data.seed(live.url, tmp / "dists", tmp / "data")
         fillers = [f"zz-filler-{i:03d}" for i in range(60)]  # enough for a second page of projects
         data.add_projects(tmp / "data", fillers, 2, summary="Filler {i}")
+        status = {"status": "deprecated", "reason": "use demo-pkg"}  # PEP 792: a badge in the lists
+        assert httpx.put(f"{live.url}/api/projects/alpha-tools/status", json=status).status_code == 200
         yield live
     finally:
         live.stop()
@@ -121,6 +123,7 @@ def test_home_search_project_copy_install_command(tab, server):
 def test_filter_as_you_type_uses_the_search_api(tab):
     tab.goto("/ui/projects/")
     assert tab.inner_text("#count").startswith("64 projects")
+    assert tab.locator("#list li", has_text="alpha-tools").locator(".badge").inner_text() == "Deprecated"
     tab.evaluate("window.__same_page = true")  # survives only if no navigation happens
     with tab.expect_response("**/api/search?*") as response:
         tab.locator("#q").press_sequentially("alpha", delay=20)
@@ -128,6 +131,7 @@ def test_filter_as_you_type_uses_the_search_api(tab):
     expect(tab.locator("#count")).to_contain_text("matching “alpha”")
     assert tab.locator("#list li").count() == 1
     assert tab.locator("#list a").get_attribute("href") == "/ui/project/alpha-tools/"
+    assert tab.inner_text("#list li .badge") == "Deprecated"  # rendered by ui.js as by the server
     assert tab.evaluate("window.__same_page") is True
     assert "q=alpha" in tab.url
     assert tab.title() == "“alpha” — Projects — Packhouse"  # the same title the server would render

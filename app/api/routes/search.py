@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
@@ -25,6 +26,9 @@ class SearchHit(BaseModel):
     summary: str | None = Field(description="Summary of that release's newest file.")
     updated: datetime = Field(description="Time of the project's newest upload (UTC).")
     url: str = Field(description="The project's page in the browsing UI (absolute path).")
+    status: Literal["active", "archived", "quarantined", "deprecated"] = Field(
+        "active", description="PEP 792 project status."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -58,6 +62,7 @@ async def search(
             summary=r.summary,
             updated=r.upload_time,
             url=f"{root}/ui/project/{quote(r.normalized_name)}/",
+            status=r.status,  # type: ignore[arg-type]
         )
         for r in result.results
     ]

@@ -71,6 +71,10 @@ function renderResults(data, container) {
     link.href = hit.url;
     link.append(el("span", "name", hit.name), " ", el("span", "ver", hit.version));
     item.append(link);
+    if (hit.status && hit.status !== "active") {  // PEP 792, as the server renders it
+      const label = hit.status.charAt(0).toUpperCase() + hit.status.slice(1);
+      item.append(" ", el("span", hit.status === "deprecated" ? "badge" : "badge yank", label));
+    }
     if (hit.summary) item.append(el("p", null, hit.summary));
     const time = el("time", null, hit.updated.slice(0, 10));
     time.dateTime = hit.updated;
