@@ -213,6 +213,8 @@ def test_cli_shows_and_sets_the_status(loaded, dists, tmp_path):
     assert loaded.get("/api/projects/demo/events").json()[0]["actor"] == "ops"
     r = packhouse(["status", "demo", "frozen", "--data-dir", str(data)])
     assert r.returncode == 2 and "invalid choice: 'frozen'" in r.stderr
+    r = packhouse(["status", "demo", "archived", "--reason", "x" * 1001, "--data-dir", str(data)])
+    assert r.returncode == 1 and "at most 1000 characters" in r.stderr, r.stderr
     r = packhouse(["status", "nope", "archived", "--data-dir", str(data)])
     assert r.returncode == 1 and "No project named 'nope'" in r.stderr
     r = packhouse(["status", "demo", "active", "--data-dir", str(data)])

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from app.api.deps import CatalogDep, ListIdentity
+from app.api.routes.manage import ProjectStatus
 
 router = APIRouter(tags=["search"])
 
@@ -26,9 +26,7 @@ class SearchHit(BaseModel):
     summary: str | None = Field(description="Summary of that release's newest file.")
     updated: datetime = Field(description="Time of the project's newest upload (UTC).")
     url: str = Field(description="The project's page in the browsing UI (absolute path).")
-    status: Literal["active", "archived", "quarantined", "deprecated"] = Field(
-        "active", description="PEP 792 project status."
-    )
+    status: ProjectStatus = Field("active", description="PEP 792 project status.")
 
 
 class SearchResponse(BaseModel):
