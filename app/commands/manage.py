@@ -88,13 +88,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "status",
         help="show or set a project's status: archived, quarantined, deprecated, active (PEP 792)",
-        description="Show a project's PEP 792 status, or set it. archived: the project takes no new "
+        description="Show a project's PEP 792 status, or set it; with no project, list every project "
+        "that is not active. archived: the project takes no new "
         "files; quarantined: no new files, and none of its files is served (they are kept); deprecated: "
         "served as usual, installers may warn; active: none of these. Clients see the status and the "
         "reason on the project's simple pages.",
     )
     _common(p)
-    p.add_argument("project", help="project name (any spelling)")
+    p.add_argument("project", nargs="?", help="project name (any spelling); omit it to list the marked ones")
     p.add_argument(
         "status", nargs="?", choices=PROJECT_STATUSES, help="the new status (omit it to show the current one)"
     )
@@ -181,6 +182,13 @@ def status(args: argparse.Namespace) -> int:
 
     async def work(sessions: object, storage: object) -> int:
         manage = ManageService(sessions, storage)  # type: ignore[arg-type]
+        if args.project is None:
+            marked = await manage.marked()
+            for name, marker, reason in marked:
+                print(f"{name}: {marker}" + (f" ({reason})" if reason else ""))
+            if not marked:
+                print("every project is active")
+            return 0
         if args.status is None:
             state = await manage.project(args.project)
         else:

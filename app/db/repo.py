@@ -299,6 +299,13 @@ async def project_events(session: AsyncSession, normalized_name: str, limit: int
     return result.scalars().all()
 
 
+async def marked_projects(session: AsyncSession) -> Sequence[Row[Any, ...]]:
+    """(normalized_name, status, status_reason) of every project whose PEP 792 status is not
+    active, by name."""
+    stmt = select(Project.normalized_name, Project.status, Project.status_reason).where(Project.status.is_not(None))
+    return (await session.execute(stmt.order_by(Project.normalized_name))).all()
+
+
 async def storage_keys(session: AsyncSession) -> dict[str, tuple[int, int, str, int, str]]:
     """storage key -> (file id, project id, filename, size, sha256), for reconciling a folder with
     the index (every restart and rescan reads them all: no column it does not use)."""

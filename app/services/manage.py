@@ -139,6 +139,11 @@ class ManageService:
             project.status_reason,
         )
 
+    async def marked(self) -> list[tuple[str, str, str | None]]:
+        """(project, status, reason) of every project that is not active (PEP 792), by name."""
+        async with self.sessions() as session:
+            return [(name, status, reason) for name, status, reason in await repo.marked_projects(session)]
+
     async def set_status(self, name: str, status: str, *, reason: str | None = None, actor: str | None) -> ProjectState:
         """PEP 792: mark a project active, archived (no new files), quarantined (no new files, and
         none of its files offered for download) or deprecated (as active; installers may warn),

@@ -203,6 +203,8 @@ def test_cli_shows_and_sets_the_status(loaded, dists, tmp_path):
     data = tmp_path / "data"
     r = packhouse(["status", "Demo", "--data-dir", str(data)])
     assert r.returncode == 0 and r.stdout == "demo: active\n", r.stderr
+    r = packhouse(["status", "--data-dir", str(data)])
+    assert r.returncode == 0 and r.stdout == "every project is active\n", r.stderr
     r = packhouse(["status", "demo", "archived", "--reason", "read only", "--actor", "ops", "--data-dir", str(data)])
     assert r.returncode == 0 and r.stdout == "demo: archived (read only)\n", r.stderr
     assert loaded.get("/simple/demo/", headers=JSON).json()["project-status"] == {
@@ -211,6 +213,11 @@ def test_cli_shows_and_sets_the_status(loaded, dists, tmp_path):
     }
     assert post(loaded, dists / "demo-2.0-py3-none-any.whl").status_code == 403  # the server sees it at once
     assert loaded.get("/api/projects/demo/events").json()[0]["actor"] == "ops"
+    (dists / "b").mkdir()
+    assert post(loaded, make_wheel(dists / "b", "Another", "1.0")).status_code == 200
+    assert packhouse(["status", "another", "deprecated", "--data-dir", str(data)]).returncode == 0
+    r = packhouse(["status", "--data-dir", str(data)])  # every project that is not active, by name
+    assert r.returncode == 0 and r.stdout == "another: deprecated\ndemo: archived (read only)\n", r.stderr
     r = packhouse(["status", "demo", "frozen", "--data-dir", str(data)])
     assert r.returncode == 2 and "invalid choice: 'frozen'" in r.stderr
     r = packhouse(["status", "demo", "archived", "--reason", "x" * 1001, "--data-dir", str(data)])
