@@ -85,17 +85,21 @@ async def _merged_spellings(session: AsyncSession) -> int:
 _Row = tuple[int, str, str, str, str | None, datetime, str | None]  # project id, then ListingRow's fields
 
 
+# The columns of a _Row, in its order.
+_LISTING_COLUMNS = (
+    File.project_id,
+    Project.name,
+    Project.normalized_name,
+    File.version,
+    File.summary,
+    File.upload_time,
+    Project.status,
+)
+
+
 def _listing() -> Select[_Row]:
     newest = select(func.max(File.id)).where(File.project_id == Project.id).correlate(Project)
-    return select(
-        File.project_id,
-        Project.name,
-        Project.normalized_name,
-        File.version,
-        File.summary,
-        File.upload_time,
-        Project.status,
-    ).join(File, File.id == newest.scalar_subquery())
+    return select(*_LISTING_COLUMNS).join(File, File.id == newest.scalar_subquery())
 
 
 async def _listing_rows(session: AsyncSession, rows: Sequence[_Row]) -> list[ListingRow]:
@@ -244,15 +248,7 @@ async def recent_releases(session: AsyncSession, limit: int, window: int = 500) 
     if len(chosen) < limit and len(newest) == window:
         chosen = await _recent_by_release(session, limit)
     stmt = (
-        select(
-            File.project_id,
-            Project.name,
-            Project.normalized_name,
-            File.version,
-            File.summary,
-            File.upload_time,
-            Project.status,
-        )
+        select(*_LISTING_COLUMNS)
         .join(File, File.project_id == Project.id)
         .where(File.id.in_(chosen))
         .order_by(File.id.desc())

@@ -19,17 +19,12 @@ from app.services.upload import RACED_OVERWRITE_TRIES
 from tests.conftest import basic
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.cli import packhouse
-from tests.support.forms import upload_form
+from tests.support.forms import post_upload as post
 from tests.support.integrity import db_rows, fingerprint
 from tests.support.readonly import immutable
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 W1, W2, S2 = "demo-1.0-py3-none-any.whl", "demo-2.0-py3-none-any.whl", "demo-2.0.tar.gz"
-
-
-def post(client, path: Path, **kw):
-    data, files = upload_form(path)
-    return client.post("/legacy/", data=data, files=files, **kw)
 
 
 @pytest.fixture

@@ -15,16 +15,11 @@ from app.dists import PROJECT_STATUSES
 from tests.conftest import basic
 from tests.support.builders import make_sdist, make_wheel
 from tests.support.cli import packhouse
-from tests.support.forms import upload_form
+from tests.support.forms import post_upload as post
 from tests.support.htpasswd import write_htpasswd
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 W1, S1 = "demo-1.0-py3-none-any.whl", "demo-1.0.tar.gz"
-
-
-def post(client, path: Path, **kw):
-    data, files = upload_form(path)
-    return client.post("/legacy/", data=data, files=files, **kw)
 
 
 @pytest.fixture

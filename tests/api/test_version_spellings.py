@@ -11,18 +11,13 @@ import httpx
 import pytest
 
 from tests.support.builders import make_sdist, make_wheel
-from tests.support.forms import upload_form
+from tests.support.forms import post_upload as post
 
 JSON = {"Accept": "application/vnd.pypi.simple.v1+json"}
 W10, W100, S10 = "dup-1.0-py3-none-any.whl", "dup-1.0.0-py3-none-any.whl", "dup-1.0.tar.gz"
 A1, A1_LONG = "dup-2.0a1-py3-none-any.whl", "dup-2.0.0a1-py3-none-any.whl"
 POST_US, POST_LONG = "dup-3.0_post0-py3-none-any.whl", "dup-3.0.0.post0-py3-none-any.whl"
 W4 = "dup-4.0-py3-none-any.whl"
-
-
-def post(client, path: Path):
-    data, files = upload_form(path)
-    return client.post("/legacy/", data=data, files=files)
 
 
 def wheel(out: Path, version: str, filename: str | None = None) -> Path:

@@ -34,3 +34,10 @@ def upload_form(path: Path, *, content: bytes | None = None, **overrides: str | 
     data.update(overrides)
     files = {"content": (path.name, data_bytes, "application/octet-stream")}
     return {k: v for k, v in data.items() if v is not None}, files
+
+
+def post_upload(client, path: Path, **kw):  # type: ignore[no-untyped-def]
+    """Upload ``path`` to ``client`` (an httpx or Starlette test client) as twine would; ``kw``
+    goes to ``client.post`` (headers, say)."""
+    data, files = upload_form(path)
+    return client.post("/legacy/", data=data, files=files, **kw)
