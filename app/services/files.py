@@ -89,7 +89,7 @@ class FileService:
             rows = await repo.download_rows(session, name) if serial is not None else ()
         files = _Files(
             {r.filename: _Stored(r.storage_key, r.sha256, r.size, r.metadata_sha256, r.upload_time) for r in rows},
-            quarantined=any(r.status == "quarantined" for r in rows[:1]),
+            quarantined=bool(rows) and rows[0].status == "quarantined",  # each row carries its project's
         )
         if serial is not None:
             old = self._projects.pop(name, None)
@@ -100,7 +100,8 @@ class FileService:
         return files
 
     async def find(self, project: str, filename: str) -> FileDownload:
-        """Raises DistFileNotFoundError (also when the stored bytes have gone missing)."""
+        """Raises DistFileNotFoundError (also when the stored bytes have gone missing),
+        ProjectQuarantinedError (PEP 792: a quarantined project's file)."""
         want_metadata = filename.endswith(METADATA_SUFFIX)
         dist_name = filename[: -len(METADATA_SUFFIX)] if want_metadata else filename
         files = await self._files_of(dists.normalize(project))
