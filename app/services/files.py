@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import dists
 from app.db import repo
+from app.db.base import as_utc
 from app.db.models import Project
 from app.db.serials import Serials, SessionSerials
 from app.errors import DistFileNotFoundError, ProjectQuarantinedError
+from app.services.lru import Lru
 from app.services.metadata import METADATA_SUFFIX, core_metadata
 from app.storage.base import Delivery, Storage
 from app.storage.flat import FlatLocalStorage
@@ -50,6 +51,10 @@ class _Files:
     by_name: dict[str, _Stored]
     quarantined: bool = False
 
+    def weight(self) -> int:
+        """The rows it holds, as the download rows' bound counts them."""
+        return len(self.by_name)
+
 
 class FileService:
     def __init__(
@@ -64,23 +69,21 @@ class FileService:
         # PEP 658 metadata files are small and fetched by every resolve: keep them in memory instead
         # of stat + open + read + close in threads each time (or a round trip to S3). Keyed by the
         # row's metadata sha256 too: a flat (pypiserver-mode) key is reused by --overwrite.
-        self._small: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._small: Lru[tuple[str, str], bytes] = Lru(SMALL_ENTRIES)
         # Each project's files (filename -> row), keyed by the project's serial, as the simple pages
         # are (app/services/index.py): a download costs one serial lookup (app/db/serials.py), not
         # a query through a session. Every upload, delete, yank and --overwrite changes the serial
         # in the database, so every worker and replica reloads on its next download.
         self.serials: Serials = serials or SessionSerials(sessions)
-        self._projects: OrderedDict[str, tuple[int, _Files]] = OrderedDict()
-        self._files_cached = files_cached
-        self._files_kept = 0
+        # Bounded by the rows held, all projects together; the project just loaded always stays.
+        self._projects: Lru[str, tuple[int, _Files]] = Lru(files_cached, lambda kept: kept[1].weight(), keep=1)
 
     async def _files_of(self, name: str) -> _Files:
         serial = await self.serials.project(name)
         if serial is None:
             return _Files({})
-        cached = self._projects.get(name)
+        cached = self._projects.recall(name)
         if cached is not None and cached[0] == serial:
-            self._projects.move_to_end(name)
             return cached[1]
         async with self.sessions() as session:
             # Read the serial again before the rows: the map is keyed by a serial no newer than
@@ -92,11 +95,7 @@ class FileService:
             quarantined=bool(rows) and rows[0].status == "quarantined",  # each row carries its project's
         )
         if serial is not None:
-            old = self._projects.pop(name, None)
-            self._files_kept += len(files.by_name) - (len(old[1].by_name) if old else 0)
-            self._projects[name] = (serial, files)
-            while self._files_kept > self._files_cached and len(self._projects) > 1:
-                self._files_kept -= len(self._projects.popitem(last=False)[1][1].by_name)
+            self._projects.remember(name, (serial, files))
         return files
 
     async def find(self, project: str, filename: str) -> FileDownload:
@@ -119,8 +118,7 @@ class FileService:
         try:
             if not want_metadata:
                 delivery = await self.storage.delivery(row.storage_key)
-            elif (small := self._small.get((row.storage_key, row.metadata_sha256 or ""))) is not None:
-                self._small.move_to_end((row.storage_key, row.metadata_sha256 or ""))
+            elif (small := self._small.recall((row.storage_key, row.metadata_sha256 or ""))) is not None:
                 data = small
             else:
                 # Served from memory, checked against the row (rebuilt from the wheel if need be).
@@ -129,14 +127,12 @@ class FileService:
                     self.storage, row.storage_key, dist_name, row.metadata_sha256, store_back=self.sessions
                 )
                 if len(data) <= SMALL_MAX_BYTES:
-                    self._small[(row.storage_key, row.metadata_sha256)] = data
-                    while len(self._small) > SMALL_ENTRIES:
-                        self._small.popitem(last=False)
+                    self._small.remember((row.storage_key, row.metadata_sha256), data)
         except FileNotFoundError:
             raise DistFileNotFoundError(
                 f"The stored bytes of {filename!r} are missing; run 'packhouse check' on the server."
             ) from None
-        modified = row.upload_time if row.upload_time.tzinfo else row.upload_time.replace(tzinfo=UTC)
+        modified = as_utc(row.upload_time)
         sha = row.metadata_sha256 if want_metadata else row.sha256
         assert sha is not None
         return FileDownload(filename, delivery, sha, None if want_metadata else row.size, modified, data)

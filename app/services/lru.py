@@ -16,12 +16,15 @@ def _one(_value: object) -> int:
 
 class Lru(OrderedDict[K, V]):
     """At most ``limit`` entries; with ``weigh``, at most ``limit`` of total weight (the bytes of
-    the pages kept, say: an entry heavier than the whole budget is not kept, nor anything else)."""
+    the pages kept, say: an entry heavier than the whole budget is not kept, nor anything else).
+    ``keep``: the most recently used entries never evicted, however heavy (the budget is then
+    exceeded by them alone)."""
 
-    def __init__(self, limit: int, weigh: Callable[[V], int] = _one) -> None:
+    def __init__(self, limit: int, weigh: Callable[[V], int] = _one, *, keep: int = 0) -> None:
         super().__init__()
         self.limit = limit
         self.weigh = weigh
+        self.keep = keep
         self.used = 0
 
     def recall(self, key: K) -> V | None:
@@ -36,6 +39,6 @@ class Lru(OrderedDict[K, V]):
             self.used -= self.weigh(self.pop(key))
         self[key] = value
         self.used += self.weigh(value)
-        while self.used > self.limit and self:
+        while self.used > self.limit and len(self) > self.keep:
             self.used -= self.weigh(self.popitem(last=False)[1])
         return value

@@ -405,6 +405,10 @@ def test_download_rows_kept_within_their_bound(client):
     first = {p: find(p) for p in ("alpha", "beta")}
     assert list(service._projects) == ["alpha", "beta"]
     find("gamma")  # two files: 4 > 3, so the least recently used (alpha) goes
-    assert list(service._projects) == ["beta", "gamma"] and service._files_kept == 3
+    assert list(service._projects) == ["beta", "gamma"] and service._projects.used == 3
     assert find("alpha") == first["alpha"]  # loaded again; now beta goes
-    assert list(service._projects) == ["gamma", "alpha"] and service._files_kept == 3
+    assert list(service._projects) == ["gamma", "alpha"] and service._projects.used == 3
+    # A project with more files than the whole bound is still kept while it is the one just used.
+    small = FileService(state.sessions, state.storage, state.serials, files_cached=1)
+    assert client.portal.call(small.find, "gamma", names["gamma"]).sha256
+    assert list(small._projects) == ["gamma"] and small._projects.used == 2
