@@ -19,7 +19,8 @@ parse) is ever written into a response that is going out, where it would land in
 the connection is shut down instead, so that the client sees a body cut short (a sendfile thread
 writing on its own descriptor of the socket stops too).
 
-The same protocol class lets file responses go out with sendfile (app/http_sendfile.py).
+The same protocol class lets file responses go out with sendfile (app/http_sendfile.py), and an
+error's message in its status line (app/http_reason.py).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import asyncio
 import json
 from typing import Any
 
-from app import http_sendfile
+from app import http_reason, http_sendfile
 
 DEFAULT_MAX_HEAD = 64 * 1024
 
@@ -130,6 +131,7 @@ if HttpToolsProtocol is not None:
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             # Files go out with sendfile (app/http_sendfile.py), when Starlette's FileResponse asks.
             http_sendfile.wrap_send(cycle)
+            http_reason.wrap_send(cycle)  # an error's message in its status line
             super()._start_asgi_task(cycle, app)
 
         def _arm(self) -> None:

@@ -1,5 +1,6 @@
 """The single error -> HTTP table. Errors are RFC 9457 problem details (application/problem+json)
-with a human ``title`` and ``detail``; uv prints them, twine shows the body with --verbose."""
+with a human ``title`` and ``detail``; uv prints them. The ``detail`` is the status line's reason
+phrase too (app/http_reason.py), which twine, pip, flit and poetry print."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from app.errors import (
     AuthenticationRequiredError,
@@ -33,6 +35,7 @@ from app.errors import (
     UnsupportedMediaTypeError,
     UploadTooLargeError,
 )
+from app.http_reason import REASON
 
 STATUS: dict[type[PackageIndexError], int] = {
     ProjectNotFoundError: 404,
@@ -84,9 +87,23 @@ def status_for(exc: PackageIndexError) -> int:
     return 400
 
 
+class ProblemResponse(Response):
+    """A problem details body; its ``detail`` also goes in the status line (app/http_reason.py):
+    twine, pip, flit and poetry print the reason phrase, and the body only when asked to."""
+
+    def __init__(self, status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+        super().__init__(body + "\n", status_code=status, media_type=PROBLEM, headers=headers)
+        self.reason = detail
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        await send({**start, REASON: self.reason})
+        await send({"type": "http.response.body", "body": self.body})
+
+
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    return Response(body + "\n", status_code=status, media_type=PROBLEM, headers=headers)
+    return ProblemResponse(status, title, detail, headers)
 
 
 def domain_problem(exc: PackageIndexError, realm: str) -> Response:

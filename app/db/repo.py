@@ -74,7 +74,7 @@ def _ensure_project_stmt(dialect_name: str, *, many: bool = False) -> Insert:
         else:
             stmt = insert.on_conflict_do_update(
                 index_elements=["normalized_name"], set_={"normalized_name": bindparam("normalized_name")}
-            ).returning(_PROJECTS.c.id, _PROJECTS.c.status)
+            ).returning(_PROJECTS.c.id, _PROJECTS.c.status, _PROJECTS.c.status_reason)
         _ENSURE_PROJECT[key] = stmt
     return stmt
 
@@ -88,16 +88,18 @@ def ensure_project(session: Session, name: str, normalized_name: str) -> int:
         ProjectClosedError: the project is archived or quarantined (PEP 792; the caller rolls back).
     """
     stmt = _ensure_project_stmt(session.get_bind().dialect.name)
-    project_id, status = session.execute(stmt, {"name": name, "normalized_name": normalized_name}).one()
-    refuse_closed(normalized_name, status)
+    project_id, status, reason = session.execute(stmt, {"name": name, "normalized_name": normalized_name}).one()
+    refuse_closed(normalized_name, status, reason)
     return int(project_id)
 
 
-def refuse_closed(normalized_name: str, status: str | None) -> None:
-    """PEP 792: an archived or quarantined project takes no new files. Raises ProjectClosedError."""
+def refuse_closed(normalized_name: str, status: str | None, reason: str | None) -> None:
+    """PEP 792: an archived or quarantined project takes no new files. Raises ProjectClosedError,
+    whose message gives the status's reason when it has one."""
     if status in CLOSED_TO_UPLOADS:
+        why = f" ({reason.rstrip('.')})" if reason else ""
         raise ProjectClosedError(
-            f"{normalized_name} is {status} on this index (PEP 792), so it takes no new files. "
+            f"{normalized_name} is {status} on this index{why}, so it takes no new files (PEP 792). "
             f"An administrator can reopen it with 'packhouse status {normalized_name} active' "
             "(or PUT /api/projects/<project>/status)."
         )

@@ -198,7 +198,7 @@ class SqliteUnits:
         repo._PROJECTS,
         lambda stmt: stmt.on_conflict_do_update(
             index_elements=["normalized_name"], set_={"normalized_name": stmt.excluded.normalized_name}
-        ).returning(repo._PROJECTS.c.id, repo._PROJECTS.c.status),
+        ).returning(repo._PROJECTS.c.id, repo._PROJECTS.c.status, repo._PROJECTS.c.status_reason),
     )
     ADD_FILE = _RawInsert(repo._FILES)
     ADD_EVENT = _RawInsert(repo._EVENTS, lambda stmt: stmt.returning(repo._EVENTS.c.id))
@@ -248,8 +248,9 @@ class SqliteUnits:
             def insert() -> None:
                 conn.execute("BEGIN IMMEDIATE")
                 names = {"name": upload.name, "normalized_name": upload.normalized_name}
-                project_id, status = conn.execute(self.ADD_PROJECT.sql, self.ADD_PROJECT.params(names)).fetchone()
-                repo.refuse_closed(upload.normalized_name, status)  # rolled back below
+                row = conn.execute(self.ADD_PROJECT.sql, self.ADD_PROJECT.params(names)).fetchone()
+                project_id = row[0]
+                repo.refuse_closed(upload.normalized_name, *row[1:])  # rolled back below
                 conn.execute(self.ADD_FILE.sql, self.ADD_FILE.params({**upload.file, "project_id": project_id}))
                 (event_id,) = conn.execute(self.ADD_EVENT.sql, self.ADD_EVENT.params(upload.event)).fetchone()
                 conn.execute(self.SET_SERIAL.sql, self.SET_SERIAL.params(project_id=project_id, serial=event_id))

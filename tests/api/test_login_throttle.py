@@ -191,11 +191,12 @@ def test_twine_and_pip_show_the_429(live_server, tmp_path, passwords, client_env
              server.url + "/legacy/", "-u", "alice", str(wheel)]  # fmt: skip
     first = run([*twine, "-p", "wrong"], client_env, check=False)
     assert first.returncode != 0 and "403" not in first.stdout + first.stderr
-    second = run([*twine, "-p", "alices"], client_env, check=False)
-    assert second.returncode != 0 and "429" in second.stdout + second.stderr
+    second = run([*twine, "-p", "alices"], dict(client_env, COLUMNS="400"), check=False)
+    out = " ".join((second.stdout + second.stderr).split())  # the reason phrase (app/http_reason.py)
+    assert second.returncode != 0 and "429 Too Many Requests" in out and "Too many failed logins for 'alice'" in out
     index = server.url.replace("http://", "http://alice:alices@") + "/simple/"
     # pip logs an index page's HTTP errors at -vv only (a 404 too), then says "from versions: none";
     # it answers at once: with a Retry-After header it would sleep before each of its retries.
     pip = run([tool("pip"), "download", "-vv", "--no-deps", "-d", str(tmp_path / "dl"), "--index-url", index,
                "team-app"], client_env, check=False, timeout=60)  # fmt: skip
-    assert pip.returncode != 0 and "429 Client Error: Too Many Requests" in pip.stdout + pip.stderr
+    assert pip.returncode != 0 and "429 Client Error: Too many failed logins for 'alice'" in pip.stdout + pip.stderr

@@ -406,10 +406,10 @@ def test_project_status_markers_with_the_real_clients(live_server, client_env, d
     assert imports(py, "team_util") == "0.3.1\n"
     (tmp_path / "newer").mkdir()
     newer = make_wheel(tmp_path / "newer", "team_util", "0.4.0")
-    proc = run([tool("twine"), "upload", "--disable-progress-bar", "--non-interactive", "--verbose",
+    proc = run([tool("twine"), "upload", "--disable-progress-bar", "--non-interactive",
                 "--repository-url", server.url + "/legacy/", "-u", "x", "-p", "x", str(newer)],
-               client_env, check=False)  # fmt: skip
-    out = proc.stdout + proc.stderr
+               dict(client_env, COLUMNS="400"), check=False)  # fmt: skip
+    out = " ".join((proc.stdout + proc.stderr).split())  # twine's reason phrase: no --verbose needed
     assert proc.returncode != 0 and "403" in out and "team-util is archived on this index" in out, out
 
     assert httpx.put(status, json={"status": "quarantined", "reason": "malware"}).status_code == 200
@@ -418,7 +418,9 @@ def test_project_status_markers_with_the_real_clients(live_server, client_env, d
     assert proc.returncode != 0 and "No matching distribution found for team-util" in proc.stderr, proc.stderr
     wheel_url = f"{server.url}/files/team-util/{dists['util_whl'].name}"
     proc = pip_install(py, client_env, wheel_url, check=False)
-    assert proc.returncode != 0 and "403" in proc.stderr, proc.stderr
+    assert proc.returncode != 0 and "403 Client Error: team-util is quarantined on this index" in proc.stderr, (
+        proc.stderr
+    )
     vpath = tmp_path / "v-uv"
     run([tool("uv"), "venv", "-q", str(vpath)], client_env)
     uv_install = [tool("uv"), "pip", "install", "--python", str(vpath / "bin" / "python"),
@@ -430,3 +432,38 @@ def test_project_status_markers_with_the_real_clients(live_server, client_env, d
     run(uv_install, client_env)
     assert imports(vpath / "bin" / "python", "team_util") == "0.3.1\n"
     twine_upload(server.url + "/legacy/", client_env, [newer])
+
+
+def test_refusals_read_in_the_clients_own_output(live_server, client_env, dists, tmp_path):
+    """The server's message is also the reason phrase of its status line (app/http_reason.py):
+    twine prints it without --verbose, flit puts it in its error. A user reads why an upload was
+    refused (a file that already exists, an archived project), not just "409 Conflict"."""
+    server = live_server()
+    env = dict(client_env, COLUMNS="400")  # twine's rich output wraps at the terminal's width
+    twine_upload(server.url + "/legacy/", env, [dists["util_whl"]])
+    (tmp_path / "changed").mkdir()
+    changed = make_wheel(tmp_path / "changed", "team_util", "0.3.1", module_code="x = 2\n")
+    proc = run([tool("twine"), "upload", "--disable-progress-bar", "--non-interactive",
+                "--repository-url", server.url + "/legacy/", "-u", "x", "-p", "x", str(changed)],
+               env, check=False)  # fmt: skip
+    out = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode != 0 and "409 Conflict" in out, out
+    assert "File already exists: team_util-0.3.1-py3-none-any.whl was uploaded before with other contents" in out
+
+    home = Path(client_env["HOME"])
+    (home / ".pypirc").write_text(pypirc_from_readme(server.url, "guide-user", "guide-pass"))
+    project = make_project(tmp_path / "proj", "podsearch", "0.4.0", "flit")
+    flit = [tool("flit"), "publish", "--repository", "private"]
+    run(flit, client_env, cwd=project)
+    make_project(tmp_path / "proj", "podsearch", "0.4.0", "flit", note="rebuilt")
+    proc = run(flit, client_env, cwd=project, check=False)
+    assert proc.returncode != 0, proc.stderr
+    assert "409 Client Error: File already exists: podsearch-0.4.0" in proc.stderr, proc.stderr
+
+    reason = {"status": "archived", "reason": "continued as podsearch2"}
+    assert httpx.put(server.url + "/api/projects/podsearch/status", json=reason).status_code == 200
+    make_project(tmp_path / "proj", "podsearch", "0.5.0", "flit")
+    proc = run(flit, client_env, cwd=project, check=False)
+    assert proc.returncode != 0, proc.stderr
+    assert "403 Client Error: podsearch is archived on this index" in proc.stderr, proc.stderr
+    assert "continued as podsearch2" in proc.stderr
