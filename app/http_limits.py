@@ -183,7 +183,7 @@ if HttpToolsProtocol is not None:
                 return
             body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail})
             head = (
-                f"HTTP/1.1 {status} {phrase}\r\ncontent-type: application/problem+json\r\n"
+                f"HTTP/1.1 {status} {http_reason.phrase(detail).decode()}\r\ncontent-type: application/problem+json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
             )
             self.logger.warning("%s %s: %s", status, phrase, detail)
