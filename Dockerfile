@@ -50,8 +50,10 @@ USER ${UID}:${GID}
 WORKDIR /data
 VOLUME /data
 EXPOSE 8080
-# Liveness on the default port and path (change both here if you pass -p or --health-endpoint).
+# Liveness on the default port and path (change both here if you pass -p or --health-endpoint);
+# over HTTPS when PACKHOUSE_SSL_CERTFILE is set (the certificate names the public host, not 127.0.0.1:
+# this probe of the loopback does not verify it).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+    CMD ["python3", "-c", "import os, ssl, urllib.request as u; tls = bool(os.environ.get('PACKHOUSE_SSL_CERTFILE')); u.urlopen(('https' if tls else 'http') + '://127.0.0.1:8080/health', timeout=4, context=ssl._create_unverified_context() if tls else None)"]
 ENTRYPOINT ["packhouse", "run"]
 CMD ["-p", "8080", "/data/packages"]

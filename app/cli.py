@@ -86,6 +86,11 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="seconds over which failed logins are counted (default 300; "
                    "env PACKHOUSE_LOGIN_FAILURE_WINDOW)")  # fmt: skip
     p.add_argument("--workers", type=int, help="uvicorn worker processes (default 1; env PACKHOUSE_WORKERS)")
+    p.add_argument("--ssl-certfile", metavar="PEM",
+                   help="serve HTTPS with this certificate (chain); the key too unless --ssl-keyfile "
+                   "(env PACKHOUSE_SSL_CERTFILE)")  # fmt: skip
+    p.add_argument("--ssl-keyfile", metavar="PEM",
+                   help="the certificate's private key, not encrypted (env PACKHOUSE_SSL_KEYFILE)")  # fmt: skip
     p.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, metavar="LEVEL",
                    help=f"log level: {', '.join(LOG_LEVELS)} (default info; env PACKHOUSE_LOG_LEVEL)")  # fmt: skip
     p.add_argument("--config", help="TOML settings file: keys as the PACKHOUSE_* names in lower case "
@@ -160,7 +165,7 @@ def serve(args: argparse.Namespace) -> int:
         "access_log", "log_format", "files_dir", "realm", "extra_packages_dirs",
     ]  # fmt: skip
     names += ["body_timeout", "max_header_size", "header_timeout"]  # request limits (issue 3)
-    names += ["login_failures", "login_failure_window"]
+    names += ["login_failures", "login_failure_window", "ssl_certfile", "ssl_keyfile"]
     try:
         return launch(build_settings({name: getattr(args, name, None) for name in names}, args.config))
     except ConfigError as exc:

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="Seconds a client has to send a complete request head (and keep-alive idle time).",
     )
     workers: int = Field(1, ge=1, description="uvicorn worker processes.")
+    ssl_certfile: Path | None = Field(
+        None,
+        description="Serve HTTPS with this PEM certificate (chain): no proxy needed to keep passwords "
+        "off the wire. The key too, unless SSL_KEYFILE is given.",
+    )
+    ssl_keyfile: Path | None = Field(None, description="The certificate's private key (PEM, not encrypted).")
     realm: str = Field("packhouse", description="HTTP Basic realm.")
     log_level: LogLevel = Field("info", description="uvicorn log level: " + ", ".join(LOG_LEVELS) + ".")
     # --- pypiserver compatibility and operations (issue 4) ---
@@ -211,6 +217,8 @@ class Settings(BaseSettings):
                 f"storage {self.storage!r}: use s3://BUCKET/PREFIX, or leave it unset for local files "
                 "(PACKHOUSE_FILES_DIR)"
             )
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("--ssl-keyfile is given without --ssl-certfile: give the certificate too")
         if self.required_actions and self.passwords_file is None:
             raise ValueError(
                 f"--authenticate {self.authenticate} needs a passwords file: give --passwords FILE "

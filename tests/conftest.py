@@ -214,6 +214,7 @@ class LiveServer(ServerProcess):
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     _log: object = field(default=None, repr=False)
+    ca: str | None = None
 
     def command(self) -> list[str]:
         return [
@@ -229,16 +230,19 @@ class LiveServer(ServerProcess):
 
 @pytest.fixture
 def live_server(tmp_path: Path, database_url_for) -> Iterator[object]:
-    """Factory: ``live_server("--passwords", p, ...)`` starts a server; all are stopped at teardown."""
+    """Factory: ``live_server("--passwords", p, ...)`` starts a server; all are stopped at teardown.
+    ``ca``: the CA of the server's certificate, when the arguments make it serve HTTPS."""
     servers: list[LiveServer] = []
 
-    def factory(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None) -> LiveServer:
+    def factory(
+        *args: str, data_dir: Path | None = None, env: dict[str, str] | None = None, ca: str | None = None
+    ) -> LiveServer:
         env = dict(env or {})
         if "--database-url" not in args and "PACKHOUSE_DATABASE_URL" not in env:
             if url := database_url_for(data_dir or tmp_path / "data"):
                 env["PACKHOUSE_DATABASE_URL"] = url
         server_env = clean_env(tmp_path / "server-home", env)
-        server = LiveServer(data_dir or tmp_path / "data", list(args), server_env)
+        server = LiveServer(data_dir or tmp_path / "data", list(args), server_env, ca=ca)
         servers.append(server)
         return server.start()
 

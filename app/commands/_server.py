@@ -126,6 +126,8 @@ def launch(settings: Settings) -> int:
             http=http_limits.protocol(),  # request-head size and time limits (app/http_limits.py)
             h11_max_incomplete_event_size=settings.max_header_size,
             timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
         )
     return 0
 
@@ -135,6 +137,7 @@ def preflight(settings: Settings) -> None:
     saying what to fix rather than a traceback (or a server that answers 500): the passwords file,
     the folders it writes to, the database (migrated here, once) and the S3 bucket. Raises ConfigError."""
     check_passwords_file(settings.passwords_file)
+    check_tls(settings.ssl_certfile, settings.ssl_keyfile)
     if settings.packages_dir is not None:
         created = not settings.packages_dir.exists()
         if problem := check_readable(settings.extra_packages_dirs_list) or check_writable(settings.packages_dir):
@@ -178,6 +181,48 @@ def check_passwords_file(path: Path | None) -> None:
     except OSError as exc:
         who = f" to uid {os.getuid()}" if isinstance(exc, PermissionError) else ""
         raise ConfigError(f"cannot read the passwords file {path}: {exc.strerror}{who}") from None
+
+
+def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
+    """Load the certificate and key as uvicorn will, so that a wrong path, a key of another
+    certificate or an encrypted key stops the start with one line, not a traceback or a prompt."""
+    if certfile is None:
+        return
+    import ssl
+
+    texts = {}
+    for path, what in ((certfile, "certificate"), (keyfile, "key")):
+        if path is not None:
+            try:
+                texts[what] = path.read_bytes()
+            except OSError as exc:
+                who = f" to uid {os.getuid()}" if isinstance(exc, PermissionError) else ""
+                raise ConfigError(f"cannot read the TLS {what} file {path}: {exc.strerror}{who}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in texts["certificate"]:
+        raise ConfigError(f"{certfile} holds no PEM certificate ('-----BEGIN CERTIFICATE-----' ...)")
+    if b"PRIVATE KEY-----" not in texts.get("key", texts["certificate"]):
+        hint = "" if keyfile else ": give the key's file with --ssl-keyfile"
+        raise ConfigError(f"{keyfile or certfile} holds no PEM private key{hint}")
+
+    def encrypted() -> str:
+        raise ConfigError(
+            f"the TLS key in {keyfile or certfile} is encrypted: give a key without a passphrase "
+            "(e.g. 'openssl pkey -in KEY -out KEY.plain'), readable only by the server's user"
+        )
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(certfile, keyfile, password=encrypted)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            raise ConfigError(
+                f"the TLS key in {keyfile or certfile} is not the key of the certificate in {certfile}"
+            ) from None
+        files = f"{certfile} and {keyfile}" if keyfile else str(certfile)
+        raise ConfigError(
+            f"cannot load the TLS certificate and key from {files} (OpenSSL: {exc.reason or exc}): is each "
+            "PEM block complete, as the certificate authority or openssl wrote it?"
+        ) from None
 
 
 def reason(exc: BaseException) -> str:

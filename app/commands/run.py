@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     extra.add_argument("--config", metavar="FILE", help="TOML settings file (env PACKHOUSE_CONFIG)")
     extra.add_argument("--rescan-interval", type=float, metavar="SECONDS", help="rescan the folder (default 30)")
     extra.add_argument("--workers", type=int, help="uvicorn worker processes (default 1)")
+    extra.add_argument("--ssl-certfile", metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    extra.add_argument("--ssl-keyfile", metavar="PEM", help="its private key, unless in the certificate file")
     extra.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     extra.add_argument("--no-access-log", dest="access_log", action="store_const", const=False)
     extra.add_argument("--login-failures", type=int, metavar="N",
@@ -178,6 +180,7 @@ def handle(ns: argparse.Namespace) -> int:
         "log_format": args.log_format, "access_log": args.access_log, "metrics_auth": args.metrics_auth,
         "log_level": "debug" if args.verbose > 1 else None,
         "login_failures": args.login_failures, "login_failure_window": args.login_failure_window,
+        "ssl_certfile": args.ssl_certfile, "ssl_keyfile": args.ssl_keyfile,
     }  # fmt: skip
     try:
         # pypiserver's defaults, below PACKHOUSE_* variables and the config file.

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -27,13 +28,19 @@ class ServerProcess:
     proc: subprocess.Popen[bytes] | None
     _log: object
     ready_path = "/health"
+    ca: str | None = None  # the CA of the server's TLS certificate (--ssl-certfile): https URLs
 
     def command(self) -> list[str]:
         raise NotImplementedError
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify`` for this server: its CA, when it serves HTTPS."""
+        return ssl.create_default_context(cafile=self.ca) if self.ca else True
 
     def start(self, timeout: float = 20.0):  # noqa: ANN201 - returns self (either subclass)
         assert self.log_path is not None
@@ -45,7 +52,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{name} exited early:\n{self.log()}")
             try:
-                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=1, verify=self.verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

@@ -1,0 +1,207 @@
+"""HTTPS served by Packhouse itself (``--ssl-certfile``, ``--ssl-keyfile``): passwords off the wire
+without a proxy. The real clients verify the certificate against the test's own CA (trustme);
+nothing skips verification, and without the CA they refuse the server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from tests.conftest import ROOT, clean_env, free_port, run, tool
+from tests.e2e.test_clients import make_project, pypirc_from_readme
+from tests.e2e.test_operator_errors import assert_refused, serve
+from tests.support.builders import make_sdist, make_wheel
+from tests.support.htpasswd import write_htpasswd
+from tests.support.runserver import RunServer
+
+pytestmark = pytest.mark.e2e
+
+
+#: CA settings of the machine (this one sets them all to the system bundle): each client must trust
+#: the test's CA because the test says so. (requests, and so twine and flit, let REQUESTS_CA_BUNDLE
+#: win over twine's --cert and over ca_cert in ~/.pypirc.)
+MACHINE_CA = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+
+
+@pytest.fixture
+def env(client_env: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in client_env.items() if name not in MACHINE_CA}
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """PEM files: the CA, the server's certificate for 127.0.0.1 and localhost, its key, both in one
+    file, a key of another certificate, the key encrypted, and a certificate cut short."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    folder = tmp_path_factory.mktemp("tls")
+    paths = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key", "both", "other-key", "truncated")}
+    ca.cert_pem.write_to_path(str(paths["ca"]))
+    paths["cert"].write_bytes(b"".join(pem.bytes() for pem in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(paths["key"]))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(paths["both"]))
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(paths["other-key"]))
+    paths["truncated"].write_bytes(paths["cert"].read_bytes()[:300])
+    paths["encrypted"] = folder / "encrypted.pem"
+    subprocess.run(["openssl", "pkey", "-in", str(paths["key"]), "-aes256", "-passout", "pass:secret",
+                    "-out", str(paths["encrypted"])], check=True)  # fmt: skip
+    return paths
+
+
+@pytest.mark.sqlite_only  # TLS is the subject; the database is incidental
+def test_the_real_clients_over_https(live_server, env, tls, tmp_path):
+    pw = tmp_path / "htpasswd"
+    user, password = write_htpasswd(pw, ("bcrypt",))["bcrypt"]
+    server = live_server("--passwords", str(pw), "--ssl-certfile", str(tls["cert"]), "--ssl-keyfile",
+                         str(tls["key"]), ca=str(tls["ca"]))  # fmt: skip
+    assert server.url.startswith("https://")
+    out = tmp_path / "dist"
+    out.mkdir()
+    payload = random.Random(7).randbytes(3 * 1024 * 1024)  # more than one chunk of a TLS download
+    wheel = make_wheel(out, "tls-lib", "1.0", extra_files={"tls_lib/blob.bin": payload})
+    sdist = make_sdist(out, "tls-lib", "1.0")
+
+    upload = [tool("twine"), "upload", "--disable-progress-bar", "--non-interactive", "--repository-url",
+              server.url + "/legacy/", "-u", user, "-p", password, str(wheel), str(sdist)]  # fmt: skip
+    run([*upload, "--cert", str(tls["ca"])], env)
+
+    # pip, with the CA and without it.
+    venv = tmp_path / "v"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    pip = [tool("pip"), "--python", str(venv / "bin" / "python"), "install", "--index-url", server.url + "/simple/"]
+    no_ca = run([*pip, "--retries", "0", "tls-lib"], env, check=False)
+    assert no_ca.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in no_ca.stdout + no_ca.stderr
+    run([*pip, "--cert", str(tls["ca"]), "tls-lib"], env)
+    installed = next((venv / "lib").glob("python3*/site-packages/tls_lib/blob.bin"))
+    assert installed.read_bytes() == payload
+
+    # uv, with the CA in SSL_CERT_FILE.
+    uv_venv = tmp_path / "uv-venv"
+    run([tool("uv"), "venv", "-q", str(uv_venv)], env)
+    uv = [tool("uv"), "pip", "install", "--python", str(uv_venv / "bin" / "python"), "--index-url",
+          server.url + "/simple/", "tls-lib"]  # fmt: skip
+    run(uv, dict(env, SSL_CERT_FILE=str(tls["ca"])))
+
+    with httpx.Client(base_url=server.url, verify=server.verify) as http:
+        # Files go out in chunks under TLS (no sendfile): whole, and HEAD and Range as over HTTP.
+        url = f"/files/tls-lib/{wheel.name}"
+        got = http.get(url)
+        assert (
+            got.status_code == 200
+            and hashlib.sha256(got.content).digest() == hashlib.sha256(wheel.read_bytes()).digest()
+        )
+        assert http.head(url).headers["content-length"] == str(wheel.stat().st_size)
+        part = http.get(url, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == wheel.read_bytes()[100:200]
+        # An error's message in the status line over TLS too (app/http_reason.py).
+        assert http.get("/simple/nothing/").reason_phrase == "No project named 'nothing' on this index."
+        # The landing page's pip snippet: an https index needs no trusted-host.
+        home = http.get("/").text
+        assert f"index-url = {server.url}/simple/" in home and "trusted-host" not in home
+
+
+@pytest.mark.sqlite_only
+def test_every_upload_client_with_the_organisations_ca(live_server, env, tls, tmp_path):
+    """README's way for each publisher to trust the server's CA: flit with REQUESTS_CA_BUNDLE and
+    ~/.pypirc, twine with ca_cert in ~/.pypirc, hatch --ca-cert, uv publish with SSL_CERT_FILE,
+    poetry with certificates.private.cert."""
+    pw = tmp_path / "htpasswd"
+    user, password = write_htpasswd(pw, ("bcrypt",))["bcrypt"]
+    server = live_server("--passwords", str(pw), "--ssl-certfile", str(tls["both"]), ca=str(tls["ca"]))
+    ca = str(tls["ca"])
+    home = Path(env["HOME"])
+    pypirc = pypirc_from_readme(server.url, user, password)
+    (home / ".pypirc").write_text(pypirc)
+
+    flit_project = make_project(tmp_path / "flit-proj", "tls-flit", "1.0.0", "flit")
+    run([tool("flit"), "publish", "--repository", "private"], dict(env, REQUESTS_CA_BUNDLE=ca), cwd=flit_project)
+
+    (home / ".pypirc").write_text(pypirc + f"ca_cert = {ca}\n")  # under [private], the last section
+    out = tmp_path / "dist"
+    out.mkdir()
+    run([tool("twine"), "upload", "--disable-progress-bar", "--non-interactive", "-r", "private",
+         str(make_wheel(out, "tls-twine", "1.0"))], env)  # fmt: skip
+    run([tool("hatch"), "publish", "--no-prompt", "--repo", server.url + "/legacy/", "--user", user, "--auth",
+         password, "--ca-cert", ca, str(make_wheel(out, "tls-hatch", "1.0"))], env, cwd=tmp_path)  # fmt: skip
+    run([tool("uv"), "publish", "--publish-url", server.url + "/legacy/", "--username", user, "--password",
+         password, str(make_wheel(out, "tls-uv", "1.0"))], dict(env, SSL_CERT_FILE=ca))  # fmt: skip
+
+    poetry_project = make_project(tmp_path / "poetry-proj", "tls-poetry", "1.0.0", "poetry")
+    for argv in (["config", "repositories.private", server.url + "/legacy/"],
+                 ["config", "http-basic.private", user, password],
+                 ["config", "certificates.private.cert", ca],
+                 ["publish", "--build", "--repository", "private"]):  # fmt: skip
+        run([tool("poetry"), *argv], env, cwd=poetry_project)
+
+    listing = httpx.get(server.url + "/simple/", headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+                        verify=server.verify)  # fmt: skip
+    names = {p["name"] for p in listing.json()["projects"]}
+    assert names == {"tls-flit", "tls-twine", "tls-hatch", "tls-uv", "tls-poetry"}, names
+
+
+def test_pypiserver_command_line_with_the_key_in_the_certificate_file(tmp_path, tls):
+    """`packhouse run` takes the same flags, and PACKHOUSE_SSL_CERTFILE alone when the file holds
+    the key too (as many ACME clients write it)."""
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    make_wheel(packages, "folder-lib", "2.0")
+    env = clean_env(tmp_path / "home", {"PACKHOUSE_SSL_CERTFILE": str(tls["both"])})
+    server = RunServer(["-P", ".", "-a", ".", str(packages)], env, tmp_path / "run.log", free_port())
+    server.ca = str(tls["ca"])
+    server.start()
+    try:
+        page = httpx.get(server.url + "/simple/folder-lib/", verify=server.verify)
+        assert page.status_code == 200 and "folder_lib-2.0-py3-none-any.whl" in page.text
+        with pytest.raises(httpx.HTTPError):  # plain HTTP on the HTTPS port gets no answer
+            httpx.get(server.url.replace("https://", "http://") + "/health", timeout=5)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"--ssl-certfile": "missing"}, "cannot read the TLS certificate file"),
+        ({"--ssl-keyfile": "key"}, "--ssl-keyfile is given without --ssl-certfile"),
+        ({"--ssl-certfile": "key", "--ssl-keyfile": "key"}, "holds no PEM certificate"),
+        ({"--ssl-certfile": "cert"}, "holds no PEM private key: give the key's file with --ssl-keyfile"),
+        ({"--ssl-certfile": "cert", "--ssl-keyfile": "cert"}, "holds no PEM private key"),
+        ({"--ssl-certfile": "cert", "--ssl-keyfile": "other-key"}, "is not the key of the certificate"),
+        ({"--ssl-certfile": "ca", "--ssl-keyfile": "key"}, "is not the key of the certificate"),
+        ({"--ssl-certfile": "cert", "--ssl-keyfile": "encrypted"}, "is encrypted: give a key without a passphrase"),
+        ({"--ssl-certfile": "truncated", "--ssl-keyfile": "key"}, "cannot load the TLS certificate and key"),
+    ],
+)
+def test_a_certificate_or_key_that_cannot_serve_stops_the_start(tmp_path, tls, files, expected):
+    args = [arg for flag, name in files.items() for arg in (flag, str(tls.get(name, tmp_path / "missing.pem")))]
+    proc = serve(tmp_path, "--data-dir", str(tmp_path / "data"), *args)
+    assert_refused(proc, expected)
+    assert not (tmp_path / "data").exists()  # refused before anything was created
+
+
+@pytest.mark.sqlite_only  # the probe is the subject
+def test_the_container_healthcheck_follows_the_scheme(live_server, tmp_path, tls):
+    """The Dockerfile's HEALTHCHECK, run as written (on this server's port): over HTTPS when
+    PACKHOUSE_SSL_CERTFILE is set, over HTTP otherwise; and it fails when nothing answers."""
+    line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if '"python3", "-c"' in line)
+    probe = json.loads(line.split("CMD", 1)[1])[2]
+
+    def check(port: int, tls_env: bool) -> int:
+        env = clean_env(tmp_path / "home", {"PACKHOUSE_SSL_CERTFILE": str(tls["both"])} if tls_env else None)
+        code = probe.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30).returncode
+
+    https = live_server("--ssl-certfile", str(tls["both"]), data_dir=tmp_path / "a", ca=str(tls["ca"]))
+    plain = live_server(data_dir=tmp_path / "b")
+    assert check(https.port, tls_env=True) == 0
+    assert check(plain.port, tls_env=False) == 0
+    assert check(https.port, tls_env=False) != 0  # the probe's scheme must match the server's
+    assert check(free_port(), tls_env=True) != 0
