@@ -3,14 +3,17 @@
 The slow test follows the classic pypiserver guide with Packhouse's image: `docker compose up` of the
 default service (port published, named volume, `command: -P . -a . /data/packages`), `twine upload`
 to it, `pip install --index-url http://host:port` from it; then the guide's authenticated variant
-(htpasswd bind, `-P /data/auth/htpasswd.txt -a update,download,list`) on the same volume.
+(htpasswd bind, `-P /data/auth/htpasswd.txt -a update,download,list`) on the same volume; then
+that over HTTPS, as docs/migrating.md sets it up, with the image's HEALTHCHECK run inside.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 from tests.conftest import ROOT, basic, clean_env, free_port, run, tool
 from tests.support import docker_engine
@@ -72,11 +76,11 @@ def engine(tmp_path_factory):
     docker_engine.stop_engine(eng)
 
 
-def _wait_healthy(url: str, timeout: float = 60) -> None:
+def _wait_healthy(url: str, timeout: float = 60, verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
+            if httpx.get(url + "/health", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -149,6 +153,32 @@ def test_image_and_compose_service_end_to_end(engine, tmp_path, client_env):
         assert httpx.get(url + "/simple/").status_code == 401
         r = httpx.get(url + "/simple/podsearch/", headers=basic("username", "pass"))
         assert r.status_code == 200 and wheel.name in r.text
+
+        # HTTPS as docs/migrating.md sets it up: the certificate and key bound in, PACKHOUSE_SSL_*.
+        tls = tmp_path / "tls"
+        tls.mkdir()
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        cert.private_key_and_cert_chain_pem.write_to_path(str(tls / "fullchain.pem"))  # key included
+        cert.private_key_pem.write_to_path(str(tls / "privkey.pem"))
+        for pem in tls.iterdir():
+            pem.chmod(0o644)  # readable by the container's uid 9898
+        https = tmp_path / "https.yaml"
+        https.write_text(
+            "services:\n  packhouse:\n    volumes:\n"
+            f"      - type: bind\n        source: {tls}\n        target: /data/tls\n"
+            "    environment:\n      PACKHOUSE_SSL_CERTFILE: /data/tls/fullchain.pem\n"
+            "      PACKHOUSE_SSL_KEYFILE: /data/tls/privkey.pem\n"
+        )
+        run([*compose, "-f", str(override), "-f", str(https), "up", "-d", "--no-build"], compose_env, timeout=180)
+        secure = url.replace("http://", "https://")
+        verify = ssl.create_default_context()
+        ca.configure_trust(verify)
+        _wait_healthy(secure, verify=verify)
+        r = httpx.get(secure + "/simple/podsearch/", headers=basic("username", "pass"), verify=verify)
+        assert r.status_code == 200 and wheel.name in r.text  # same volume, same users, now over TLS
+        probe = json.loads(health)  # the image's HEALTHCHECK: ["CMD", "python3", "-c", CODE]
+        run([*compose, "exec", "-T", "packhouse", *probe[1:]], compose_env)  # run inside, as Docker would
     except BaseException:
         logs = subprocess.run([*compose, "logs"], env=compose_env, capture_output=True, text=True)
         print(logs.stdout[-5000:], logs.stderr[-2000:])
