@@ -55,9 +55,11 @@ def wrap_send(cycle: Any) -> None:
     send = cycle.send
 
     async def send_with_reason(message: Any) -> None:
-        reason = message.get(REASON) if message["type"] == "http.response.start" else None
-        standard = STATUS_LINE.get(message.get("status"))  # type: ignore[arg-type]
-        if not reason or standard is None:
+        if message["type"] != "http.response.start" or not (reason := message.get(REASON)):
+            await send(message)
+            return
+        standard = STATUS_LINE.get(message["status"])
+        if standard is None:  # a status uvicorn has no line for: its own handling
             await send(message)
             return
         custom = b"%s %d %s\r\n" % (standard.split(b" ", 1)[0], message["status"], phrase(reason))
