@@ -190,7 +190,8 @@ def test_a_certificate_or_key_that_cannot_serve_stops_the_start(tmp_path, tls, f
 @pytest.mark.sqlite_only  # the probe is the subject
 def test_the_container_healthcheck_follows_the_scheme(live_server, tmp_path, tls):
     """The Dockerfile's HEALTHCHECK, run as written (on this server's port): over HTTPS when
-    PACKHOUSE_SSL_CERTFILE is set, over HTTP otherwise; and it fails when nothing answers."""
+    PACKHOUSE_SSL_CERTFILE is set (here on a server of two worker processes), over HTTP
+    otherwise; and it fails when nothing answers."""
     line = next(line for line in (ROOT / "Dockerfile").read_text().splitlines() if '"python3", "-c"' in line)
     probe = json.loads(line.split("CMD", 1)[1])[2]
 
@@ -199,7 +200,8 @@ def test_the_container_healthcheck_follows_the_scheme(live_server, tmp_path, tls
         code = probe.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
         return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=30).returncode
 
-    https = live_server("--ssl-certfile", str(tls["both"]), data_dir=tmp_path / "a", ca=str(tls["ca"]))
+    https = live_server("--ssl-certfile", str(tls["both"]), "--workers", "2", data_dir=tmp_path / "a",
+                        ca=str(tls["ca"]))  # fmt: skip
     plain = live_server(data_dir=tmp_path / "b")
     assert check(https.port, tls_env=True) == 0
     assert check(plain.port, tls_env=False) == 0
