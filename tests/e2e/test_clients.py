@@ -294,7 +294,8 @@ def test_poetry_publish_lock_and_install_with_readme_config(live_server, client_
     run([tool("poetry"), "build"], client_env, cwd=lib)
     refused = run(publish, client_env, cwd=lib, check=False)
     assert refused.returncode != 0
-    assert "409" in refused.stdout + refused.stderr and "File already exists" in refused.stdout + refused.stderr
+    said = " ".join((refused.stdout + refused.stderr).split())
+    assert "HTTP Error 409: File already exists: team_lib-0.1.0" in said, said  # the reason phrase
     skipped = run([*publish, "--skip-existing"], client_env, cwd=lib)
     assert (skipped.stdout + skipped.stderr).count("File exists. Skipping") == 2
     assert listed(server.url, "team-lib", (user, password)) == first  # not a stored byte changed
