@@ -26,8 +26,8 @@ pytestmark = pytest.mark.e2e
 
 
 #: CA settings of the machine (this one sets them all to the system bundle): each client must trust
-#: the test's CA because the test says so. (requests, and so twine and flit, let REQUESTS_CA_BUNDLE
-#: win over twine's --cert and over ca_cert in ~/.pypirc.)
+#: the test's CA because the test says so. (requests, and so pip, twine and flit, let
+#: REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE win over --cert and over ca_cert in ~/.pypirc.)
 MACHINE_CA = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
