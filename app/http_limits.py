@@ -19,8 +19,9 @@ parse) is ever written into a response that is going out, where it would land in
 the connection is shut down instead, so that the client sees a body cut short (a sendfile thread
 writing on its own descriptor of the socket stops too).
 
-The same protocol class lets file responses go out with sendfile (app/http_sendfile.py), and an
-error's message in its status line (app/http_reason.py).
+The same protocol class lets file responses go out with sendfile (app/http_sendfile.py), an
+error's message in its status line (app/http_reason.py), and a renewed TLS certificate be served
+without a restart (app/http_tls.py).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import asyncio
 import json
 from typing import Any
 
-from app import http_reason, http_sendfile
+from app import http_reason, http_sendfile, http_tls
 
 DEFAULT_MAX_HEAD = 64 * 1024
 
@@ -64,6 +65,8 @@ if HttpToolsProtocol is not None:
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
+            if self.config.ssl is not None:  # a renewed certificate, for the connections after this one
+                http_tls.reloader(self.config).check(self.config.ssl)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +147,61 @@ def test_every_upload_client_with_the_organisations_ca(live_server, env, tls, tm
                         verify=server.verify)  # fmt: skip
     names = {p["name"] for p in listing.json()["projects"]}
     assert names == {"tls-flit", "tls-twine", "tls-hatch", "tls-uv", "tls-poetry"}, names
+
+
+def served_certificate(server: object) -> bytes:
+    """The certificate (DER) of a new connection to ``server``, after a whole request on it: the
+    server has then seen the connection, and checked its certificate files (app/http_tls.py)."""
+    context = ssl.create_default_context(cafile=server.ca)  # type: ignore[attr-defined]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:  # type: ignore[attr-defined]
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+            return sock.getpeercert(binary_form=True)  # type: ignore[return-value]
+
+
+@pytest.mark.sqlite_only  # TLS is the subject
+def test_a_renewed_certificate_is_served_without_a_restart(live_server, tmp_path):
+    """certbot's way: new files renamed over the old ones. The connection that finds them changed
+    still gets the old certificate; the next ones the new. A renewal that cannot be loaded (the
+    certificate renewed before its key) is logged, and the previous certificate stays meanwhile."""
+    ca = trustme.CA()
+    live = tmp_path / "live"
+    live.mkdir()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+
+    def install(pem: bytes, name: str) -> None:
+        staged = live / f".{name}.new"
+        staged.write_bytes(pem)
+        staged.replace(live / name)
+
+    def der(cert: trustme.LeafCert) -> bytes:
+        return ssl.PEM_cert_to_DER_cert(cert.cert_chain_pems[0].bytes().decode())
+
+    first, second, third = (ca.issue_cert("127.0.0.1") for _ in range(3))
+    install(first.cert_chain_pems[0].bytes(), "fullchain.pem")
+    install(first.private_key_pem.bytes(), "privkey.pem")
+    server = live_server("--ssl-certfile", str(live / "fullchain.pem"), "--ssl-keyfile", str(live / "privkey.pem"),
+                         ca=str(tmp_path / "ca.pem"))  # fmt: skip
+    assert served_certificate(server) == der(first)
+    assert served_certificate(server) == der(first)  # unchanged files: nothing reloaded
+
+    install(second.cert_chain_pems[0].bytes(), "fullchain.pem")
+    install(second.private_key_pem.bytes(), "privkey.pem")
+    assert served_certificate(server) == der(first)  # this connection finds the files changed
+    assert served_certificate(server) == der(second)
+    assert "TLS certificate reloaded" in server.log()
+
+    install(third.cert_chain_pems[0].bytes(), "fullchain.pem")  # its key not yet
+    served_certificate(server)
+    assert served_certificate(server) == der(second)
+    assert "cannot be loaded" in server.log() and "still serving the previous certificate" in server.log()
+    install(third.private_key_pem.bytes(), "privkey.pem")
+    served_certificate(server)
+    assert served_certificate(server) == der(third)
 
 
 def test_pypiserver_command_line_with_the_key_in_the_certificate_file(tmp_path, tls):
