@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from cryptography.hazmat.primitives import serialization
 
 from tests.conftest import ROOT, clean_env, free_port, run, tool
 from tests.e2e.test_clients import make_project, pypirc_from_readme
@@ -52,9 +53,16 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cert.private_key_and_cert_chain_pem.write_to_path(str(paths["both"]))
     ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(paths["other-key"]))
     paths["truncated"].write_bytes(paths["cert"].read_bytes()[:300])
+    # The key under a passphrase, as `openssl pkey -aes256` writes it (cryptography comes with trustme).
+    key = serialization.load_pem_private_key(paths["key"].read_bytes(), password=None)
     paths["encrypted"] = folder / "encrypted.pem"
-    subprocess.run(["openssl", "pkey", "-in", str(paths["key"]), "-aes256", "-passout", "pass:secret",
-                    "-out", str(paths["encrypted"])], check=True)  # fmt: skip
+    paths["encrypted"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"secret"),
+        )
+    )
     return paths
 
 
