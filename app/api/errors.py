@@ -97,8 +97,8 @@ class ProblemResponse(Response):
         self.reason = detail
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        await send({**start, REASON: self.reason})
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers,
+                    REASON: self.reason})  # fmt: skip
         await send({"type": "http.response.body", "body": self.body})
 
 

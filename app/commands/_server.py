@@ -179,8 +179,13 @@ def check_passwords_file(path: Path | None) -> None:
             f"--passwords {path}' (or htpasswd -cB), or give --passwords . for none"
         ) from None
     except OSError as exc:
-        who = f" to uid {os.getuid()}" if isinstance(exc, PermissionError) else ""
-        raise ConfigError(f"cannot read the passwords file {path}: {exc.strerror}{who}") from None
+        raise unreadable("the passwords file", path, exc) from None
+
+
+def unreadable(what: str, path: Path, exc: OSError) -> ConfigError:
+    """The error for a file the server cannot read: its reason, and the uid when permissions are why."""
+    who = f" to uid {os.getuid()}" if isinstance(exc, PermissionError) else ""
+    return ConfigError(f"cannot read {what} {path}: {exc.strerror}{who}")
 
 
 def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
@@ -196,8 +201,7 @@ def check_tls(certfile: Path | None, keyfile: Path | None) -> None:
             try:
                 texts[what] = path.read_bytes()
             except OSError as exc:
-                who = f" to uid {os.getuid()}" if isinstance(exc, PermissionError) else ""
-                raise ConfigError(f"cannot read the TLS {what} file {path}: {exc.strerror}{who}") from None
+                raise unreadable(f"the TLS {what} file", path, exc) from None
     if b"-----BEGIN CERTIFICATE-----" not in texts["certificate"]:
         raise ConfigError(f"{certfile} holds no PEM certificate ('-----BEGIN CERTIFICATE-----' ...)")
     if b"PRIVATE KEY-----" not in texts.get("key", texts["certificate"]):
