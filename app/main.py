@@ -32,6 +32,7 @@ from app.auth.htpasswd import HtpasswdAuthenticator
 from app.auth.policy import Policy
 from app.auth.throttle import LoginThrottle
 from app.db.engine import build_engine, build_sessionmaker, sqlite_path, sqlite_write_problem
+from app.db.logins import DatabaseLoginLedger
 from app.db.migrate import upgrade_to_head
 from app.db.serials import SessionSerials, SqliteSerials
 from app.db.units import SessionUnits, SqliteUnits
@@ -71,14 +72,17 @@ async def lifespan(app: FastAPI, settings: Settings) -> AsyncIterator[None]:
     flat = isinstance(storage, FlatLocalStorage)
     if swept := storage.sweep_temporary():
         log.warning("removed %d temporary file(s) left by an interrupted upload", swept)
+    readers, writers = build_sessionmaker(engine), build_sessionmaker(writer)
     authenticator = (
         HtpasswdAuthenticator(
-            settings.passwords_file, LoginThrottle(settings.login_failures, settings.login_failure_window)
+            settings.passwords_file,
+            LoginThrottle(
+                settings.login_failures, settings.login_failure_window, DatabaseLoginLedger(readers, writers)
+            ),
         )
         if settings.passwords_file
         else None
     )
-    readers, writers = build_sessionmaker(engine), build_sessionmaker(writer)
 
     async def readiness() -> str | None:
         try:

@@ -91,7 +91,7 @@ class Settings(BaseSettings):
         ge=0,
         description="Wrong passwords one client may give for one user within LOGIN_FAILURE_WINDOW "
         "seconds; past that, that user's logins from that client are refused (429) until the window "
-        "moves on. 0: no limit. Counted per worker process.",
+        "moves on. 0: no limit. Counted in the database, the same for every worker and replica.",
     )
     login_failure_window: float = Field(
         300.0, gt=0, description="Seconds over which failed logins are counted (LOGIN_FAILURES)."

@@ -288,7 +288,7 @@ class HtpasswdAuthenticator:
             self._cache.clear()
             # A new password (or user) is a fresh start: an operator lifts a block by setting the
             # password of a user who locked themselves out ('packhouse user passwd').
-            self.throttle.clear()
+            self.throttle.reset(st.st_mtime)
             self._unreadable = False
 
     def _cannot_read(self, exc: OSError) -> None:
@@ -322,15 +322,15 @@ class HtpasswdAuthenticator:
         if hashed is not None and self._cache.get(key, 0.0) > now:
             return True
         client = client or "unknown"
-        self.throttle.check(client, username)
+        on_record = await self.throttle.check(client, username)
         # An unknown user's password is checked too, against a stand-in: the answer takes as long.
         ok = await anyio.to_thread.run_sync(
             verify_hash, password, hashed if hashed is not None else self._stand_in(username), limiter=self._hashing
         )
         if hashed is None or not ok:
-            self.throttle.failed(client, username)
+            await self.throttle.failed(client, username)
             return False
-        self.throttle.succeeded(client, username)
+        await self.throttle.succeeded(client, username, on_record)
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[key] = now + _CACHE_SECONDS

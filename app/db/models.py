@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, Double, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base
@@ -78,3 +78,17 @@ class Event(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
     actor: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class LoginFailure(Base):
+    """A wrong password, kept for the failed-login limit's window (app/auth/throttle.py) so that every
+    worker and replica counts the same failures. Rows older than the window are deleted as new ones
+    come; none is ever needed again (``packhouse transfer`` does not copy them)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_pair", "client", "username", "failed_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client: Mapped[str] = mapped_column(String(256))  # the address; an IPv6 client's /64
+    username: Mapped[str] = mapped_column(String(256))  # the name given, cut to 256 characters
+    failed_at: Mapped[float] = mapped_column(Double, index=True)  # seconds since the epoch (UTC)

@@ -18,7 +18,9 @@ from tests.conftest import basic, run, tool
 from tests.support.builders import make_wheel
 from tests.support.forms import upload_form
 
-pytestmark = pytest.mark.sqlite_only  # every refusal here is answered before the database is asked
+# The failures are kept in the database (app/db/logins.py); its SQL runs on both databases in
+# tests/unit/test_login_throttle.py and tests/e2e/test_replicas.py. Here it is about the server's answers.
+pytestmark = pytest.mark.sqlite_only
 
 
 @pytest.fixture
@@ -105,6 +107,24 @@ def test_the_fast_path_counts_a_wrong_password_once(live_server, passwords):
         metrics = http.get("/metrics", headers=basic("alice", "alices")).text  # where an operator sees them
     assert 'route="/simple/{project}/",status="429"} 1.0' in metrics
     assert 'route="/simple/{project}/",status="401"} 3.0' in metrics
+
+
+def test_every_worker_counts_the_same_failures_and_a_restart_forgets_none(live_server, passwords):
+    """With --workers 2, each new connection goes to either worker (the kernel's choice): three
+    wrong passwords are three, wherever they landed, and every later login of the pair is refused,
+    wherever it lands; then again after a restart."""
+    server = live_server("--passwords", str(passwords), "--workers", "2", "--login-failures", "3")
+    for i in range(3):  # a connection of its own each: httpx.get does not keep one
+        assert httpx.get(server.url + "/simple/", headers=basic("alice", f"g{i}")).status_code == 200
+        r = httpx.post(server.url + "/legacy/", headers=basic("alice", f"g{i}"))
+        assert r.status_code == 401, r.text
+    for _ in range(8):
+        assert_429(httpx.post(server.url + "/legacy/", headers=basic("alice", "alices")), "alice", "127.0.0.1", 300)
+    server.stop()
+    server.start()
+    assert_429(httpx.post(server.url + "/legacy/", headers=basic("alice", "alices")), "alice", "127.0.0.1", 300)
+    # Another user is checked, and logged in: only the empty form is refused.
+    assert httpx.post(server.url + "/legacy/", headers=basic("bob", "bobs")).status_code == 415
 
 
 def test_metrics_logins_are_counted_too(live_server, passwords):

@@ -4,12 +4,14 @@
   caches are keyed by the database's serial, not by process memory);
 - concurrent uploads of one filename with different bytes through both replicas: one wins, the
   others get 409, and both replicas serve the winner's bytes;
-- a replica SIGKILLed in the middle of an upload loses nothing and shows nothing half-done.
+- a replica SIGKILLed in the middle of an upload loses nothing and shows nothing half-done;
+- wrong passwords count once for all replicas (the failed-login limit is not one per replica).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import socket
@@ -22,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import run, tool
+from tests.conftest import basic, run, tool
 from tests.support.builders import make_wheel
 from tests.support.forms import upload_form
 
@@ -36,8 +38,8 @@ def replicas(live_server, database_url_for, s3, tmp_path):
     """Start replicas on one database and one bucket, each with its own local data folder."""
     shared = {**s3.env, "PACKHOUSE_DATABASE_URL": database_url_for(tmp_path / "shared")}
 
-    def start(name: str):
-        return live_server(data_dir=tmp_path / name, env=shared)
+    def start(name: str, **env: str):
+        return live_server(data_dir=tmp_path / name, env={**shared, **env})
 
     return start
 
@@ -252,3 +254,18 @@ async def _lock_waiters(conn, count: int, unless=None, timeout: float = 20.0) ->
     while await conn.fetchval(query) < count and not (unless is not None and unless.done()):
         assert time.monotonic() < deadline, "the requests never reached the lock"
         await asyncio.sleep(0.05)
+
+
+def test_wrong_passwords_count_once_for_all_replicas(replicas, tmp_path):
+    """A guesser spreading guesses over the load balancer's replicas gets the limit once, not once
+    per replica (and per worker): the failures are rows in the shared database."""
+    passwords = tmp_path / "htpasswd"
+    passwords.write_text("alice:{SHA}" + base64.b64encode(hashlib.sha1(b"alices").digest()).decode() + "\n")
+    env = {"PACKHOUSE_PASSWORDS": str(passwords), "PACKHOUSE_LOGIN_FAILURES": "4"}
+    a, b = replicas("a", **env), replicas("b", **env)
+    for i, server in enumerate([a, b, a, b]):
+        assert httpx.post(f"{server.url}/legacy/", headers=basic("alice", f"guess{i}")).status_code == 401
+    for server in (a, b):
+        r = httpx.post(f"{server.url}/legacy/", headers=basic("alice", "alices"))
+        assert r.status_code == 429, r.text
+        assert "4 wrong passwords in the last 5 minutes" in r.json()["detail"]
