@@ -212,6 +212,29 @@ def test_a_renewed_certificate_is_served_without_a_restart(live_server, tmp_path
     assert served_certificate(server) == der(third)
 
 
+@pytest.mark.sqlite_only  # TLS is the subject
+def test_every_worker_serves_the_renewed_certificate(live_server, tmp_path):
+    """With --workers 2, each worker finds a renewal for itself, on the first connection it takes
+    after it (which still gets the old certificate): of the connections after a renewal, at most one
+    per worker gets the old certificate, whichever worker the kernel hands each one to."""
+    ca = trustme.CA()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    old, new = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
+    both = tmp_path / "both.pem"
+    both.write_bytes(old.private_key_and_cert_chain_pem.bytes())
+    server = live_server("--ssl-certfile", str(both), "--workers", "2", ca=str(tmp_path / "ca.pem"))
+    der = {
+        ssl.PEM_cert_to_DER_cert(c.cert_chain_pems[0].bytes().decode()): name
+        for c, name in [(old, "old"), (new, "new")]
+    }
+    assert {der[served_certificate(server)] for _ in range(6)} == {"old"}
+    staged = tmp_path / ".both.pem.new"
+    staged.write_bytes(new.private_key_and_cert_chain_pem.bytes())
+    staged.replace(both)
+    served = [der[served_certificate(server)] for _ in range(16)]
+    assert served.count("old") <= 2 and served.count("new") >= 14, served
+
+
 def test_pypiserver_command_line_with_the_key_in_the_certificate_file(tmp_path, tls):
     """`packhouse run` takes the same flags, and PACKHOUSE_SSL_CERTFILE alone when the file holds
     the key too (as many ACME clients write it)."""
