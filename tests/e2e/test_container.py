@@ -136,6 +136,14 @@ def test_image_and_compose_service_end_to_end(engine, tmp_path, client_env):
         assert ls.stdout.split()[0] == "9898" and wheel.name in ls.stdout.split()
         health = engine.docker("inspect", "--format", "{{json .Config.Healthcheck.Test}}", image).stdout
         assert "/health" in health
+        # README's backup of the running container's package folder, as written there.
+        backups = tmp_path / "backups"
+        backups.mkdir()
+        run([*compose, "run", "--rm", "--user", "root", "--entrypoint", "packhouse", "-v", f"{backups}:/backups",
+             "packhouse", "backup", "--packages-dir", "/data/packages", "/backups/packages"], compose_env,
+            timeout=180)  # fmt: skip
+        assert (backups / "packages" / wheel.name).read_bytes() == wheel.read_bytes()
+        assert (backups / "packages" / ".packhouse" / "packhouse.db").is_file()
 
         # The guide's authenticated variant: htpasswd -s file bound at /data/auth, same volume.
         auth = tmp_path / "auth"

@@ -263,3 +263,38 @@ def test_bad_flags_get_a_clear_message(tmp_path):
         assert proc.returncode == 2, proc
         assert expected in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
+
+
+def test_a_package_folder_backed_up_while_served_keeps_what_only_its_database_knows(run_server, tmp_path):
+    """`packhouse backup --packages-dir`: DEST is a package folder that `packhouse run DEST` serves
+    with the yank and the project status that the files alone do not carry (copying the folder
+    while the server runs could also catch its database between the file and its WAL)."""
+    from tests.support.cli import packhouse
+    from tests.support.forms import upload_form
+
+    packages = _dir(tmp_path / "packages")
+    make_wheel(packages, "folder-lib", "1.0")
+    make_wheel(_dir(packages / "sub"), "folder-lib", "1.1")
+    server = run_server("-P", ".", "-a", ".", str(packages))
+    data, files = upload_form(make_wheel(_dir(tmp_path / "dist"), "folder-lib", "2.0"))
+    assert httpx.post(server.url + "/", data=data, files=files).status_code == 200
+    here = ["--packages-dir", str(packages)]
+    assert packhouse(["yank", "folder-lib", "1.0", "--reason", "broken", *here]).returncode == 0
+    assert packhouse(["status", "folder-lib", "deprecated", "--reason", "use new-lib", *here]).returncode == 0
+    dest = tmp_path / "backup"
+    done = packhouse(["backup", str(dest), *here])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 project(s), 3 file(s)" in done.stdout and "3 copied" in done.stdout, done.stdout
+    names = sorted(str(p.relative_to(dest)) for p in dest.rglob("*.whl"))
+    assert names == ["folder_lib-1.0-py3-none-any.whl", "folder_lib-2.0-py3-none-any.whl",
+                     "sub/folder_lib-1.1-py3-none-any.whl"]  # fmt: skip
+    assert (dest / ".packhouse" / "packhouse.db").is_file()
+    again = packhouse(["backup", str(dest), *here])  # a second run: nothing new
+    assert "0 copied" in again.stdout and "3 already there, 0 removed" in again.stdout, again.stdout
+
+    restored = run_server("-P", ".", "-a", ".", str(dest))
+    original, copy = _project_json(server.url, "folder-lib"), _project_json(restored.url, "folder-lib")
+    assert copy["project-status"] == {"status": "deprecated", "reason": "use new-lib"}
+    assert copy["files"] == original["files"]
+    assert [f["yanked"] for f in copy["files"]] == ["broken", False, False]
+    assert packhouse(["check", "--packages-dir", str(dest)]).returncode == 0
