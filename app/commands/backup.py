@@ -205,14 +205,19 @@ async def _backup(settings: object, source: Path, layout: Layout, *, verify: boo
 
     with _locked(layout.state):
         snapshot = layout.state / PARTIAL
-        _snapshot(source, snapshot)
-        rows, projects = _rows(snapshot)
-        report = Report(projects=projects, files=len(rows))
-        storage, close = await open_storage(settings, check=True)  # type: ignore[arg-type]
         try:
-            wanted = await _copy_files(storage, rows, layout, report, verify=verify)
-        finally:
-            await close()
+            _snapshot(source, snapshot)
+            rows, projects = _rows(snapshot)
+            report = Report(projects=projects, files=len(rows))
+            storage, close = await open_storage(settings, check=True)  # type: ignore[arg-type]
+            try:
+                wanted = await _copy_files(storage, rows, layout, report, verify=verify)
+            finally:
+                await close()
+        except BaseException:
+            with contextlib.suppress(OSError):
+                snapshot.unlink()  # the previous backup stays as it was
+            raise
         _publish(snapshot, layout.state)
         report.removed = sum(_remove_unnamed(root, wanted) for root in layout.sweep_roots())
     return report
@@ -286,7 +291,9 @@ class Row:
 
 
 def _rows(snapshot: Path) -> tuple[list[Row], int]:
-    conn = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
+    from app.db.engine import connect_readonly
+
+    conn = connect_readonly(str(snapshot))
     try:
         try:
             found = conn.execute(
