@@ -16,12 +16,17 @@ state is logged once, and the old certificate stays until the files change again
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import ssl
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from app import http_reason
 
 log = logging.getLogger("packhouse.tls")
 
@@ -87,6 +92,66 @@ def _load_checked(context: ssl.SSLContext, paths: list[Path]) -> None:
         certfile, keyfile = copies[0], (copies[1] if len(copies) > 1 else None)
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(certfile, keyfile, password=no_passphrase)
         context.load_cert_chain(certfile, keyfile, password=no_passphrase)
+
+
+#: What a plain HTTP request to the HTTPS port is told (nginx and Go answer it with a 400 too).
+PLAIN_HTTP_DETAIL = (
+    "This port speaks HTTPS, and the request came in plain HTTP (any password in it went unencrypted): "
+    "use an https:// URL (in pip.conf, ~/.pypirc, or the --index-url / --repository-url given)."
+)
+
+
+def _plain_http_answer() -> bytes:
+    body = json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400, "detail": PLAIN_HTTP_DETAIL})
+    head = (
+        f"HTTP/1.1 400 {http_reason.phrase(PLAIN_HTTP_DETAIL).decode()}\r\n"
+        f"content-type: application/problem+json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return (head + body).encode()
+
+
+class _AnswersPlainHttp(ssl.SSLObject):
+    """A TLS connection's SSL object that answers a plain HTTP request with a 400 saying so, where
+    a client would otherwise see the connection closed without a word (pip: "Remote end closed
+    connection without response", retried five times).
+
+    OpenSSL recognises a request line where a TLS handshake should be (the HTTP_REQUEST error).
+    The answer is written to the connection's outgoing buffer, and the handshake reports that it
+    wants more data: the TLS layer (asyncio's or uvloop's) sends what is in that buffer, in clear,
+    and waits. The client reads the 400 and closes; if it sends more, the handshake fails as before.
+    SSLContext.sslobject_class is the documented way in; the outgoing buffer is taken from
+    SSLObject._create, and without it (another Python) the connection is closed as uvicorn does."""
+
+    _packhouse_outgoing: ssl.MemoryBIO | None = None
+    _packhouse_answered = False
+
+    @classmethod
+    def _create(cls, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, *args: Any, **kwargs: Any) -> Any:
+        obj = super()._create(incoming, outgoing, *args, **kwargs)  # type: ignore[misc]
+        obj._packhouse_outgoing = outgoing
+        return obj
+
+    def do_handshake(self) -> None:
+        try:
+            super().do_handshake()
+        except ssl.SSLError as exc:
+            outgoing = self._packhouse_outgoing
+            plain = exc.reason in ("HTTP_REQUEST", "HTTPS_PROXY_REQUEST")
+            if not plain or outgoing is None or self._packhouse_answered:
+                raise
+            self._packhouse_answered = True
+            outgoing.write(_PLAIN_HTTP)
+            raise ssl.SSLWantReadError("a plain HTTP request, answered with a 400") from exc
+
+
+_PLAIN_HTTP = _plain_http_answer()
+
+
+def context_factory(config: object, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """uvicorn's ``ssl_context_factory``: its own context, answering plain HTTP with a 400."""
+    context = default()
+    context.sslobject_class = _AnswersPlainHttp
+    return context
 
 
 def reloader(config: object) -> CertificateReloader:

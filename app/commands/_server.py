@@ -96,7 +96,7 @@ def launch(settings: Settings) -> int:
 
     import uvicorn
 
-    from app import http_limits
+    from app import http_limits, http_tls
     from app.logs import log_config
 
     logging.config.dictConfig(log_config(settings.log_level, settings.log_format))  # preflight may index
@@ -128,6 +128,8 @@ def launch(settings: Settings) -> int:
             timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
             ssl_certfile=settings.ssl_certfile,
             ssl_keyfile=settings.ssl_keyfile,
+            # uvicorn's context, which also answers plain HTTP on the port with a 400 (app/http_tls.py)
+            ssl_context_factory=http_tls.context_factory if settings.ssl_certfile else None,
         )
     return 0
 

@@ -5,6 +5,7 @@ nothing skips verification, and without the CA they refuse the server."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import random
 import socket
@@ -18,6 +19,7 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
+from app import http_tls
 from tests.conftest import ROOT, clean_env, free_port, run, tool
 from tests.e2e.test_clients import make_project, pypirc_from_readme
 from tests.e2e.test_operator_errors import assert_refused, serve
@@ -116,6 +118,41 @@ def test_the_real_clients_over_https(live_server, env, tls, tmp_path):
         # The landing page's pip snippet: an https index needs no trusted-host.
         home = http.get("/").text
         assert f"index-url = {server.url}/simple/" in home and "trusted-host" not in home
+
+
+@pytest.mark.sqlite_only  # TLS is the subject
+def test_plain_http_on_the_https_port_is_told_to_use_https(live_server, env, tls, tmp_path):
+    """A pip.conf or ~/.pypirc still saying http:// gets a 400 that says why (as nginx and Go answer
+    it), not a connection closed without a word; the port goes on serving HTTPS."""
+    server = live_server("--ssl-certfile", str(tls["both"]), ca=str(tls["ca"]))
+    plain = server.url.replace("https://", "http://")
+    # The server sends the answer and waits for the client to close, as `connection: close` asks
+    # (or for its TLS handshake timeout): http.client reads the answer by its content-length.
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # type: ignore[attr-defined]
+    conn.request("GET", "/simple/")
+    answer = conn.getresponse()
+    assert answer.status == 400 and answer.reason.startswith(
+        "This port speaks HTTPS, and the request came in plain HTTP"
+    )
+    assert answer.getheader("connection") == "close"
+    assert json.loads(answer.read())["detail"] == http_tls.PLAIN_HTTP_DETAIL
+    conn.close()
+
+    wheel = make_wheel(tmp_path, "plain-lib", "1.0")
+    twine = run([tool("twine"), "upload", "--disable-progress-bar", "--non-interactive", "--repository-url",
+                 plain + "/legacy/", "-u", "u", "-p", "p", str(wheel)],
+                dict(env, COLUMNS="400"), check=False)  # fmt: skip
+    out = " ".join((twine.stdout + twine.stderr).split())
+    assert twine.returncode != 0 and "400 Bad Request" in out and "use an https:// URL" in out, out
+    (tmp_path / "requirements.in").write_text("plain-lib\n")
+    uv = run([tool("uv"), "pip", "compile", "--no-cache", "--index-url", plain + "/simple/",
+              str(tmp_path / "requirements.in")], env, check=False)  # fmt: skip
+    assert uv.returncode != 0 and "This port speaks HTTPS" in uv.stderr, uv.stderr
+    pip = run([tool("pip"), "download", "--no-deps", "--retries", "0", "-d", str(tmp_path / "dl"),
+               f"{plain}/files/plain-lib/{wheel.name}"], env, check=False)  # fmt: skip
+    assert pip.returncode != 0 and "400 Client Error: This port speaks HTTPS" in pip.stdout + pip.stderr
+
+    assert httpx.get(server.url + "/health", verify=server.verify).status_code == 200
 
 
 @pytest.mark.sqlite_only
@@ -248,8 +285,8 @@ def test_pypiserver_command_line_with_the_key_in_the_certificate_file(tmp_path, 
     try:
         page = httpx.get(server.url + "/simple/folder-lib/", verify=server.verify)
         assert page.status_code == 200 and "folder_lib-2.0-py3-none-any.whl" in page.text
-        with pytest.raises(httpx.HTTPError):  # plain HTTP on the HTTPS port gets no answer
-            httpx.get(server.url.replace("https://", "http://") + "/health", timeout=5)
+        plain = httpx.get(server.url.replace("https://", "http://") + "/health", timeout=5)
+        assert plain.status_code == 400 and plain.json()["detail"] == http_tls.PLAIN_HTTP_DETAIL
     finally:
         server.stop()
 
