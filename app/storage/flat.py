@@ -88,8 +88,24 @@ class FlatLocalStorage(LocalStorage):
             return
         if link is None:
             await super().delete(key)
+            if key.endswith(METADATA_SUFFIX) and "/" in key:
+                await anyio.to_thread.run_sync(self._prune_metadata_folders, key)
         else:
             await aiofiles.os.remove(link)
+
+    def _prune_metadata_folders(self, key: str) -> None:
+        """The subfolders of ``.packhouse/metadata/`` that a deleted metadata file leaves empty (a
+        wheel in a subfolder of the package folder has its metadata file in the same subfolder
+        there). One that a metadata file is written into meanwhile is not empty, and stays; a write
+        that finds its folder just removed fails, and the file is built from the wheel again."""
+        base = self.root / METADATA_DIR
+        folder = (base / key).parent
+        while folder != base and folder.is_relative_to(base):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or gone): so are the ones above
+                return
+            folder = folder.parent
 
     async def keys(self) -> dict[str, float]:
         """Every file in the package folder (``_walk``), and every PEP 658 metadata file in

@@ -78,6 +78,7 @@ def test_a_wheel_deleted_by_hand_takes_its_metadata_file_with_it(make_client, tm
         _wait_for(lambda p=project: not sidecars[p].exists(), f"removed the metadata file of {project}")
         assert client.get(f"/simple/{project}/").status_code == 404
         assert client.get(f"/files/{project}/{project}-1.0-py3-none-any.whl.metadata").status_code == 404
+    assert not (metadata / "nested").exists()  # the subfolder its metadata file left empty
     # Only the metadata files were removed: nothing else in the folder changed.
     assert sidecars["kept"].read_bytes() == served["kept"]
     assert sidecars["kept"].stat().st_mtime_ns == kept_stat.st_mtime_ns
