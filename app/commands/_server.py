@@ -111,6 +111,8 @@ def launch(settings: Settings) -> int:
 
         os.environ[FOLDER_INDEXED_ENV] = "1"
     os.environ.pop(CONFIG_ENV, None)  # already folded into the variables above
+    # uvicorn's context, which also answers plain HTTP on the port with a 400 (app/http_tls.py)
+    tls = {"ssl_context_factory": http_tls.context_factory} if settings.ssl_certfile else {}
     with shared_metrics(settings.metrics and settings.workers > 1):
         uvicorn.run(
             "app.main:create_app",
@@ -128,8 +130,7 @@ def launch(settings: Settings) -> int:
             timeout_keep_alive=settings.header_timeout,  # type: ignore[arg-type]
             ssl_certfile=settings.ssl_certfile,
             ssl_keyfile=settings.ssl_keyfile,
-            # uvicorn's context, which also answers plain HTTP on the port with a 400 (app/http_tls.py)
-            ssl_context_factory=http_tls.context_factory if settings.ssl_certfile else None,
+            **tls,
         )
     return 0
 
