@@ -46,8 +46,8 @@ def check(data: Path):  # noqa: ANN201
 
 
 def stored(data: Path, filename: str) -> Path:
-    """Where the local store keeps ``filename`` (under a key that starts with its hash)."""
-    (found,) = (data / "files").rglob(f"*-{filename}")
+    """Where the local store keeps ``filename`` (under a key made of its hash and its name)."""
+    (found,) = (data / "files").rglob(f"*{filename}")
     return found
 
 
@@ -256,3 +256,20 @@ def test_a_row_whose_key_would_leave_the_backup_is_reported_not_followed(live_se
     assert f"PROBLEM {name}: invalid storage key '../../{name}'" in done.stdout, done.stdout
     assert not list(tmp_path.glob(f"*{name}*")) and not (tmp_path.parent / name).exists()
     assert stored(dest, dists["1.1"].name).read_bytes() == dists["1.1"].read_bytes()
+
+
+def test_files_in_s3_are_backed_up_into_a_data_folder(live_server, tmp_path, dists, s3):
+    """SQLite with the files in a bucket: the backup reads them through the server's storage (with
+    the wheel's metadata object S3 gets at upload), and DEST serves them from a local folder."""
+    data, dest = tmp_path / "data", tmp_path / "backup"
+    server = live_server(env=s3.env)
+    upload(server, dists["1.1"])
+    upload(server, dists["1.1-sdist"])
+    done = backup(data, dest, env=s3.env)
+    assert done.returncode == 0 and "2 copied" in done.stdout, done.stdout + done.stderr
+    assert stored(dest, dists["1.1"].name).read_bytes() == dists["1.1"].read_bytes()
+    assert list((dest / "files").rglob(f"*{dists['1.1'].name}.metadata"))  # stored with the upload
+    restored = live_server(data_dir=dest)
+    assert page(restored, "team-lib") == page(server, "team-lib")
+    wheel = httpx.get(f"{restored.url}/files/team-lib/{dists['1.1'].name}")
+    assert wheel.content == dists["1.1"].read_bytes()
