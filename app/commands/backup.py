@@ -150,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"PROBLEM {problem}")
     print(
         f"backed up {report.projects} project(s), {report.files} file(s) into {layout.dest}: {report.copied} copied "
-        f"({_size(report.copied_bytes)}), {report.kept} already there, {report.removed} removed; "
+        f"({report.copied_bytes:,} bytes), {report.kept} already there, {report.removed} removed; "
         f"{time.monotonic() - started:.1f} s"
     )
     if report.problems:
@@ -425,16 +425,6 @@ def _remove_unnamed(root: Path, wanted: set[Path]) -> int:
 
 
 def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    from app.storage.local import fsync_dir
 
-
-def _size(n: int) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:,} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000  # type: ignore[assignment]
-    return str(n)
+    fsync_dir(path)

@@ -265,7 +265,7 @@ class LocalStorage:
         durable (a crashed process may have made one without), and no upload creates a directory."""
         for i in range(256):
             (self.root / f"{i:02x}").mkdir(exist_ok=True)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         self._prefix_dirs_ready = True
 
     async def commit(  # type: ignore[override]
@@ -308,7 +308,7 @@ class LocalStorage:
                     path.unlink(missing_ok=True)
                 raise
             for directory in directories:
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
         await anyio.to_thread.run_sync(_commit)
 
@@ -338,7 +338,7 @@ class LocalStorage:
         os.rename(staged.path, target)
         staged.path = target  # a discard() after a failure below removes it
         # The directory's fsync makes the file's name durable (its own name is: _make_prefix_dirs).
-        pending = [_FSYNCS.submit(_fsync_dir, target.parent), _FSYNCS.submit(staged.finish)]
+        pending = [_FSYNCS.submit(fsync_dir, target.parent), _FSYNCS.submit(staged.finish)]
         written: list[Path] = []
 
         def undo() -> None:
@@ -380,7 +380,7 @@ class LocalStorage:
 
         def _put() -> None:
             for directory in _write_durably(self.tmp, path, data):
-                _fsync_dir(directory)
+                fsync_dir(directory)
 
         await anyio.to_thread.run_sync(_put)
 
@@ -587,7 +587,7 @@ def _plain_name(filename: str) -> bool:
     )
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

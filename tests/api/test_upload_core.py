@@ -331,7 +331,7 @@ class _FailingRawInsert:
     [
         # The disk fails while the file is committed (on SQLite in the thread that inserts the row:
         # the row waits for the file's fsyncs, and is rolled back).
-        ("app.storage.local._fsync_dir", _disk_fails, ()),
+        ("app.storage.local.fsync_dir", _disk_fails, ()),
         # The file's own fsync fails: it is started while the upload is checked, and the commit
         # must not take a second fsync's success for durability.
         ("os.fsync", _file_fsync_fails, ()),

@@ -229,7 +229,7 @@ async def test_failed_in_place_commit_leaves_only_what_discard_removes(tmp_path,
     def failing(path):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(local, "_fsync_dir", failing)
+    monkeypatch.setattr(local, "fsync_dir", failing)
     with pytest.raises(OSError):
         await storage.commit(staged, staged.key, sidecars={staged.key + ".metadata": b"Name: demo\n"})
     assert _files(storage.root) == [staged.key]
