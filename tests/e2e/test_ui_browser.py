@@ -326,6 +326,7 @@ def test_api_docs_render_with_nothing_beyond_the_server(browser, server):
     finally:
         context.close()
     assert errors == [], errors
-    # ReDoc's "powered by" logo is an image on cdn.redoc.ly: the page's policy refuses it, nothing else.
-    assert all("cdn.redoc.ly" in message for message in blocked), blocked
-    assert all(url.startswith("https://cdn.redoc.ly/") for url in elsewhere), elsewhere
+    # Nothing is refused by the pages' policy, and nothing is asked of another host (ReDoc's
+    # "powered by" logo on cdn.redoc.ly is replaced in the served script: app/api/docs.py).
+    assert blocked == [], blocked
+    assert elsewhere == [], elsewhere
