@@ -22,7 +22,10 @@ run: $(STAMP)
 # One pytest worker per core, each taking whole test files (--dist loadfile: a file's module
 # fixtures, such as the container test's Docker engine, are never started twice at once).
 # `.venv/bin/python -m pytest tests/...` runs a part of it in one process.
+# First what the container test needs from outside (a Debian base system, the image's wheels),
+# fetched once into ~/.cache/packhouse-test: no test reaches beyond loopback (tests/support/assets.py).
 test: $(STAMP)
+	$(BIN)/python -m tests.support.assets
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # Packhouse vs pypiserver side by side (needs wrk and nginx: see bench/README.md); not part of `make test`.

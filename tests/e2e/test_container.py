@@ -9,7 +9,6 @@ that over HTTPS, as docs/migrating.md sets it up, with the image's HEALTHCHECK r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -17,7 +16,6 @@ import ssl
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import httpx
@@ -25,7 +23,7 @@ import pytest
 import trustme
 
 from tests.conftest import ROOT, basic, clean_env, free_port, run, tool
-from tests.support import docker_engine
+from tests.support import assets, docker_engine
 from tests.support.builders import make_wheel
 from tests.support.runserver import RunServer
 
@@ -46,24 +44,8 @@ def test_compose_file_is_valid(client_env):
 
 
 def _image_wheels() -> Path:
-    """Packhouse's dependencies (and its build backend) as wheels for the image's Python 3.11,
-    downloaded once from the package registry (test setup) and cached."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    reqs = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
-    key = hashlib.sha256("\n".join(sorted(reqs)).encode()).hexdigest()[:12]
-    cache = docker_engine.CACHE / f"wheels-{key}"
-    if not (cache / ".complete").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        # The machine's own pip configuration applies here (it names the reachable registry).
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(cache),
-             "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
-             "--abi", "none", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-             "--platform", "manylinux2014_x86_64", "--platform", "any", *reqs],
-            check=True, timeout=300,
-        )  # fmt: skip
-        (cache / ".complete").write_text("ok")
-    return cache
+    """Packhouse's dependencies as wheels for the image's Python, fetched before the test run."""
+    return assets.required(assets.wheels(), "The image's dependencies as wheels")
 
 
 @pytest.fixture(scope="module")

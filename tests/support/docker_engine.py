@@ -1,7 +1,7 @@
 """A throwaway Docker engine and a Debian stand-in base image for the container test (RECIPES.md).
 
 No image registry is reachable on the CI machine, so ``python:3.11-slim`` cannot be pulled: the base
-is built from Debian's packages with mmdebstrap (cached under ~/.cache/packhouse-test) and imported.
+is built from Debian's packages with mmdebstrap before the test run (tests/support/assets.py) and imported.
 The engine gets its own socket, pid file, data root and bridge, so it never meddles with another.
 """
 
@@ -103,19 +103,13 @@ def stop_engine(engine: Engine) -> None:
 
 
 def ensure_base_image(engine: Engine) -> str:
+    """The stand-in base image, imported from the Debian base system fetched before the test run
+    (tests/support/assets.py)."""
+    from tests.support import assets
+
     if engine.docker("image", "inspect", BASE_IMAGE, check=False).returncode == 0:
         return BASE_IMAGE
-    mmdebstrap = _need("mmdebstrap", "mmdebstrap")
-    CACHE.mkdir(parents=True, exist_ok=True)
-    rootfs = CACHE / "bookworm-python.tar"
-    if not rootfs.exists():
-        part = CACHE / "bookworm-python.part.tar"
-        subprocess.run(
-            [mmdebstrap, "--variant=minbase", "--include=python3,python3-pip,python3-venv,python-is-python3,"
-             "ca-certificates", "bookworm", str(part)],
-            check=True, capture_output=True, timeout=600,
-        )  # fmt: skip
-        part.rename(rootfs)
+    rootfs = assets.required(assets.rootfs(), "The Debian base system of the stand-in image")
     with rootfs.open("rb") as fh:
         engine.docker("import", "-", BASE_IMAGE, stdin=fh, timeout=300)
     return BASE_IMAGE
