@@ -23,13 +23,22 @@ ENV PIP_INDEX_URL=${PIP_INDEX_URL} \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-RUN python3 -m venv /opt/packhouse
+# Exact versions, every file's hash checked (requirements/*.txt, written by `make lock`): the same
+# image from the same commit, and nothing the lock does not name. Dependencies first (their layer is
+# kept while only the code changes); then Packhouse's own wheel, built with the locked hatchling in
+# a throwaway venv, installed without dependencies, and `pip check` to prove none is missing.
+COPY requirements/image.txt requirements/build.txt ./requirements/
+RUN python3 -m venv /opt/packhouse \
+    && /opt/packhouse/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements/image.txt \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements/build.txt
 COPY pyproject.toml README.md alembic.ini ./
 COPY migrations ./migrations
 COPY app ./app
-# The project itself and its dependencies (bounded by pyproject.toml); nothing else lands in the venv.
 # hadolint ignore=DL3013
-RUN /opt/packhouse/bin/pip install --no-cache-dir . \
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+    && /opt/packhouse/bin/pip install --no-cache-dir --no-deps /tmp/dist/packhouse-*.whl \
+    && /opt/packhouse/bin/pip check \
     && /opt/packhouse/bin/packhouse --version
 
 FROM ${PYTHON_IMAGE}

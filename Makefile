@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean bench
+.PHONY: run test venv clean bench lock
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: $(STAMP)
 # Packhouse vs pypiserver side by side (needs wrk and nginx: see bench/README.md); not part of `make test`.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The image's exact dependencies, with every file's hash (the Dockerfile installs only these).
+# Run after changing pyproject.toml's dependencies (tests/unit/test_locks.py fails until then), or
+# to take new releases.
+LOCK := $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q
+lock: $(STAMP)
+	$(LOCK) pyproject.toml -o requirements/image.txt
+	$(LOCK) requirements/build.in -o requirements/build.txt
 
 clean:
 	rm -rf $(VENV) data

@@ -3,8 +3,9 @@ during it: ``make test`` runs ``python -m tests.support.assets`` first.
 
 - the Debian base system of the stand-in ``python:3.11-slim`` image, built by mmdebstrap from
   Debian's mirror (no image registry is reachable here: tests/support/docker_engine.py);
-- Packhouse's dependencies (and its build backend) as wheels for the image's Python 3.11, from the
-  package registry: the test serves them to ``docker build`` from a Packhouse on the host.
+- the image's locked dependencies (requirements/image.txt, and build.txt for its build backend) as
+  wheels for the image's Python 3.11, from the package registry: the test serves them to
+  ``docker build`` from a Packhouse on the host.
 
 Both are cached under PACKHOUSE_TEST_CACHE (default ~/.cache/packhouse-test); run again, this does
 nothing. The tests only read the cache, and fail saying how to fill it when it is not there.
@@ -16,7 +17,6 @@ import hashlib
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -31,14 +31,12 @@ def rootfs() -> Path:
     return CACHE / "bookworm-python.tar"
 
 
-def _requirements() -> list[str]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    return [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+LOCKS = (ROOT / "requirements" / "image.txt", ROOT / "requirements" / "build.txt")
 
 
 def wheels() -> Path:
-    """The wheelhouse for the current pyproject.toml's requirements (a new folder when they change)."""
-    key = hashlib.sha256("\n".join(sorted(_requirements())).encode()).hexdigest()[:12]
+    """The wheelhouse for the image's lock files (a new folder when they change)."""
+    key = hashlib.sha256(b"".join(lock.read_bytes() for lock in LOCKS)).hexdigest()[:12]
     return CACHE / f"wheels-{key}"
 
 
@@ -73,15 +71,18 @@ def fetch_wheels() -> None:
     if (cache / ".complete").exists():
         return
     cache.mkdir(parents=True, exist_ok=True)
-    print("tests.support.assets: downloading the image's dependencies as wheels", flush=True)
-    # The machine's own pip configuration applies here (it names the reachable registry).
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--dest", str(cache),
-         "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311", "--abi", "abi3",
-         "--abi", "none", "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-         "--platform", "manylinux2014_x86_64", "--platform", "any", *_requirements()],
-        check=True, timeout=300,
-    )  # fmt: skip
+    print("tests.support.assets: downloading the image's locked dependencies as wheels", flush=True)
+    # The machine's own pip configuration applies here (it names the reachable registry); the
+    # hashes are checked as the image's build will check them.
+    for lock in LOCKS:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
+             "--require-hashes", "--dest", str(cache), "--python-version", "3.11", "--implementation", "cp",
+             "--abi", "cp311", "--abi", "abi3", "--abi", "none", "--platform", "manylinux_2_28_x86_64",
+             "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64", "--platform", "any",
+             "-r", str(lock)],
+            check=True, timeout=300,
+        )  # fmt: skip
     (cache / ".complete").write_text("ok")
 
 
