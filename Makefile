@@ -8,10 +8,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test venv clean bench lock
 
-$(STAMP): pyproject.toml
+# The versions in requirements/dev.txt (from `make lock`): every machine, CI included, tests the same
+# releases of the dependencies and of the clients, pip among them.
+$(STAMP): pyproject.toml requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,postgres,s3]'
+	$(BIN)/python -m pip install --quiet -c requirements/dev.txt pip
+	$(BIN)/python -m pip install --quiet -c requirements/dev.txt -e '.[test,postgres,s3]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,13 +34,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# The image's exact dependencies, with every file's hash (the Dockerfile installs only these).
-# Run after changing pyproject.toml's dependencies (tests/unit/test_locks.py fails until then), or
-# to take new releases.
-LOCK := $(BIN)/uv pip compile --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -q
-lock: $(STAMP)
-	$(LOCK) pyproject.toml -o requirements/image.txt
-	$(LOCK) requirements/build.in -o requirements/build.txt
+# Exact versions: the image's dependencies with every file's hash (the Dockerfile installs only
+# these), and the test venv's. Run after changing pyproject.toml's dependencies
+# (tests/unit/test_locks.py fails until then), or to take new releases.
+LOCK := $(BIN)/uv pip compile --universal --python-version 3.11 --custom-compile-command "make lock" -q
+lock:  # not from the venv's stamp: that installs with the old dev.txt, which may conflict now
+	test -x $(BIN)/uv || { test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); $(BIN)/python -m pip install --quiet uv; }
+	$(LOCK) --generate-hashes pyproject.toml -o requirements/image.txt
+	$(LOCK) --generate-hashes requirements/build.in -o requirements/build.txt
+	$(LOCK) pyproject.toml requirements/dev.in --extra test --extra postgres --extra s3 -o requirements/dev.txt
 
 clean:
 	rm -rf $(VENV) data
