@@ -27,7 +27,6 @@ without a restart (app/http_tls.py).
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 from app import http_reason, http_sendfile, http_tls
@@ -184,12 +183,7 @@ if HttpToolsProtocol is not None:
             if self._answering():
                 self._abort(f"{status} {phrase} ({detail})")
                 return
-            body = json.dumps({"type": "about:blank", "title": phrase, "status": status, "detail": detail})
-            head = (
-                f"HTTP/1.1 {status} {http_reason.phrase(detail).decode()}\r\ncontent-type: application/problem+json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-            )
             self.logger.warning("%s %s: %s", status, phrase, detail)
-            self.transport.write(head.encode() + body.encode())
+            self.transport.write(http_reason.raw_problem(status, phrase, detail))
             self.transport.close()
             self._disarm()

@@ -23,6 +23,7 @@ out and nothing breaks.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -45,6 +46,18 @@ def phrase(message: str) -> bytes:
         cut = text[: MAX_REASON - 3]
         text = (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "..."
     return text.encode("ascii")
+
+
+def raw_problem(status: int, title: str, detail: str) -> bytes:
+    """A whole ``application/problem+json`` response, closing the connection, with ``detail`` as
+    its reason phrase: for what the protocol answers itself, outside the app (app/http_limits.py's
+    431 and 408, app/http_tls.py's 400 to plain HTTP on an HTTPS port)."""
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail}).encode()
+    head = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n\r\n" % (status, phrase(detail), len(body))
+    )
+    return head + body
 
 
 def wrap_send(cycle: Any) -> None:

@@ -16,7 +16,6 @@ state is logged once, and the old certificate stays until the files change again
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import ssl
@@ -101,15 +100,6 @@ PLAIN_HTTP_DETAIL = (
 )
 
 
-def _plain_http_answer() -> bytes:
-    body = json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400, "detail": PLAIN_HTTP_DETAIL})
-    head = (
-        f"HTTP/1.1 400 {http_reason.phrase(PLAIN_HTTP_DETAIL).decode()}\r\n"
-        f"content-type: application/problem+json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
-    )
-    return (head + body).encode()
-
-
 class _AnswersPlainHttp(ssl.SSLObject):
     """A TLS connection's SSL object that answers a plain HTTP request with a 400 saying so, where
     a client would otherwise see the connection closed without a word (pip: "Remote end closed
@@ -144,7 +134,7 @@ class _AnswersPlainHttp(ssl.SSLObject):
             raise ssl.SSLWantReadError("a plain HTTP request, answered with a 400") from exc
 
 
-_PLAIN_HTTP = _plain_http_answer()
+_PLAIN_HTTP = http_reason.raw_problem(400, "Bad Request", PLAIN_HTTP_DETAIL)
 
 
 def context_factory(config: object, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
